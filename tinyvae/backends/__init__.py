@@ -1,0 +1,70 @@
+"""Backends: an array module plus an implementation of each named op.
+
+The model is written once against ``backend.xp`` (numpy or cupy) and calls the
+hot paths through ``backend.<op>``. The ops are listed in :data:`OPS`; their
+reference implementations, and the meaning of each argument, are in
+:mod:`tinyvae.backends.reference`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+OPS = (
+    "bce_with_logits",
+    "reparameterize_kl",
+    "reparameterize_kl_backward",
+    "relu_backward_bias",
+    "adam_step",
+    "sgd_step",
+)
+
+BACKENDS = ("numpy", "numba", "cuda")
+
+
+class BackendUnavailable(RuntimeError):
+    """Raised when a backend is not implemented or cannot run on this machine."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A named array module and one implementation of each op in :data:`OPS`."""
+
+    name: str
+    xp: Any
+    bce_with_logits: Callable
+    reparameterize_kl: Callable
+    reparameterize_kl_backward: Callable
+    relu_backward_bias: Callable
+    adam_step: Callable
+    sgd_step: Callable
+
+    def to_host(self, a):
+        """The array ``a`` as a NumPy array (a no-op on host backends)."""
+        return a.get() if hasattr(a, "get") else a
+
+
+def _from_module(name, xp, module) -> Backend:
+    return Backend(name=name, xp=xp, **{op: getattr(module, op) for op in OPS})
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name`` (one of :data:`BACKENDS`).
+
+    Raises:
+        ValueError: for an unknown name.
+        BackendUnavailable: when the backend cannot run here (not built yet, a
+            missing package, no usable GPU); the message says what is missing.
+    """
+    if name == "numpy":
+        import numpy
+
+        from . import reference
+
+        return _from_module("numpy", numpy, reference)
+    if name in BACKENDS:
+        raise BackendUnavailable(
+            f"the {name!r} backend is not implemented yet; use --backend numpy"
+        )
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

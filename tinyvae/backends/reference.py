@@ -1,0 +1,161 @@
+"""Reference implementations of tinyvae's named ops: the oracle for every backend.
+
+Each op is written as the plain array expression of its formula, against the
+array module of its arguments (NumPy here; the same code runs on CuPy arrays,
+where it serves as the "naive CuPy" baseline of the CUDA benchmarks). Fused
+backends (numba, cuda) implement the same names with the same signatures and
+are tested against these functions.
+
+Conventions shared by all backends:
+
+* ``B`` is the batch size, ``D`` the data dimension, ``K`` the latent size.
+* Every op writes into caller-owned ``out`` arrays and returns nothing, so a
+  training step can reuse its buffers. ``mu``/``logvar`` (and their gradients)
+  may be non-contiguous column views of a ``(B, 2K)`` array.
+* Losses are in nats. The per-sample loss of a batch is written to a ``(B,)``
+  array; the caller reduces it.
+
+Sources: Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014
+(K&W below): eq. (3) for the SGVB estimator, eq. (10) and Appendix B for the
+analytic KL to N(0, I), Appendix C.1 for the Bernoulli decoder. Adam:
+Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
+Algorithm 1, in the form of PyTorch's ``torch.optim.Adam`` (bias corrections
+folded into the step size and the denominator).
+"""
+
+from __future__ import annotations
+
+
+def array_module(a):
+    """The array module (numpy or cupy) that owns array ``a``."""
+    mod = type(a).__module__.split(".")[0]
+    if mod == "cupy":
+        import cupy
+
+        return cupy
+    import numpy
+
+    return numpy
+
+
+def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
+    """Bernoulli negative log-likelihood from logits, and its gradient.
+
+    Per element, with l = logit and x = target in [0, 1], in the stable form
+    that never evaluates ``log(sigmoid(l))``::
+
+        bce(l, x) = max(l, 0) - l * x + log1p(exp(-|l|))      (nats)
+        d bce / d l = sigmoid(l) - x
+
+    (K&W Appendix C.1: log p(x|z) = sum_i x_i log y_i + (1 - x_i) log(1 - y_i)
+    with y = sigmoid(l).)
+
+    Args:
+        logits: ``(B, D)`` float32/float64 decoder outputs.
+        x: ``(B, D)`` targets of the same dtype, values in [0, 1].
+        scale: float multiplying the gradient (``1/B`` for a batch mean).
+        loss_out: ``(B,)`` receives the per-sample BCE summed over D, nats.
+        dlogits_out: ``(B, D)`` receives ``scale * (sigmoid(logits) - x)``.
+    """
+    xp = array_module(logits)
+    e = xp.exp(-xp.abs(logits))
+    elem = xp.maximum(logits, 0) - logits * x + xp.log1p(e)
+    xp.sum(elem, axis=1, out=loss_out)
+    sig = xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
+    xp.multiply(sig - x, scale, out=dlogits_out)
+
+
+def reparameterize_kl(mu, logvar, eps, z_out, kl_out):
+    """Reparameterized sample of q(z|x) and its analytic KL to N(0, I).
+
+    ::
+
+        z  = mu + exp(0.5 * logvar) * eps                    (K&W eq. 10 context, Sec. 2.4)
+        kl = -0.5 * sum_k (1 + logvar - mu^2 - exp(logvar))  (K&W Appendix B), nats
+
+    Args:
+        mu, logvar, eps: ``(B, K)`` float arrays; ``eps ~ N(0, I)``.
+        z_out: ``(B, K)`` receives z.
+        kl_out: ``(B,)`` receives the per-sample KL(q(z|x) || N(0, I)) in nats.
+    """
+    xp = array_module(mu)
+    xp.add(mu, xp.exp(0.5 * logvar) * eps, out=z_out)
+    xp.multiply(xp.sum(1 + logvar - mu * mu - xp.exp(logvar), axis=1), -0.5, out=kl_out)
+
+
+def reparameterize_kl_backward(dz, mu, logvar, eps, kl_scale, dmu_out, dlogvar_out):
+    """Gradient of ``sum(dz * z) + kl_scale * sum(kl)`` with respect to mu and logvar.
+
+    The reparameterization gradient (K&W Sec. 2.4) plus the gradient of the
+    analytic KL (K&W Appendix B)::
+
+        dmu     = dz + kl_scale * mu
+        dlogvar = 0.5 * dz * eps * exp(0.5 * logvar) + 0.5 * kl_scale * (exp(logvar) - 1)
+
+    Args:
+        dz: ``(B, K)`` gradient of the loss with respect to z.
+        mu, logvar, eps: ``(B, K)``, as given to :func:`reparameterize_kl`.
+        kl_scale: float weight of the summed KL in the loss (``beta / B``).
+        dmu_out, dlogvar_out: ``(B, K)`` receive the gradients.
+    """
+    xp = array_module(mu)
+    xp.add(dz, kl_scale * mu, out=dmu_out)
+    xp.add(0.5 * dz * eps * xp.exp(0.5 * logvar), 0.5 * kl_scale * (xp.exp(logvar) - 1), out=dlogvar_out)
+
+
+def relu_backward_bias(dh, h, db_out):
+    """ReLU backward, in place, fused with the bias gradient of the layer below.
+
+    With ``h = relu(a)`` and ``a = x W^T + b``: ``da = dh * (h > 0)`` and
+    ``db = sum_batch da``.
+
+    Args:
+        dh: ``(B, H)`` gradient with respect to h; overwritten with ``da``.
+        h: ``(B, H)`` ReLU outputs.
+        db_out: ``(H,)`` receives the bias gradient.
+    """
+    xp = array_module(dh)
+    xp.multiply(dh, h > 0, out=dh)
+    xp.sum(dh, axis=0, out=db_out)
+
+
+def adam_step(p, g, m, v, lr, beta1, beta2, eps, step):
+    """One Adam update of a flat parameter buffer, in place.
+
+    PyTorch's ``torch.optim.Adam`` (weight_decay=0, amsgrad=False)::
+
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g^2
+        p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    Args:
+        p, g, m, v: ``(P,)`` parameters, gradients, first and second moments.
+        lr, beta1, beta2, eps: floats.
+        step: int t >= 1, the number of this update.
+    """
+    xp = array_module(p)
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    step_size = lr / (1 - beta1**step)
+    denom = xp.sqrt(v) / (1 - beta2**step) ** 0.5 + eps
+    p -= step_size * m / denom
+
+
+def sgd_step(p, g, buf, lr, momentum, nesterov):
+    """One SGD-with-momentum update of a flat parameter buffer, in place.
+
+    PyTorch's ``torch.optim.SGD`` with dampening=0 (a zero-initialised buffer
+    reproduces its first step, ``buf = g``)::
+
+        buf = momentum * buf + g
+        p  -= lr * (g + momentum * buf if nesterov else buf)
+
+    Args:
+        p, g, buf: ``(P,)`` parameters, gradients, momentum buffer.
+        lr, momentum: floats; nesterov: bool.
+    """
+    buf *= momentum
+    buf += g
+    p -= lr * (g + momentum * buf if nesterov else buf)

@@ -1,0 +1,84 @@
+"""Checkpoints: safetensors files written atomically, never pickled.
+
+A checkpoint holds the model's tensors under their layer names
+(``encoder.0.weight``, ...), the optimiser's flat state buffers under
+``optimizer.<name>``, and JSON metadata (model config, optimiser settings,
+training state including the random generator's state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save
+
+FORMAT = "tinyvae-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, corrupt or does not fit the model."""
+
+
+def atomic_write_bytes(path: str | os.PathLike, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` so a reader sees the old file or the new one, never a part.
+
+    Writes a temporary file in the same directory, fsyncs it, then renames it
+    over ``path`` (``os.replace`` is atomic on POSIX and Windows).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(path, tensors: dict[str, np.ndarray], metadata: dict) -> None:
+    """Save host arrays and JSON-serialisable ``metadata`` (one JSON value per key) atomically."""
+    meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}}
+    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta))
+
+
+def load_checkpoint(path, required: dict[str, tuple[tuple[int, ...], str]] | None = None):
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: the ``.safetensors`` file.
+        required: optional ``{name: (shape, dtype name)}`` that must be present.
+
+    Returns:
+        ``(tensors, metadata)``: host arrays by name, and the decoded metadata.
+
+    Raises:
+        CheckpointError: missing or unreadable file, not a safetensors file,
+            not a tinyvae checkpoint, or tensors missing or of the wrong shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        tensors = load_file(path)
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(n)).get("__metadata__", {})
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a tinyvae checkpoint (format {meta.get('format')!r})")
+        metadata = {k: json.loads(v) for k, v in meta.items() if k != "format"}
+    except (SafetensorError, OSError, ValueError, UnicodeDecodeError, MemoryError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+    for name, (shape, dtype) in (required or {}).items():
+        t = tensors.get(name)
+        if t is None or t.shape != tuple(shape) or t.dtype != np.dtype(dtype):
+            got = None if t is None else (t.shape, t.dtype.name)
+            raise CheckpointError(f"{path}: tensor {name!r} should be {tuple(shape)} {dtype}, found {got}")
+    return tensors, metadata

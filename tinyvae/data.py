@@ -1,0 +1,201 @@
+"""IDX files (the MNIST format) and the image datasets tinyvae trains on.
+
+IDX format (LeCun et al., "The MNIST database", file format section): two zero
+bytes, a type code, the number of dimensions n, then n big-endian uint32
+sizes and the data in C order, big-endian. Files may be gzip-compressed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# IDX type code -> big-endian numpy dtype.
+IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+DATASETS = ("fashion-mnist", "mnist")
+
+
+class DataError(ValueError):
+    """A data file is missing, corrupt, truncated or inconsistent."""
+
+
+def _parse_header(head: bytes, path) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(dtype, shape, header length) from the first bytes of an IDX file."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_TYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number {head[:4].hex() or 'empty'})")
+    ndim = head[3]
+    if ndim == 0:
+        raise DataError(f"{path}: IDX header declares 0 dimensions")
+    header_len = 4 + 4 * ndim
+    if len(head) < header_len:
+        raise DataError(f"{path}: truncated IDX header ({len(head)} of {header_len} bytes)")
+    shape = struct.unpack(f">{ndim}I", head[4:header_len])
+    return np.dtype(IDX_TYPES[head[2]]), tuple(shape), header_len
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file, raw or gzip-compressed (detected from its first bytes).
+
+    The header's sizes are checked against the file's length (for gzip, the
+    uncompressed length stored in its trailer) before any array is allocated.
+
+    Returns:
+        The array with the header's shape, in native byte order.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        DataError: bad magic number, type code or dimension count, a header
+            whose sizes disagree with the file length, truncated or corrupt data.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        is_gzip = f.read(2) == b"\x1f\x8b"
+    try:
+        if is_gzip:
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                stored_len = struct.unpack("<I", f.read(4))[0]  # ISIZE: length mod 2^32 (RFC 1952)
+            opener = gzip.open
+        else:
+            stored_len = path.stat().st_size
+            opener = open
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            head += f.read(4 * head[3]) if len(head) == 4 else b""
+            dtype, shape, header_len = _parse_header(head, path)
+            expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if expected % 2**32 != stored_len % 2**32 if is_gzip else expected != stored_len:
+                raise DataError(
+                    f"{path}: header says {shape} of {dtype.name} ({expected} bytes with header) "
+                    f"but the file holds {stored_len} bytes{' uncompressed' if is_gzip else ''}"
+                )
+            data = f.read(expected - header_len)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise DataError(f"{path}: corrupt or truncated file ({e})") from e
+    if len(data) != expected - header_len:
+        raise DataError(f"{path}: truncated data ({len(data)} of {expected - header_len} bytes)")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:
+    """Write ``array`` as an IDX file (gzip when ``compress`` or the name ends in .gz).
+
+    Raises:
+        DataError: for a dtype IDX cannot store or an array of 0 dimensions.
+    """
+    path = Path(path)
+    code = next((k for k, v in IDX_TYPES.items() if np.dtype(v).newbyteorder("=") == array.dtype.newbyteorder("=")), None)
+    if code is None or array.ndim == 0:
+        raise DataError(f"IDX cannot store a {array.ndim}-d array of {array.dtype}")
+    blob = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    blob += np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
+    if compress or (compress is None and path.suffix == ".gz"):
+        blob = gzip.compress(blob)
+    path.write_bytes(blob)
+
+
+@dataclass
+class Dataset:
+    """Images flattened to ``(N, D)`` float32 in [0, 1], and ``(N,)`` int64 labels."""
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    image_shape: tuple[int, int]
+    source: Path
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _search_dirs(name: str, data_dir) -> list[Path]:
+    if data_dir is not None:
+        return [Path(data_dir)]
+    if name == "mnist":
+        return []
+    env = os.environ.get("TINYVAE_DATA")
+    return ([Path(env)] if env else []) + [DEBIAN_FASHION_MNIST]
+
+
+def _images(path: Path) -> np.ndarray:
+    a = read_idx(path)
+    if a.ndim != 3 or a.dtype != np.uint8:
+        raise DataError(f"{path}: expected a 3-d uint8 image array, got {a.ndim}-d {a.dtype}")
+    return a
+
+
+def _labels(path: Path, n: int) -> np.ndarray:
+    a = read_idx(path)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise DataError(f"{path}: expected {n} labels to match the images, got shape {a.shape}")
+    return a.astype(np.int64)
+
+
+def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load a dataset of four standard IDX files (``train-images-idx3-ubyte[.gz]`` etc.).
+
+    ``fashion-mnist`` is looked for in ``data_dir``, else ``$TINYVAE_DATA``, else
+    ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``).
+    ``mnist`` cannot be downloaded here: it is read from ``data_dir``.
+
+    Returns:
+        A :class:`Dataset`; pixels scaled to [0, 1] float32 (uint8 / 255).
+
+    Raises:
+        ValueError: for an unknown dataset name, or ``mnist`` without ``data_dir``.
+        FileNotFoundError: no directory holds all four files; the message lists
+            the paths searched and how to install the data.
+        DataError: a file is corrupt, truncated or inconsistent with the others.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    dirs = _search_dirs(name, data_dir)
+    if not dirs:
+        raise ValueError("mnist is read from the IDX files in a directory you name: pass --data-dir DIR")
+    for d in dirs:
+        paths = {k: _find(d, stem) for k, stem in FILES.items()}
+        if all(paths.values()):
+            break
+    else:
+        hint = ("install it with `apt-get install -y dataset-fashion-mnist`, or point --data-dir "
+                "or $TINYVAE_DATA at a directory holding them") if name == "fashion-mnist" else \
+               "put the four MNIST IDX files there"
+        raise FileNotFoundError(
+            f"{name}: no directory holds all of {', '.join(s + '[.gz]' for s in FILES.values())}; "
+            f"searched {', '.join(map(str, dirs))}; {hint}"
+        )
+    train, test = _images(paths["train_images"]), _images(paths["test_images"])
+    if train.shape[1:] != test.shape[1:]:
+        raise DataError(f"train images are {train.shape[1:]} but test images are {test.shape[1:]}")
+    scale = np.float32(1 / 255)
+    return Dataset(
+        name=name,
+        train_x=train.reshape(len(train), -1).astype(np.float32) * scale,
+        train_y=_labels(paths["train_labels"], len(train)),
+        test_x=test.reshape(len(test), -1).astype(np.float32) * scale,
+        test_y=_labels(paths["test_labels"], len(test)),
+        image_shape=train.shape[1:],
+        source=d,
+    )

@@ -1,0 +1,229 @@
+"""Finite-difference checks of the hand-derived gradients, in float64.
+
+Numerical derivative: the fourth-order central difference
+``f'(t) ~ (f(t-2h) - 8 f(t-h) + 8 f(t+h) - f(t+2h)) / (12 h)``
+(truncation error O(h^4); Abramowitz & Stegun 25.3.6), which leaves room for a
+step large enough that rounding error stays near 1e-12 for losses of O(10).
+
+Error measure, per element: ``|a - n| / max(|a|, |n|, floor)`` with ``a`` the
+analytic and ``n`` the numerical derivative; below ``floor`` in magnitude, the
+comparison is absolute. Each check returns the maximum over the elements tested.
+
+Rounding: the stencil's own rounding error for an element is bounded by
+``noise = 2^-52 * sum(|f(t-2h)| + 8|f(t-h)| + 8|f(t+h)| + |f(t+2h)|) / (12 h)``
+over the terms that move. Where ``noise`` exceeds ``RESOLVE * max(|n|, floor)``
+the difference cannot resolve the derivative to the tolerance of the tests (a
+per-sample KL of ~1e9 from one logvar of 20 beside an O(1) mu in the same row,
+say); such an element is counted as ``noise_limited`` and judged by
+``|a - n| / noise`` instead (``max_noise_ratio``), which is < ~1 when the
+analytic gradient is right.
+
+ReLU is not differentiable at 0: an element whose stencil moves any ReLU
+pre-activation across 0 has no meaningful finite difference, and is skipped
+and counted (``skipped`` in the result).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends import Backend, get_backend
+from .model import VAE
+
+H = 1e-3
+FLOOR = 1e-5
+RESOLVE = 1e-7
+
+
+@dataclass
+class CheckResult:
+    """Result of one gradient check.
+
+    Attributes:
+        max_rel_error: largest per-element error (see module doc) over the elements tested.
+        tested: number of elements compared.
+        skipped: elements skipped because the stencil crossed a ReLU kink.
+        noise_limited: elements the stencil cannot resolve to ``RESOLVE``
+            relative, judged by ``max_noise_ratio`` instead of ``max_rel_error``.
+        max_noise_ratio: largest ``|a - n| / noise`` over those elements.
+    """
+
+    max_rel_error: float
+    tested: int
+    skipped: int = 0
+    noise_limited: int = 0
+    max_noise_ratio: float = 0.0
+
+
+def _compare(analytic, numeric, noise, skipped: int, floor: float) -> CheckResult:
+    a, n, e = (np.asarray(v, np.float64).ravel() for v in (analytic, numeric, noise))
+    limited = e > RESOLVE * np.maximum(np.abs(n), floor)
+    ratio = np.abs(a[limited] - n[limited]) / e[limited]
+    return CheckResult(rel_error(a[~limited], n[~limited], floor), a.size, skipped,
+                       int(limited.sum()), float(ratio.max()) if ratio.size else 0.0)
+
+
+def rel_error(analytic, numeric, floor: float = FLOOR) -> float:
+    """Max over elements of ``|a - n| / max(|a|, |n|, floor)``; 0.0 for empty input."""
+    a, n = np.asarray(analytic, np.float64).ravel(), np.asarray(numeric, np.float64).ravel()
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)))
+
+
+def _stencil(f, t: float, h: float):
+    """Fourth-order central difference at ``t`` of ``sum(terms)``, where ``f(t) -> (terms, aux)``.
+
+    The stencil is applied to each term before summing: terms that do not depend
+    on ``t`` are bitwise equal at every point and cancel exactly, so the
+    rounding error scales with the terms that move, not with the whole sum.
+    Returns the derivative, its rounding-noise bound and the four ``aux`` values.
+    """
+    (fm2, am2), (fm1, am1), (fp1, ap1), (fp2, ap2) = [f(t + k * h) for k in (-2, -1, 1, 2)]
+    moving = (fm2 != fp2) | (fm1 != fp1)
+    noise = np.sum((np.abs(fm2) + 8 * np.abs(fm1) + 8 * np.abs(fp1) + np.abs(fp2))[moving]) * 2.0**-52 / (12 * h)
+    deriv = float(np.sum((fm2 - 8 * fm1) + (8 * fp1 - fp2)) / (12 * h))
+    return deriv, noise, (am2, am1, ap1, ap2)
+
+
+def _relu_pattern(model: VAE, batch: int):
+    """The sign pattern of every ReLU output of the last forward pass at this batch size."""
+    ws = model.workspace(batch)
+    pairs = [(model.encoder, ws.enc_outs), (model.decoder, ws.dec_outs)]
+    return tuple(
+        bytes(np.asarray(model.backend.to_host(out) > 0).ravel())
+        for mlp, outs in pairs
+        for layer, out in zip(mlp.layers, outs) if layer.relu
+    )
+
+
+def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None = None,
+              seed: int = 0, h: float = H, floor: float = FLOOR) -> dict[str, CheckResult]:
+    """Check every parameter tensor's gradient of the VAE's mean loss (float64 models only).
+
+    Args:
+        model: a VAE with ``config.dtype == "float64"``; its weights are restored afterwards.
+        x: ``(B, D)`` data in [0, 1]; eps: ``(B, K)`` noise, held fixed.
+        beta: KL weight.
+        max_per_tensor: test at most this many elements per tensor (a seeded
+            sample); None tests every element.
+        seed: seeds the element sample.
+
+    Returns:
+        ``{tensor name: CheckResult}``.
+
+    Raises:
+        ValueError: if the model is not float64.
+    """
+    if model.dtype != np.float64:
+        raise ValueError("gradient checks need a float64 model")
+    model.loss_and_grad(x, eps, beta)
+    analytic = model.backend.to_host(model.grad).copy()
+    p = model.params.data
+    batch = np.shape(x)[0]
+    base = _relu_pattern(model, batch)
+    rng = np.random.default_rng(seed)
+
+    def f_at(i):
+        t0 = float(p[i])
+
+        def f(t):
+            p[i] = t
+            model.loss_and_grad(x, eps, beta)
+            ws = model.workspace(batch)
+            terms = model.backend.to_host((ws.bce + beta * ws.kl) / batch)
+            return terms, _relu_pattern(model, batch)
+
+        return t0, f
+
+    results = {}
+    for name in model.params.names:
+        lo, hi = model.params.offsets[name]
+        idx = np.arange(lo, hi)
+        if max_per_tensor is not None and idx.size > max_per_tensor:
+            idx = np.sort(rng.choice(idx, max_per_tensor, replace=False))
+        a_kept, n_kept, noise_kept, skipped = [], [], [], 0
+        for i in idx:
+            t0, f = f_at(int(i))
+            n, noise, patterns = _stencil(f, t0, h)
+            p[int(i)] = t0
+            if any(pat != base for pat in patterns):
+                skipped += 1
+                continue
+            a_kept.append(analytic[i])
+            n_kept.append(n)
+            noise_kept.append(noise)
+        results[name] = _compare(a_kept, n_kept, noise_kept, skipped, floor)
+    model.loss_and_grad(x, eps, beta)  # leave grad consistent with the restored weights
+    return results
+
+
+def check_op(fun, inputs: dict, wrt: dict[str, float], floor: float = FLOOR) -> dict[str, CheckResult]:
+    """Check the gradient of a scalar function of arrays, element by element.
+
+    Args:
+        fun: ``fun(**inputs) -> (terms, grads)`` where ``terms`` is a float64
+            host array whose sum is the objective, and ``grads`` maps each name
+            in ``wrt`` to its analytic gradient.
+        inputs: name -> float64 host array (or float); those in ``wrt`` are
+            perturbed in place and restored.
+        wrt: name -> step ``h`` for each input to differentiate; the step is
+            scaled by ``max(1, |t|)`` for each element ``t``.
+
+    Returns:
+        ``{input name: CheckResult}``.
+    """
+    _, grads = fun(**inputs)
+    out = {}
+    for name, h in wrt.items():
+        flat = inputs[name].reshape(-1)
+        numeric, noise = np.empty(flat.size), np.empty(flat.size)
+        for i in range(flat.size):
+            t0 = float(flat[i])
+
+            def f(t, i=i):
+                flat[i] = t
+                return fun(**inputs)[0], None
+
+            numeric[i], noise[i], _ = _stencil(f, t0, h * max(1.0, abs(t0)))
+            flat[i] = t0
+        out[name] = _compare(grads[name], numeric, noise, 0, floor)
+    return out
+
+
+def op_objectives(backend: Backend | str = "numpy"):
+    """Scalar objectives over the loss ops of ``backend``, for :func:`check_op`.
+
+    Maps a name to ``(fun, wrt)``: ``fun`` takes float64 host arrays and returns
+    ``(terms, analytic grads)``, the objective being ``sum(terms)``; the weights ``w`` (cotangents) make every output
+    of the op count; ``wrt`` names the differentiated inputs.
+
+    * ``bce``: ``sum(bce_with_logits(logits, x) per sample * w)``, gradient wrt logits.
+    * ``reparameterize_kl``: ``sum(z * wz) + c * sum(kl)``, gradients wrt mu and logvar.
+    """
+    be = get_backend(backend) if isinstance(backend, str) else backend
+    xp = be.xp
+
+    def bce(logits, x, w):
+        B = logits.shape[0]
+        loss, dl = xp.empty(B), xp.empty(logits.shape)
+        lg, xx = xp.asarray(logits), xp.asarray(x)
+        be.bce_with_logits(lg, xx, 1.0, loss, dl)
+        ww = xp.asarray(w)
+        return be.to_host(loss * ww), {"logits": be.to_host(dl * ww[:, None])}
+
+    def reparameterize_kl(mu, logvar, eps, wz, c):
+        m, lv, e, g = (xp.asarray(a) for a in (mu, logvar, eps, wz))
+        z, kl = xp.empty(m.shape), xp.empty(m.shape[0])
+        be.reparameterize_kl(m, lv, e, z, kl)
+        dmu, dlv = xp.empty(m.shape), xp.empty(m.shape)
+        be.reparameterize_kl_backward(g, m, lv, e, c, dmu, dlv)
+        terms = xp.concatenate([(z * g).ravel(), c * kl])
+        return be.to_host(terms), {"mu": be.to_host(dmu), "logvar": be.to_host(dlv)}
+
+    return {
+        "bce": (bce, {"logits": H}),
+        "reparameterize_kl": (reparameterize_kl, {"mu": 0.1, "logvar": H}),
+    }

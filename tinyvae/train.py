@@ -1,0 +1,241 @@
+"""Train a VAE: ``python -m tinyvae.train [--backend numpy] [--epochs 10] ...``.
+
+Every epoch prints the train loss (the minimised objective, bce + beta * kl)
+and the test loss (the negative ELBO, bce + kl), both in nats per sample, and
+writes into the run directory:
+
+* ``metrics.jsonl``: one JSON object per epoch;
+* ``checkpoint.safetensors``: weights, optimiser state, random generator state
+  and epoch, written atomically, so ``--resume RUN_DIR`` continues exactly;
+* ``reconstruction_{epoch}.png`` (8 test images above their reconstructions)
+  and ``sample_{epoch}.png`` (an 8x8 grid of decoded z ~ N(0, I)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .backends import BACKENDS, BackendUnavailable, get_backend
+from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .data import DATASETS, DataError, Dataset, load_dataset
+from .images import save_grid
+from .model import VAE, VAEConfig
+from .optim import Adam
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainSettings:
+    """Everything that determines a run's numbers (stored in its checkpoint)."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    latent_dim: int = 20
+    hidden: tuple[int, ...] = (400,)
+    beta: float = 1.0
+    seed: int = 1
+    binarize: bool = False
+    eval_batch_size: int = 1000
+    history: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.hidden = tuple(self.hidden)
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("batch sizes must be >= 1")
+        if not self.lr > 0 or self.beta < 0:
+            raise ValueError(f"need lr > 0 and beta >= 0, got lr={self.lr}, beta={self.beta}")
+
+
+class Trainer:
+    """Owns the data, model, optimiser and generator of one run.
+
+    Args:
+        settings: :class:`TrainSettings`.
+        backend: backend name.
+        run_dir: output directory (created).
+        data: a loaded :class:`Dataset`; loaded from ``settings`` when None.
+    """
+
+    def __init__(self, settings: TrainSettings, backend: str, run_dir: Path, data: Dataset | None = None):
+        self.settings, self.run_dir = settings, Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.backend = get_backend(backend)
+        self.data = data if data is not None else load_dataset(settings.dataset, settings.data_dir)
+        D = self.data.train_x.shape[1]
+        self.model = VAE(VAEConfig(D, settings.hidden, settings.latent_dim), self.backend, settings.seed)
+        self.optimizer = Adam(self.model.params, self.backend, lr=settings.lr)
+        self.rng = self.model.rng
+        xp = self.backend.xp
+        self.train_x = xp.asarray(self.data.train_x)
+        test_x = self.data.test_x
+        if settings.binarize:  # one fixed binarisation of the test set, from its own generator
+            test_x = (np.random.default_rng([settings.seed, 1]).random(test_x.shape) < test_x).astype(np.float32)
+        self.test_x = xp.asarray(test_x)
+        self.epoch = 0
+
+    # -- persistence -----------------------------------------------------------
+    def save(self):
+        opt_arrays, opt_scalars = self.optimizer.state()
+        host = self.backend.to_host
+        tensors = {k: host(v) for k, v in self.model.params.state_dict().items()}
+        tensors |= {f"optimizer.{k}": host(v) for k, v in opt_arrays.items()}
+        save_checkpoint(self.run_dir / CHECKPOINT, tensors, {
+            "model_config": self.model.config.to_dict(),
+            "settings": asdict(self.settings),
+            "optimizer": {"name": self.optimizer.name, **opt_scalars},
+            "epoch": self.epoch,
+            "rng_state": self.rng.bit_generator.state,
+        })
+        lines = "".join(json.dumps(m) + "\n" for m in self.settings.history)
+        atomic_write_bytes(self.run_dir / "metrics.jsonl", lines.encode())
+
+    @classmethod
+    def resume(cls, run_dir: Path, backend: str) -> "Trainer":
+        """Rebuild a run from ``run_dir/checkpoint.safetensors``.
+
+        Raises:
+            CheckpointError: missing, unreadable or inconsistent checkpoint.
+        """
+        path = Path(run_dir) / CHECKPOINT
+        _, meta = load_checkpoint(path)
+        try:
+            settings = TrainSettings(**meta["settings"])
+            trainer = cls(settings, backend, run_dir)
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{path}: incomplete metadata ({e})") from e
+        model, opt = trainer.model, trainer.optimizer
+        required = {n: (s, model.dtype.name) for n, s in model.params.shapes.items()}
+        opt_arrays, _ = opt.state()
+        required |= {f"optimizer.{k}": ((model.params.size,), model.dtype.name) for k in opt_arrays}
+        tensors, meta = load_checkpoint(path, required)
+        if meta.get("model_config") != model.config.to_dict():
+            raise CheckpointError(f"{path}: model config {meta.get('model_config')} does not match its settings")
+        for name in model.params.names:
+            model.params.view(name)[...] = model.xp.asarray(tensors[name])
+        opt.load_state({k: model.xp.asarray(tensors[f"optimizer.{k}"]) for k in opt_arrays}, meta["optimizer"])
+        trainer.rng.bit_generator.state = meta["rng_state"]
+        trainer.epoch = int(meta["epoch"])
+        return trainer
+
+    # -- one epoch -------------------------------------------------------------
+    def train_epoch(self) -> tuple[float, float]:
+        """One pass over the shuffled training set. Returns (mean loss in nats per sample, seconds)."""
+        xp, s = self.backend.xp, self.settings
+        N = self.train_x.shape[0]
+        perm = xp.asarray(self.rng.permutation(N))
+        n_batches = -(-N // s.batch_size)
+        batches: dict[int, object] = {}
+        total = xp.zeros((), dtype=self.model.dtype)
+        start = time.perf_counter()
+        with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=None) as bar:
+            for i in range(n_batches):
+                idx = perm[i * s.batch_size:(i + 1) * s.batch_size]
+                x = batches.get(idx.shape[0])
+                if x is None:
+                    x = batches[idx.shape[0]] = xp.empty((idx.shape[0], self.train_x.shape[1]), self.model.dtype)
+                xp.take(self.train_x, idx, axis=0, out=x)
+                if s.binarize:  # dynamic binarisation: a fresh Bernoulli draw each time
+                    x[...] = xp.asarray(self.rng.random(x.shape, dtype=np.float32)) < x
+                bce, kl = self.model.train_step(x, self.optimizer, s.beta)
+                total += bce + s.beta * kl
+                if i % 50 == 49 or i == n_batches - 1:
+                    bar.set_postfix(loss=f"{float(total) / min(N, (i + 1) * s.batch_size):.2f}")
+                bar.update()
+        loss = float(total) / N
+        return loss, time.perf_counter() - start
+
+    def evaluate(self) -> dict:
+        """Test-set negative ELBO (one z per image), with its BCE and KL parts, nats per sample."""
+        xp, B = self.backend.xp, self.settings.eval_batch_size
+        bce, kl = xp.zeros((), self.model.dtype), xp.zeros((), self.model.dtype)
+        for i in range(0, self.test_x.shape[0], B):
+            ws = self.model.forward_loss(self.test_x[i:i + B])
+            bce += ws.bce.sum()
+            kl += ws.kl.sum()
+        n = self.test_x.shape[0]
+        bce, kl = float(bce) / n, float(kl) / n
+        return {"test_loss": bce + kl, "test_bce": bce, "test_kl": kl}
+
+    def write_images(self):
+        h, w = self.data.image_shape
+        x = self.backend.to_host(self.test_x[:8])
+        mu, _ = self.model.encode(x)
+        recon = self.model.decode(mu)
+        save_grid(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
+        z = self.rng.standard_normal((64, self.model.config.latent_dim))
+        save_grid(self.run_dir / f"sample_{self.epoch}.png", self.model.decode(z).reshape(64, h, w), 8, 8)
+
+    def run(self, epochs: int, log=print) -> list[dict]:
+        """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
+        while self.epoch < epochs:
+            train_loss, seconds = self.train_epoch()
+            t0 = time.perf_counter()
+            metrics = self.evaluate()
+            self.epoch += 1
+            self.write_images()
+            record = {"epoch": self.epoch, "train_loss": train_loss, **metrics,
+                      "samples_per_s": self.train_x.shape[0] / seconds, "seconds": seconds,
+                      "eval_seconds": time.perf_counter() - t0, "backend": self.backend.name}
+            self.settings.history.append(record)
+            self.save()
+            log(f"epoch {self.epoch:3d}  train {train_loss:9.4f}  test {metrics['test_loss']:9.4f} nats/sample"
+                f"  ({record['samples_per_s']:,.0f} samples/s, {seconds:.1f} s)")
+        return self.settings.history
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tinyvae.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--backend", choices=BACKENDS, default="numpy")
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="default fashion-mnist")
+    p.add_argument("--data-dir", default=None, help="directory of the four IDX files (.gz or raw)")
+    p.add_argument("--epochs", type=int, default=10, help="total epochs (also when resuming)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 128")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate, default 1e-3")
+    p.add_argument("--latent-dim", type=int, default=None, help="default 20")
+    p.add_argument("--hidden", default=None, help="hidden sizes, comma separated, default 400")
+    p.add_argument("--beta", type=float, default=None, help="KL weight, default 1.0")
+    p.add_argument("--seed", type=int, default=None, help="default 1")
+    p.add_argument("--binarize", action="store_true", default=None, help="dynamic binarisation of the pixels")
+    p.add_argument("--out", default=None, help="run directory, default runs/<timestamp>")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    return p
+
+
+SETTING_FLAGS = ("dataset", "data_dir", "batch_size", "lr", "latent_dim", "hidden", "beta", "seed", "binarize")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    given = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k) is not None}
+    try:
+        if args.resume:
+            if given or args.out:
+                print(f"resuming {args.resume}: its settings come from the checkpoint; "
+                      f"ignoring {', '.join('--' + k.replace('_', '-') for k in [*given, *(['out'] if args.out else [])])}")
+            trainer = Trainer.resume(Path(args.resume), args.backend)
+        else:
+            if "hidden" in given:
+                given["hidden"] = tuple(int(h) for h in given["hidden"].split(",") if h.strip())
+            run_dir = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+            trainer = Trainer(TrainSettings(**given), args.backend, run_dir)
+    except (BackendUnavailable, CheckpointError, DataError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"run directory: {trainer.run_dir}  (backend {args.backend}, {trainer.data.name} from {trainer.data.source})")
+    trainer.run(args.epochs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
