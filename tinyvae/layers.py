@@ -36,12 +36,10 @@ class Linear:
     def out_features(self) -> int:
         return self.W.shape[0]
 
-    def forward(self, xp, x, out):
+    def forward(self, backend, x, out):
         """``out = act(x W^T + b)``; x ``(B, in)``, out ``(B, out)``."""
-        xp.matmul(x, self.W.T, out=out)
-        out += self.b
-        if self.relu:
-            xp.maximum(out, 0, out=out)
+        backend.xp.matmul(x, self.W.T, out=out)
+        backend.bias_act(out, self.b, self.relu)
 
     def backward(self, backend, x, out, dout, dx=None):
         """Gradients of a layer, given ``dout`` = dL/d(out).
@@ -68,11 +66,11 @@ class MLP:
         """One ``(batch, out)`` array per layer (used for outputs, and again for their gradients)."""
         return [xp.empty((batch, l.out_features), dtype=dtype) for l in self.layers]
 
-    def forward(self, xp, x, outs):
+    def forward(self, backend, x, outs):
         """Run every layer; ``outs[i]`` receives layer i's output. Returns ``outs[-1]``."""
         inp = x
         for layer, out in zip(self.layers, outs):
-            layer.forward(xp, inp, out)
+            layer.forward(backend, inp, out)
             inp = out
         return outs[-1]
 

@@ -211,7 +211,10 @@ class VAE:
     # -- the pass -------------------------------------------------------------
     def draw_eps(self, out):
         """Fill ``out`` with N(0, I) noise from the model's generator."""
-        out[...] = self.xp.asarray(self.rng.standard_normal(out.shape, dtype=self.dtype))
+        if self.xp is np:
+            self.rng.standard_normal(dtype=self.dtype, out=out)
+        else:
+            out[...] = self.xp.asarray(self.rng.standard_normal(out.shape, dtype=self.dtype))
 
     def forward(self, x, eps=None) -> _Workspace:
         """Encoder, reparameterization and decoder for one batch (no checks).
@@ -229,9 +232,9 @@ class VAE:
             self.draw_eps(ws.eps)
         else:
             ws.eps[...] = eps
-        self.encoder.forward(self.xp, x, ws.enc_outs)
+        self.encoder.forward(self.backend, x, ws.enc_outs)
         self.backend.reparameterize_kl(ws.mu, ws.logvar, ws.eps, ws.z, ws.kl)
-        self.decoder.forward(self.xp, ws.z, ws.dec_outs)
+        self.decoder.forward(self.backend, ws.z, ws.dec_outs)
         return ws
 
     def backward(self, ws: _Workspace, x, beta: float):
@@ -309,7 +312,7 @@ class VAE:
         """``(mu, logvar)`` of q(z|x), each ``(B, K)`` host arrays. Raises like :meth:`loss_and_grad`."""
         x = self._as_batch(x)
         ws = self.workspace(x.shape[0])
-        self.encoder.forward(self.xp, x, ws.enc_outs)
+        self.encoder.forward(self.backend, x, ws.enc_outs)
         return self.backend.to_host(ws.mu).copy(), self.backend.to_host(ws.logvar).copy()
 
     def decode(self, z):
@@ -322,6 +325,6 @@ class VAE:
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim or not bool(self.xp.isfinite(z).all()):
             raise ValueError(f"expected finite z of shape (B, {self.config.latent_dim}), got {z.shape}")
         ws = self.workspace(z.shape[0])
-        logits = self.decoder.forward(self.xp, z, ws.dec_outs)
+        logits = self.decoder.forward(self.backend, z, ws.dec_outs)
         # sigmoid(l) = (1 + tanh(l/2)) / 2: no overflow for any finite l.
         return self.backend.to_host(0.5 * (1.0 + self.xp.tanh(0.5 * logits)))

@@ -15,6 +15,7 @@ OPS = (
     "bce_with_logits",
     "reparameterize_kl",
     "reparameterize_kl_backward",
+    "bias_act",
     "relu_backward_bias",
     "adam_step",
     "sgd_step",
@@ -36,6 +37,7 @@ class Backend:
     bce_with_logits: Callable
     reparameterize_kl: Callable
     reparameterize_kl_backward: Callable
+    bias_act: Callable
     relu_backward_bias: Callable
     adam_step: Callable
     sgd_step: Callable
@@ -63,6 +65,14 @@ def get_backend(name: str) -> Backend:
         from . import reference
 
         return _from_module("numpy", numpy, reference)
+    if name == "numba":
+        import numpy
+
+        try:
+            from . import numba_ops
+        except ImportError as e:
+            raise BackendUnavailable(f"the numba backend needs the numba package ({e}); pip install numba") from e
+        return _from_module("numba", numpy, numba_ops)
     if name in BACKENDS:
         raise BackendUnavailable(
             f"the {name!r} backend is not implemented yet; use --backend numpy"

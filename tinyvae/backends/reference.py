@@ -103,6 +103,20 @@ def reparameterize_kl_backward(dz, mu, logvar, eps, kl_scale, dmu_out, dlogvar_o
     xp.add(0.5 * dz * eps * xp.exp(0.5 * logvar), 0.5 * kl_scale * (xp.exp(logvar) - 1), out=dlogvar_out)
 
 
+def bias_act(out, b, relu):
+    """Bias add and optional ReLU, in place: ``out = act(out + b)``.
+
+    Args:
+        out: ``(B, H)`` GEMM result ``x W^T``; overwritten with the activation.
+        b: ``(H,)`` bias.
+        relu: apply ``max(., 0)`` when true, else the identity.
+    """
+    xp = array_module(out)
+    out += b
+    if relu:
+        xp.maximum(out, 0, out=out)
+
+
 def relu_backward_bias(dh, h, db_out):
     """ReLU backward, in place, fused with the bias gradient of the layer below.
 

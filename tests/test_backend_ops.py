@@ -1,0 +1,154 @@
+"""Every fused op of every available backend against the NumPy reference op.
+
+Tolerances: float64 to 1e-12 relative; float32 within FLOAT32_RTOL relative
+(plus an absolute floor of FLOAT32_ATOL times the output's scale), the fused
+ops accumulating their sums in float64 where the reference sums in float32.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinyvae.backends import BackendUnavailable, get_backend
+
+ref = get_backend("numpy")
+FLOAT64_RTOL = 1e-12
+FLOAT32_RTOL, FLOAT32_ATOL = 2e-5, 1e-6
+
+
+def _fused(name):
+    try:
+        return get_backend(name)
+    except BackendUnavailable as e:
+        pytest.skip(str(e))
+
+
+BACKENDS = [pytest.param("numba"), pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def _close(got, want, dtype):
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    if dtype == np.float64:
+        np.testing.assert_allclose(got, want, rtol=FLOAT64_RTOL, atol=1e-300 + FLOAT64_RTOL * 1e-3 * np.abs(want).max(initial=0))
+    else:
+        np.testing.assert_allclose(got, want, rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL * max(1.0, np.abs(want).max(initial=0)))
+
+
+def _run(be, op, inputs, outs, dtype, extra=()):
+    """Run op on the reference and on backend ``be`` from the same inputs; compare every output."""
+    xp = be.xp
+    r_in = [np.array(a, dtype=dtype) for a in inputs]
+    f_in = [xp.asarray(a) for a in r_in]
+    r_out = [np.zeros(s, dtype) for s in outs]
+    f_out = [xp.zeros(s, dtype) for s in outs]
+    getattr(ref, op)(*r_in, *extra, *r_out)
+    getattr(be, op)(*f_in, *extra, *f_out)
+    for a, b in zip(f_out + f_in, r_out + r_in):  # in-place ops write their inputs too
+        _close(be.to_host(a), b, dtype)
+
+
+dtypes = st.sampled_from([np.float32, np.float64])
+sizes = st.tuples(st.integers(1, 300), st.integers(1, 800))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
+def test_bce_with_logits(name, shape, dtype, seed, extreme):
+    be = _fused(name)
+    rng = np.random.default_rng(seed)
+    logits = rng.uniform(-60, 60, shape) if extreme else rng.normal(0, 3, shape)
+    x = rng.random(shape) if seed % 2 else (rng.random(shape) < 0.5).astype(float)
+    _run(be, "bce_with_logits", [logits, x], [shape[0], shape], dtype, extra=(1.0 / shape[0],))
+
+
+def _latent(rng, shape, extreme):
+    mu = rng.uniform(-10, 10, shape) if extreme else rng.normal(0, 1, shape)
+    logvar = rng.uniform(-20, 20, shape) if extreme else rng.normal(0, 1, shape)
+    return mu, logvar, rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 700), K=st.integers(1, 40), dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
+def test_reparameterize_kl(name, B, K, dtype, seed, extreme):
+    be = _fused(name)
+    mu, logvar, eps = _latent(np.random.default_rng(seed), (B, K), extreme)
+    _run(be, "reparameterize_kl", [mu, logvar, eps], [(B, K), B], dtype)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 700), K=st.integers(1, 40), dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
+def test_reparameterize_kl_backward(name, B, K, dtype, seed, extreme):
+    be = _fused(name)
+    rng = np.random.default_rng(seed)
+    mu, logvar, eps = _latent(rng, (B, K), extreme)
+    dz = rng.normal(0, 1e-2, (B, K))
+    r_args = [np.array(a, dtype) for a in (dz, mu, logvar, eps)]
+    outs = [np.zeros((B, K), dtype) for _ in range(2)]
+    ref.reparameterize_kl_backward(*r_args, 0.3 / B, *outs)
+    f_outs = [be.xp.zeros((B, K), dtype) for _ in range(2)]
+    be.reparameterize_kl_backward(*[be.xp.asarray(a) for a in r_args], 0.3 / B, *f_outs)
+    for a, b in zip(f_outs, outs):
+        _close(be.to_host(a), b, dtype)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_latent_ops_take_column_views_of_the_heads(name):
+    """mu and logvar arrive as strided halves of one (B, 2K) array."""
+    be = _fused(name)
+    rng = np.random.default_rng(0)
+    heads = rng.normal(size=(37, 10))
+    eps = rng.standard_normal((37, 5))
+    outs = {}
+    for b in (ref, be):
+        h = b.xp.asarray(heads)
+        z, kl = b.xp.zeros((37, 5)), b.xp.zeros(37)
+        b.reparameterize_kl(h[:, :5], h[:, 5:], b.xp.asarray(eps), z, kl)
+        d = b.xp.zeros((37, 10))
+        b.reparameterize_kl_backward(z, h[:, :5], h[:, 5:], b.xp.asarray(eps), 0.1, d[:, :5], d[:, 5:])
+        outs[b.name] = [b.to_host(a) for a in (z, kl, d)]
+    for a, r in zip(outs[be.name], outs["numpy"]):
+        _close(a, r, np.float64)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16))
+def test_relu_backward_bias(name, shape, dtype, seed):
+    be = _fused(name)
+    rng = np.random.default_rng(seed)
+    h = np.maximum(rng.normal(size=shape), 0)
+    _run(be, "relu_backward_bias", [rng.normal(size=shape), h], [shape[1]], dtype)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), relu=st.booleans())
+def test_bias_act(name, shape, dtype, seed, relu):
+    be = _fused(name)
+    rng = np.random.default_rng(seed)
+    _run(be, "bias_act", [rng.normal(size=shape), rng.normal(size=shape[1])], [], dtype, extra=(relu,))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=20, deadline=None)
+@given(P=st.integers(1, 5000), dtype=dtypes, seed=st.integers(0, 2**16), step=st.integers(1, 1000))
+def test_adam_step(name, P, dtype, seed, step):
+    be = _fused(name)
+    rng = np.random.default_rng(seed)
+    p, g, m = rng.normal(size=(3, P))
+    v = rng.random(P) * 1e-2
+    _run(be, "adam_step", [p, g, m, v], [], dtype, extra=(1e-3, 0.9, 0.999, 1e-8, step))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_step(name, nesterov):
+    be = _fused(name)
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        _run(be, "sgd_step", list(rng.normal(size=(3, 1001))), [], dtype, extra=(0.05, 0.9, nesterov))

@@ -1,0 +1,99 @@
+"""IDX reading, dataset discovery, and bad data files."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from tinyvae import data
+from tinyvae.data import DataError, load_dataset, read_idx, write_idx
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_round_trip(tmp_path, suffix, dtype):
+    a = (np.arange(2 * 3 * 4) - 5).reshape(2, 3, 4).astype(dtype)
+    write_idx(tmp_path / f"a{suffix}", a)
+    b = read_idx(tmp_path / f"a{suffix}")
+    assert b.dtype == np.dtype(dtype) and b.dtype.isnative
+    np.testing.assert_array_equal(a, b)
+
+
+def _blob(tmp_path, a=np.zeros((3, 2, 2), np.uint8)):
+    write_idx(tmp_path / "x", a)
+    return (tmp_path / "x").read_bytes()
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda b: b"\x01" + b[1:], "bad magic"),
+    (lambda b: b[:2] + b"\x07" + b[3:], "bad magic"),
+    (lambda b: b[:3] + b"\x00" + b[4:], "0 dimensions"),
+    (lambda b: b[:6], "truncated IDX header"),
+    (lambda b: b[:-1], "header says"),
+    (lambda b: b + b"\x00", "header says"),
+    (lambda b: b[:4] + (10**6).to_bytes(4, "big") + b[8:], "header says"),
+    (lambda b: b"", "bad magic"),
+])
+@pytest.mark.parametrize("compress", [False, True])
+def test_bad_idx_files(tmp_path, mutate, match, compress):
+    blob = mutate(_blob(tmp_path))
+    path = tmp_path / "bad"
+    path.write_bytes(gzip.compress(blob) if compress else blob)
+    with pytest.raises(DataError, match=match):
+        read_idx(path)
+
+
+def test_truncated_and_corrupt_gzip(tmp_path):
+    gz = gzip.compress(_blob(tmp_path, np.arange(4000, dtype=np.uint8).reshape(10, 20, 20)))
+    (tmp_path / "cut.gz").write_bytes(gz[: len(gz) // 2])
+    with pytest.raises(DataError):
+        read_idx(tmp_path / "cut.gz")
+    corrupt = bytearray(gz)
+    corrupt[20:40] = b"\xff" * 20
+    (tmp_path / "bad.gz").write_bytes(bytes(corrupt))
+    with pytest.raises(DataError):
+        read_idx(tmp_path / "bad.gz")
+
+
+def test_mnist_from_a_named_directory(tiny_data_dir):
+    d = load_dataset("mnist", tiny_data_dir)
+    assert d.train_x.shape == (256, 64) and d.test_x.shape == (64, 64)
+    assert d.train_x.dtype == np.float32 and 0 <= d.train_x.min() and d.train_x.max() <= 1
+    assert d.image_shape == (8, 8) and d.train_y.dtype == np.int64
+
+
+def test_raw_files_work_too(tmp_path):
+    from conftest import write_dataset
+
+    d = load_dataset("mnist", write_dataset(tmp_path, compress=False))
+    assert d.train_x.shape == (256, 64)
+
+
+def test_mnist_needs_a_directory():
+    with pytest.raises(ValueError, match="--data-dir"):
+        load_dataset("mnist")
+
+
+def test_missing_dataset_names_paths_and_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYVAE_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    with pytest.raises(FileNotFoundError) as e:
+        load_dataset("fashion-mnist")
+    msg = str(e.value)
+    assert "nowhere" in msg and "debian" in msg and "apt-get install -y dataset-fashion-mnist" in msg
+
+
+def test_env_var_is_searched(tiny_data_dir, monkeypatch):
+    monkeypatch.setenv("TINYVAE_DATA", str(tiny_data_dir))
+    assert load_dataset("fashion-mnist").source == tiny_data_dir
+
+
+def test_labels_must_match_images(tiny_data_dir):
+    write_idx(tiny_data_dir / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
+    with pytest.raises(DataError, match="labels"):
+        load_dataset("mnist", tiny_data_dir)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("cifar")

@@ -1,0 +1,79 @@
+"""The training CLI on small IDX files the tests write: outputs, resume, errors."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import load_file
+
+from tinyvae.train import CHECKPOINT, main
+
+ARGS = ["--dataset", "mnist", "--batch-size", "32", "--hidden", "16", "--latent-dim", "3", "--seed", "7"]
+
+
+def _metrics(run):
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_writes_everything(tiny_data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "3", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("nats/sample") == 3
+    m = _metrics(run)
+    assert [r["epoch"] for r in m] == [1, 2, 3]
+    for r in m:
+        assert {"epoch", "train_loss", "test_loss", "samples_per_s", "seconds"} <= set(r)
+        assert np.isfinite(r["test_loss"]) and r["samples_per_s"] > 0
+    assert m[-1]["train_loss"] < m[0]["train_loss"]  # it learns
+    with Image.open(run / "reconstruction_3.png") as im:
+        assert im.size == (8 * 10 + 2, 2 * 10 + 2)
+    with Image.open(run / "sample_3.png") as im:
+        assert im.size == (8 * 10 + 2, 8 * 10 + 2)
+    tensors = load_file(run / CHECKPOINT)
+    assert tensors["encoder.0.weight"].shape == (16, 64) and "optimizer.m" in tensors
+
+
+def test_resume_gives_the_same_numbers(tiny_data_dir, tmp_path):
+    common = [*ARGS, "--data-dir", str(tiny_data_dir), "--binarize"]
+    assert main([*common, "--epochs", "3", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--epochs", "1", "--out", str(tmp_path / "b")]) == 0
+    assert main(["--resume", str(tmp_path / "b"), "--epochs", "3"]) == 0
+    strip = lambda ms: [{k: v for k, v in r.items() if "second" not in k and k != "samples_per_s"} for r in ms]
+    assert strip(_metrics(tmp_path / "a")) == strip(_metrics(tmp_path / "b"))
+    a, b = load_file(tmp_path / "a" / CHECKPOINT), load_file(tmp_path / "b" / CHECKPOINT)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_resume_from_a_corrupt_checkpoint_fails_cleanly(tiny_data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "1", "--out", str(run)]) == 0
+    good = (run / CHECKPOINT).read_bytes()
+    (run / CHECKPOINT).write_bytes(good[:100])
+    assert main(["--resume", str(run)]) == 2
+    assert "unreadable checkpoint" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path / "empty")]) == 2
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--backend", "cuda"], "not implemented"),
+    (["--dataset", "mnist"], "--data-dir"),
+    (["--batch-size", "0"], "batch sizes"),
+])
+def test_clear_errors(argv, match, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_bad_pixels_in_data_are_refused(tmp_path, capsys):
+    from conftest import write_dataset
+    from tinyvae.data import write_idx
+
+    d = tmp_path / "d"
+    d.mkdir()
+    write_dataset(d)
+    write_idx(d / "train-images-idx3-ubyte.gz", np.full((4, 8, 8), 1.5, np.float32))
+    assert main(["--dataset", "mnist", "--data-dir", str(d), "--out", str(tmp_path / "r")]) == 2
+    assert "uint8" in capsys.readouterr().err
