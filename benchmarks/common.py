@@ -1,0 +1,55 @@
+"""Timing, tables and JSON results shared by the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def median_time(fn, repeats: int = 20, warmup: int = 3, sync=lambda: None) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs, after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def machine() -> dict:
+    flags = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        model = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), "")
+        flags = next((l for l in lines if l.startswith("flags")), "")
+    else:
+        model = platform.processor()
+    return {"cpu": model, "cores": os.cpu_count(), "avx512f": " avx512f" in flags, "numpy": np.__version__,
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "when": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def report(name: str, rows: list[dict], columns: list[tuple[str, str]], meta: dict | None = None) -> Path:
+    """Print ``rows`` as a table (``columns``: key, format spec) and save JSON to results/<name>.json."""
+    widths = [max(len(k), 12) for k, _ in columns]
+    print("  ".join(k.rjust(w) for (k, _), w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(format(r[k], f).rjust(w) if r.get(k) is not None else "-".rjust(w)
+                        for (k, f), w in zip(columns, widths)))
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"meta": {**machine(), **(meta or {})}, "rows": rows}, indent=1))
+    print(f"saved {path}")
+    return path
