@@ -1,18 +1,21 @@
 """Samples per second over one Fashion-MNIST epoch: numpy, numba, PyTorch CPU, and the GEMM floor.
 
-    python -m benchmarks.train [--epochs 1] [--batch-size 128]
+    python -m benchmarks.train [--batch-size 128] [--threads 2] [--repeats 3]
 
 Same model (784-400-20), batch, data and thread count for all; PyTorch 2.13
 (CPU) runs its example VAE with Adam when it is installed. The GEMM-only floor
 times the step's eleven BLAS calls alone (4 forward; 4 weight-gradient and 3
-input-gradient GEMMs backward), with tinyvae's buffers and layouts. Writes
-``benchmarks/results/train.json``.
+input-gradient GEMMs backward), with tinyvae's buffers and layouts. Each
+contender runs ``--repeats`` epochs; the median is reported. Writes
+``benchmarks/results/train.json``, or ``train_<coretype>.json`` when
+``OPENBLAS_CORETYPE`` is set (it picks OpenBLAS's kernels; see README).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import numpy as np
@@ -23,44 +26,54 @@ from tinyvae.model import VAE
 from tinyvae.optim import Adam
 
 
-def epoch_tinyvae(backend, data, batch_size, seed=1) -> float:
+def epochs_tinyvae(backend, data, batch_size, repeats, seed=1) -> list[float]:
     model = VAE(backend=backend, seed=seed)
     opt = Adam(model.params, model.backend)
     X = data.train_x
     model.train_step(X[:batch_size], opt)  # compile (numba) and make buffers outside the clock
     perm = np.random.default_rng(seed).permutation(len(X))
     x = np.empty((batch_size, X.shape[1]), np.float32)
-    t0 = time.perf_counter()
-    for i in range(0, len(X) - batch_size + 1, batch_size):
-        np.take(X, perm[i:i + batch_size], axis=0, out=x)
-        model.train_step(x, opt)
-    return time.perf_counter() - t0
+
+    def epoch():
+        for i in range(0, len(X) - batch_size + 1, batch_size):
+            np.take(X, perm[i:i + batch_size], axis=0, out=x)
+            model.train_step(x, opt)
+
+    return timed(epoch, repeats)
 
 
-def epoch_gemm_floor(data, batch_size) -> float:
-    """The same number of steps doing only the step's GEMMs (tinyvae's buffers and layouts)."""
+def epochs_gemm_floor(data, batch_size, repeats) -> list[float]:
+    """The same number of steps doing only the step's GEMMs (tinyvae's buffers and layouts).
+
+    One real forward and backward first, so every buffer holds the values of a
+    training step (uninitialised memory may hold NaNs or subnormals, which
+    slow some GEMM kernels down).
+    """
     model = VAE(seed=1)
-    ws = model.forward(data.train_x[:batch_size])
     x = data.train_x[:batch_size].copy()
+    ws = model.forward(x)
+    model.backward(ws, x, 1.0)
     enc, dec = model.encoder.layers, model.decoder.layers
     mm = np.matmul
-    t0 = time.perf_counter()
-    for _ in range(len(data.train_x) // batch_size):
-        mm(x, enc[0].W.T, out=ws.enc_outs[0])
-        mm(ws.enc_outs[0], enc[1].W.T, out=ws.enc_outs[1])
-        mm(ws.z, dec[0].W.T, out=ws.dec_outs[0])
-        mm(ws.dec_outs[0], dec[1].W.T, out=ws.dec_outs[1])
-        mm(ws.dlogits.T, ws.dec_outs[0], out=dec[1].gW)
-        mm(ws.dlogits, dec[1].W, out=ws.dec_douts[0])
-        mm(ws.dec_douts[0].T, ws.z, out=dec[0].gW)
-        mm(ws.dec_douts[0], dec[0].W, out=ws.dz)
-        mm(ws.enc_douts[1].T, ws.enc_outs[0], out=enc[1].gW)
-        mm(ws.enc_douts[1], enc[1].W, out=ws.enc_douts[0])
-        mm(ws.enc_douts[0].T, x, out=enc[0].gW)
-    return time.perf_counter() - t0
+
+    def epoch():
+        for _ in range(len(data.train_x) // batch_size):
+            mm(x, enc[0].W.T, out=ws.enc_outs[0])
+            mm(ws.enc_outs[0], enc[1].W.T, out=ws.enc_outs[1])
+            mm(ws.z, dec[0].W.T, out=ws.dec_outs[0])
+            mm(ws.dec_outs[0], dec[1].W.T, out=ws.dec_outs[1])
+            mm(ws.dlogits.T, ws.dec_outs[0], out=dec[1].gW)
+            mm(ws.dlogits, dec[1].W, out=ws.dec_douts[0])
+            mm(ws.dec_douts[0].T, ws.z, out=dec[0].gW)
+            mm(ws.dec_douts[0], dec[0].W, out=ws.dz)
+            mm(ws.enc_douts[1].T, ws.enc_outs[0], out=enc[1].gW)
+            mm(ws.enc_douts[1], enc[1].W, out=ws.enc_douts[0])
+            mm(ws.enc_douts[0].T, x, out=enc[0].gW)
+
+    return timed(epoch, repeats)
 
 
-def epoch_torch(data, batch_size, threads, seed=1) -> float | None:
+def epochs_torch(data, batch_size, threads, repeats, seed=1) -> list[float] | None:
     try:
         import torch
     except ImportError:
@@ -73,34 +86,50 @@ def epoch_torch(data, batch_size, threads, seed=1) -> float | None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     X = torch.from_numpy(data.train_x)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(X)))
-    t0 = time.perf_counter()
-    for i in range(0, len(X) - batch_size + 1, batch_size):
-        x = X[perm[i:i + batch_size]]
-        opt.zero_grad()
-        loss_of(model, x).backward()
-        opt.step()
-    return time.perf_counter() - t0
+
+    def epoch():
+        for i in range(0, len(X) - batch_size + 1, batch_size):
+            x = X[perm[i:i + batch_size]]
+            opt.zero_grad()
+            loss_of(model, x).backward()
+            opt.step()
+
+    return timed(epoch, repeats)
+
+
+def timed(epoch, repeats) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        epoch()
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--repeats", type=int, default=3, help="epochs per contender; the median is reported")
     args = p.parse_args(argv)
     data = load_dataset("fashion-mnist")
     n = (len(data.train_x) // args.batch_size) * args.batch_size
     # PyTorch first: once NumPy's OpenBLAS threads exist they spin between GEMMs and
     # slow PyTorch's own threads (seen: 11.1 s per epoch after them, 2.2 s alone).
-    secs = {"pytorch": epoch_torch(data, args.batch_size, args.threads)}
-    secs["numpy"] = epoch_tinyvae("numpy", data, args.batch_size)
-    secs["numba"] = epoch_tinyvae("numba", data, args.batch_size)
-    secs["gemm_floor"] = epoch_gemm_floor(data, args.batch_size)
+    # The machine is shared: each contender runs --repeats epochs and its median counts.
+    runs = {"pytorch": epochs_torch(data, args.batch_size, args.threads, args.repeats)}
+    runs["numpy"] = epochs_tinyvae("numpy", data, args.batch_size, args.repeats)
+    runs["numba"] = epochs_tinyvae("numba", data, args.batch_size, args.repeats)
+    runs["gemm_floor"] = epochs_gemm_floor(data, args.batch_size, args.repeats)
+    secs = {k: statistics.median(v) if v else None for k, v in runs.items()}
     rows = [{"what": k, "epoch_s": v, "samples_per_s": n / v if v else None,
              "vs_pytorch": v / secs["pytorch"] if v and secs["pytorch"] else None,
-             "vs_gemm_floor": v / secs["gemm_floor"] if v else None} for k, v in secs.items()]
-    report("train", rows, [("what", "<12"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"),
-                           ("vs_pytorch", ".2f"), ("vs_gemm_floor", ".2f")],
-           {"batch_size": args.batch_size, "threads": args.threads, "samples": n})
+             "vs_gemm_floor": v / secs["gemm_floor"] if v else None, "epochs_s": runs[k]} for k, v in secs.items()]
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    name = f"train_{coretype.lower()}" if coretype else "train"
+    report(name, rows, [("what", "<12"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"),
+                        ("vs_pytorch", ".2f"), ("vs_gemm_floor", ".2f")],
+           {"batch_size": args.batch_size, "threads": args.threads, "samples": n, "repeats": args.repeats})
 
 
 if __name__ == "__main__":
