@@ -64,6 +64,24 @@ def test_bce_with_logits(name, shape, dtype, seed, extreme):
     _run(be, "bce_with_logits", [logits, x], [shape[0], shape], dtype, extra=(1.0 / shape[0],))
 
 
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), learned=st.booleans())
+def test_gaussian_nll(name, shape, dtype, seed, learned):
+    be = _fused(name)
+    rng = np.random.default_rng(seed)
+    B, D = shape
+    mean, x, logvar = rng.normal(size=shape), rng.random(shape), rng.uniform(-8, 8, D)
+    r_in = [np.array(a, dtype) for a in (mean, x, logvar)]
+    r_out = [np.zeros(B, dtype), np.zeros(shape, dtype), np.zeros(D, dtype) if learned else None]
+    f_out = [None if a is None else be.xp.zeros(a.shape, dtype) for a in r_out]
+    ref.gaussian_nll(*r_in, 1.0 / B, *r_out)
+    be.gaussian_nll(*[be.xp.asarray(a) for a in r_in], 1.0 / B, *f_out)
+    for a, b in zip(f_out, r_out):
+        if b is not None:
+            _close(be.to_host(a), b, dtype)
+
+
 def _latent(rng, shape, extreme):
     mu = rng.uniform(-10, 10, shape) if extreme else rng.normal(0, 1, shape)
     logvar = rng.uniform(-20, 20, shape) if extreme else rng.normal(0, 1, shape)
@@ -160,6 +178,8 @@ from tinyvae.backends import numba_ops as n
 for dt in (np.float32, np.float64):
     a, k = np.ones((3, 5), dt), np.ones(3, dt)
     n.bce_with_logits(a, a, 1.0, k, a.copy())
+    n.gaussian_nll(a, a, a[0], 1.0, k, a.copy(), a[0].copy())
+    n.gaussian_nll(a, a, a[0], 1.0, k, a.copy(), None)
     n.reparameterize_kl(a, a, a, a.copy(), k)
     n.reparameterize_kl_backward(a, a, a, a, 1.0, a.copy(), a.copy())
     n.bias_act(a.copy(), k.copy()[:1].repeat(5), True)

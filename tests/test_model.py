@@ -117,3 +117,57 @@ def test_unknown_and_unbuilt_backends():
         get_backend("tpu")
     with pytest.raises(BackendUnavailable, match="cuda"):
         get_backend("cuda")
+
+
+def test_mc_samples_average_the_single_draw_losses():
+    """L draws of z: the nll is the mean of L single-draw nlls from the same eps rows; the KL is unchanged."""
+    rng = np.random.default_rng(5)
+    x, eps = rng.random((6, 12)), rng.standard_normal((3 * 6, 4))
+    many = VAE(VAEConfig(12, (8,), 4, "float64", mc_samples=3), seed=2)
+    one = VAE(VAEConfig(12, (8,), 4, "float64"), seed=2)
+    terms = many.loss_and_grad(x, eps)
+    singles = [one.loss_and_grad(x, eps[l * 6:(l + 1) * 6]) for l in range(3)]
+    assert terms.nll == pytest.approx(np.mean([t.nll for t in singles]), rel=1e-12)
+    assert terms.kl == pytest.approx(singles[0].kl, rel=1e-12)
+    nll, kl = many.per_sample_loss(x)
+    assert nll.shape == kl.shape == (6,)
+
+
+def test_conditional_vae_needs_valid_labels():
+    model = VAE(VAEConfig(5, (4,), 2, n_classes=3))
+    x = np.full((2, 5), 0.5)
+    with pytest.raises(ValueError, match="needs labels"):
+        model.loss_and_grad(x)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        model.loss_and_grad(x, y=np.array([0, 3]))
+    with pytest.raises(ValueError, match="integer labels"):
+        model.loss_and_grad(x, y=np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="unconditional"):
+        VAE(VAEConfig(5, (4,), 2)).loss_and_grad(x, y=np.array([0, 1]))
+    assert np.isfinite(model.loss_and_grad(x, y=np.array([0, 2])).loss)
+    assert model.decode(np.zeros((3, 2)), np.array([0, 1, 2])).shape == (3, 5)
+
+
+def test_conditional_decoder_uses_the_label():
+    model = VAE(VAEConfig(5, (4,), 2, n_classes=3), seed=4)
+    z = np.zeros((3, 2))
+    out = model.decode(z, np.array([0, 1, 2]))
+    assert not np.allclose(out[0], out[1]) and not np.allclose(out[1], out[2])
+
+
+def test_gaussian_decoder_accepts_real_data_and_reports_a_proper_nll():
+    """Fixed log-variance 0: nll = 0.5 * squared error + 0.5 * D * log(2 pi) per sample."""
+    model = VAE(VAEConfig(6, (5,), 2, "float64", likelihood="gaussian"), seed=1)
+    x = np.random.default_rng(0).normal(size=(3, 6)) * 4  # outside [0, 1]: fine for a Gaussian
+    eps = np.zeros((3, 2))
+    terms = model.loss_and_grad(x, eps)
+    mean = model.decode(model.encode(x)[0])
+    expected = np.mean(0.5 * ((x - mean) ** 2).sum(1) + 3 * np.log(2 * np.pi))
+    assert terms.nll == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [dict(likelihood="poisson"), dict(mc_samples=0), dict(n_classes=-1),
+                                 dict(decoder_logvar=float("inf"))])
+def test_bad_variant_configs_are_refused(bad):
+    with pytest.raises(ValueError):
+        VAEConfig(4, (3,), 2, **bad)

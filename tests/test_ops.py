@@ -92,6 +92,31 @@ def test_reparameterize_kl_gradient(data):
     _assert_passes(gradcheck.check_op(fun, inputs, wrt))
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_gaussian_nll_gradient(data):
+    fun, wrt = gradcheck.op_objectives()["gaussian_nll"]
+    shape = data.draw(shapes)
+    inputs = dict(
+        mean=data.draw(arrays(np.float64, shape, elements=st.floats(-5, 5, **finite))),
+        x=data.draw(arrays(np.float64, shape, elements=st.floats(-2, 3, **finite))),
+        logvar=data.draw(arrays(np.float64, shape[1:], elements=st.floats(-10, 10, **finite))),
+        w=data.draw(arrays(np.float64, shape[:1], elements=st.floats(-2, 2, **finite))),
+    )
+    _assert_passes(gradcheck.check_op(fun, inputs, wrt))
+
+
+def test_gaussian_nll_is_the_normal_log_density():
+    """Against the textbook density: log N(x; m, s^2) summed over pixels (s = exp(lv / 2))."""
+    rng = np.random.default_rng(3)
+    m, x, lv = rng.normal(size=(4, 6)), rng.normal(size=(4, 6)), rng.normal(size=6)
+    s = np.exp(lv / 2)
+    log_density = -np.log(s * np.sqrt(2 * np.pi)) - (x - m) ** 2 / (2 * s**2)
+    loss = np.empty(4)
+    ref.gaussian_nll(m, x, lv, 1.0, loss, np.empty((4, 6)), None)
+    np.testing.assert_allclose(loss, -log_density.sum(1), rtol=1e-13)
+
+
 def test_gradcheck_catches_a_wrong_gradient():
     """The checker must fail when the analytic gradient is off (here: the KL term's 0.5 dropped)."""
     def wrong(dz, mu, logvar, eps, kl_scale, dmu_out, dlogvar_out):

@@ -77,3 +77,36 @@ def test_bad_pixels_in_data_are_refused(tmp_path, capsys):
     write_idx(d / "train-images-idx3-ubyte.gz", np.full((4, 8, 8), 1.5, np.float32))
     assert main(["--dataset", "mnist", "--data-dir", str(d), "--out", str(tmp_path / "r")]) == 2
     assert "uint8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [
+    ["--likelihood", "gaussian"],
+    ["--likelihood", "gaussian-learned"],
+    ["--mc-samples", "3"],
+    ["--beta", "4", "--warmup-epochs", "1.5"],
+], ids=lambda a: " ".join(a))
+def test_variants_train(extra, tiny_data_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "3", "--out", str(run), *extra]) == 0
+    m = _metrics(run)
+    assert all(np.isfinite(r["test_loss"]) and r["test_loss"] == pytest.approx(r["test_nll"] + r["test_kl"])
+               for r in m)
+    assert m[-1]["test_loss"] < m[0]["test_loss"]
+
+
+def test_cvae_draws_one_row_per_class(tiny_data_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "2", "--out", str(run), "--model", "cvae"]) == 0
+    with Image.open(run / "sample_2.png") as im:
+        assert im.size == (8 * 10 + 2, 10 * 10 + 2)  # 10 classes in the test data, 8 draws each
+    assert load_file(run / CHECKPOINT)["encoder.0.weight"].shape == (16, 64 + 10)
+
+
+def test_beta_warmup_rises_linearly_then_holds():
+    from tinyvae.train import TrainSettings
+
+    s = TrainSettings(beta=2.0, warmup_epochs=2)
+    betas = [s.beta_at(step, steps_per_epoch=10) for step in range(30)]
+    np.testing.assert_allclose(betas[:20], 2.0 * np.arange(1, 21) / 20)
+    assert betas[20:] == [2.0] * 10
+    assert TrainSettings(beta=0.5).beta_at(0, 10) == 0.5

@@ -17,8 +17,13 @@ def _check(config, B, beta, seed=0, x_kind="uniform", max_per_tensor=None):
     x = rng.random((B, config.input_dim))
     if x_kind == "binary":
         x = np.round(x)
-    eps = rng.standard_normal((B, config.latent_dim))
-    results = gradcheck.check_vae(model, x, eps, beta, max_per_tensor=max_per_tensor, seed=seed)
+    elif x_kind == "real":  # any real values: the Gaussian decoder's data
+        x = rng.normal(0.5, 1.0, x.shape)
+    if config.likelihood == "gaussian-learned":  # move the log-variance off its initial 0
+        model.params.view("decoder.logvar")[...] = rng.normal(0, 0.5, config.input_dim)
+    eps = rng.standard_normal((config.mc_samples * B, config.latent_dim))
+    y = rng.integers(0, config.n_classes, B) if config.n_classes else None
+    results = gradcheck.check_vae(model, x, eps, beta, max_per_tensor=max_per_tensor, seed=seed, y=y)
     assert set(results) == set(model.params.names)  # every parameter tensor is checked
     for name, r in results.items():
         assert r.tested > 0, name
@@ -51,6 +56,34 @@ def test_vae_gradient_sampled_elements_of_the_full_size_model():
        B=st.integers(1, 4), beta=st.floats(0, 3), seed=st.integers(0, 100))
 def test_vae_gradient_hypothesis_shapes(D, hidden, K, B, beta, seed):
     _check(VAEConfig(D, tuple(hidden), K, "float64"), B, beta, seed=seed)
+
+
+@pytest.mark.parametrize("likelihood,logvar", [("gaussian", 0.0), ("gaussian", -1.5), ("gaussian-learned", 0.0)])
+@pytest.mark.parametrize("hidden", [(7,), (6, 4)])
+def test_gaussian_decoder_gradient(likelihood, logvar, hidden):
+    _check(VAEConfig(10, hidden, 3, "float64", likelihood=likelihood, decoder_logvar=logvar), 4, 1.0, x_kind="real")
+
+
+@pytest.mark.parametrize("L", [2, 5])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian-learned"])
+def test_monte_carlo_samples_gradient(L, likelihood):
+    """L draws of z per image: the repeat of (mu, logvar) backpropagates as a sum over draws."""
+    _check(VAEConfig(9, (6,), 3, "float64", likelihood=likelihood, mc_samples=L), 3, 0.7)
+
+
+@pytest.mark.parametrize("hidden,L", [((6,), 1), ((), 1), ((5, 4), 3)])
+def test_conditional_vae_gradient(hidden, L):
+    """The one-hot label joins the encoder input and z; every weight, label columns included."""
+    _check(VAEConfig(8, hidden, 2, "float64", n_classes=4, mc_samples=L), 5, 1.0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(D=st.integers(1, 8), hidden=st.lists(st.integers(1, 5), max_size=2), K=st.integers(1, 3),
+       B=st.integers(1, 3), L=st.integers(1, 3), C=st.integers(0, 3),
+       likelihood=st.sampled_from(["bernoulli", "gaussian", "gaussian-learned"]), seed=st.integers(0, 100))
+def test_variant_gradient_hypothesis(D, hidden, K, B, L, C, likelihood, seed):
+    config = VAEConfig(D, tuple(hidden), K, "float64", likelihood=likelihood, mc_samples=L, n_classes=C)
+    _check(config, B, 1.0, seed=seed, x_kind="uniform" if likelihood == "bernoulli" else "real")
 
 
 def test_gradcheck_refuses_float32():

@@ -11,7 +11,8 @@ comparison is absolute. Each check returns the maximum over the elements tested.
 
 Rounding: the stencil's own rounding error for an element is bounded by
 ``noise = 2^-52 * sum(|f(t-2h)| + 8|f(t-h)| + 8|f(t+h)| + |f(t+2h)|) / (12 h)``
-over the terms that move. Where ``noise`` exceeds ``RESOLVE * max(|n|, floor)``
+over all terms (a term that depends on t can stay put when its change is below
+its rounding step, so moving or not says nothing). Where ``noise`` exceeds ``RESOLVE * max(|n|, floor)``
 the difference cannot resolve the derivative to the tolerance of the tests (a
 per-sample KL of ~1e9 from one logvar of 20 beside an O(1) mu in the same row,
 say); such an element is counted as ``noise_limited`` and judged by
@@ -77,13 +78,14 @@ def _stencil(f, t: float, h: float):
     """Fourth-order central difference at ``t`` of ``sum(terms)``, where ``f(t) -> (terms, aux)``.
 
     The stencil is applied to each term before summing: terms that do not depend
-    on ``t`` are bitwise equal at every point and cancel exactly, so the
-    rounding error scales with the terms that move, not with the whole sum.
+    on ``t`` are bitwise equal at every point and cancel exactly.
     Returns the derivative, its rounding-noise bound and the four ``aux`` values.
     """
     (fm2, am2), (fm1, am1), (fp1, ap1), (fp2, ap2) = [f(t + k * h) for k in (-2, -1, 1, 2)]
-    moving = (fm2 != fp2) | (fm1 != fp1)
-    noise = np.sum((np.abs(fm2) + 8 * np.abs(fm1) + 8 * np.abs(fp1) + np.abs(fp2))[moving]) * 2.0**-52 / (12 * h)
+    # Every term counts towards the noise, the ones that did not move too: a term
+    # that depends on t may change by less than its rounding step and stay put
+    # (a KL of 1e7 beside a logvar of 1e-7), and its share of the derivative is lost.
+    noise = np.sum(np.abs(fm2) + 8 * np.abs(fm1) + 8 * np.abs(fp1) + np.abs(fp2)) * 2.0**-52 / (12 * h)
     deriv = float(np.sum((fm2 - 8 * fm1) + (8 * fp1 - fp2)) / (12 * h))
     return deriv, noise, (am2, am1, ap1, ap2)
 
@@ -100,12 +102,13 @@ def _relu_pattern(model: VAE, batch: int):
 
 
 def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None = None,
-              seed: int = 0, h: float = H, floor: float = FLOOR) -> dict[str, CheckResult]:
+              seed: int = 0, h: float = H, floor: float = FLOOR, y=None) -> dict[str, CheckResult]:
     """Check every parameter tensor's gradient of the VAE's mean loss (float64 models only).
 
     Args:
         model: a VAE with ``config.dtype == "float64"``; its weights are restored afterwards.
-        x: ``(B, D)`` data in [0, 1]; eps: ``(B, K)`` noise, held fixed.
+        x: ``(B, D)`` data (in [0, 1] for the Bernoulli decoder); eps:
+            ``(L*B, K)`` noise, held fixed; y: ``(B,)`` labels of a conditional model.
         beta: KL weight.
         max_per_tensor: test at most this many elements per tensor (a seeded
             sample); None tests every element.
@@ -119,7 +122,7 @@ def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None 
     """
     if model.dtype != np.float64:
         raise ValueError("gradient checks need a float64 model")
-    model.loss_and_grad(x, eps, beta)
+    model.loss_and_grad(x, eps, beta, y)
     analytic = model.backend.to_host(model.grad).copy()
     p = model.params.data
     batch = np.shape(x)[0]
@@ -131,10 +134,8 @@ def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None 
 
         def f(t):
             p[i] = t
-            model.loss_and_grad(x, eps, beta)
-            ws = model.workspace(batch)
-            terms = model.backend.to_host((ws.bce + beta * ws.kl) / batch)
-            return terms, _relu_pattern(model, batch)
+            model.loss_and_grad(x, eps, beta, y)
+            return model.loss_rows(model.workspace(batch), beta), _relu_pattern(model, batch)
 
         return t0, f
 
@@ -156,7 +157,7 @@ def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None 
             n_kept.append(n)
             noise_kept.append(noise)
         results[name] = _compare(a_kept, n_kept, noise_kept, skipped, floor)
-    model.loss_and_grad(x, eps, beta)  # leave grad consistent with the restored weights
+    model.loss_and_grad(x, eps, beta, y)  # leave grad consistent with the restored weights
     return results
 
 
@@ -202,6 +203,7 @@ def op_objectives(backend: Backend | str = "numpy"):
 
     * ``bce``: ``sum(bce_with_logits(logits, x) per sample * w)``, gradient wrt logits.
     * ``reparameterize_kl``: ``sum(z * wz) + c * sum(kl)``, gradients wrt mu and logvar.
+    * ``gaussian_nll``: ``sum(nll per sample * w)``, gradients wrt the mean and the log-variance.
     """
     be = get_backend(backend) if isinstance(backend, str) else backend
     xp = be.xp
@@ -223,7 +225,17 @@ def op_objectives(backend: Backend | str = "numpy"):
         terms = xp.concatenate([(z * g).ravel(), c * kl])
         return be.to_host(terms), {"mu": be.to_host(dmu), "logvar": be.to_host(dlv)}
 
+    def gaussian_nll(mean, x, logvar, w):
+        m, xx, lv = (xp.asarray(a) for a in (mean, x, logvar))
+        B, D = m.shape
+        loss, dm, dlv, dlv_sum = xp.empty(B), xp.empty((B, D)), xp.empty(D), xp.zeros(D)
+        for b in range(B):  # the op sums the log-variance gradient over its rows: one weighted row at a time
+            be.gaussian_nll(m[b:b + 1], xx[b:b + 1], lv, float(w[b]), loss[b:b + 1], dm[b:b + 1], dlv)
+            dlv_sum += dlv
+        return be.to_host(loss) * w, {"mean": be.to_host(dm), "logvar": be.to_host(dlv_sum)}
+
     return {
         "bce": (bce, {"logits": H}),
+        "gaussian_nll": (gaussian_nll, {"mean": H, "logvar": H}),
         "reparameterize_kl": (reparameterize_kl, {"mu": 0.1, "logvar": H}),
     }

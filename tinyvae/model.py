@@ -1,14 +1,26 @@
-"""The VAE of Kingma & Welling (2014), written once against an array module.
+"""The VAE of Kingma & Welling (2014) and its variants, written once against an array module.
 
-Encoder: ``x (B, D) -> [Linear + ReLU] * n -> Linear -> (mu, logvar)``, both ``(B, K)``;
-the two heads are one ``(2K, H)`` GEMM over adjacent storage.
-Reparameterization: ``z = mu + exp(0.5 * logvar) * eps``, ``eps ~ N(0, I)``.
-Decoder: ``z (B, K) -> [Linear + ReLU] * n (hidden sizes reversed) -> Linear -> logits (B, D)``,
-a Bernoulli decoder p(x|z) = Bernoulli(sigmoid(logits)).
+Encoder: ``[x | y] (B, D + C) -> [Linear + ReLU] * n -> Linear -> (mu, logvar)``,
+both ``(B, K)``; the two heads are one ``(2K, H)`` GEMM over adjacent storage.
+Reparameterization: ``z = mu + exp(0.5 * logvar) * eps``, ``eps ~ N(0, I)``,
+with L draws of ``eps`` per data point (the SGVB estimator, K&W eq. 10).
+Decoder: ``[z | y] (L*B, K + C) -> [Linear + ReLU] * n (hidden sizes reversed)
+-> Linear -> (L*B, D)``, the parameters of p(x|z):
 
-Loss per sample, in nats: ``bce + beta * kl`` = the negative ELBO for beta = 1
-(K&W eq. 10 with L = 1; Higgins et al. 2017 for beta). The hand-derived
-gradient is that of the batch mean of this loss.
+* ``bernoulli``: logits, p(x|z) = Bernoulli(sigmoid(logits)) (K&W Appendix C.1);
+* ``gaussian``: the mean, p(x|z) = N(mean, exp(decoder_logvar) I) with a fixed
+  log-variance (0: the squared-error case of the seeds, as a proper NLL);
+* ``gaussian-learned``: the mean, with a learned per-pixel log-variance, the
+  parameter ``decoder.logvar`` ``(D,)`` (K&W Appendix C.2, shared over z).
+
+``y`` is the one-hot label of a conditional VAE (Sohn et al. 2015, "Learning
+Structured Output Representation using Deep Conditional Generative Models",
+Sec. 4: q(z|x, y), p(x|z, y), prior N(0, I)); C = 0 for the plain VAE.
+
+Loss per data point, in nats: ``nll + beta * kl``, ``nll = -log p(x|z)``
+averaged over the L draws, ``kl`` the analytic KL(q(z|x) || N(0, I)); for
+beta = 1 the negative ELBO (K&W eq. 10), beta-VAE otherwise (Higgins et al.
+2017, eq. 4). The hand-derived gradient is that of the batch mean of this loss.
 """
 
 from __future__ import annotations
@@ -23,30 +35,44 @@ from .backends import Backend, get_backend
 from .layers import MLP, Linear
 from .params import FlatParams
 
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
+
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """Sizes and precision of a :class:`VAE`.
+    """Sizes, likelihood and precision of a :class:`VAE`.
 
     Attributes:
         input_dim: D, pixels per image (784 for 28x28).
         hidden: encoder hidden sizes, input side first; the decoder mirrors them.
         latent_dim: K, the size of z.
         dtype: ``"float32"`` (training) or ``"float64"`` (gradient checks).
+        likelihood: one of :data:`LIKELIHOODS`.
+        decoder_logvar: the fixed log sigma^2 of the ``gaussian`` likelihood.
+        mc_samples: L >= 1 draws of z per data point.
+        n_classes: C, the size of the one-hot label of a conditional VAE; 0 for a VAE.
     """
 
     input_dim: int = 784
     hidden: tuple[int, ...] = (400,)
     latent_dim: int = 20
     dtype: str = "float32"
+    likelihood: str = "bernoulli"
+    decoder_logvar: float = 0.0
+    mc_samples: int = 1
+    n_classes: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        sizes = (self.input_dim, self.latent_dim, *self.hidden)
-        if any(s < 1 for s in sizes):
-            raise ValueError(f"all sizes must be >= 1, got {self}")
+        sizes = (self.input_dim, self.latent_dim, self.mc_samples, *self.hidden)
+        if any(s < 1 for s in sizes) or self.n_classes < 0:
+            raise ValueError(f"all sizes (and mc_samples) must be >= 1 and n_classes >= 0, got {self}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
+        if not math.isfinite(self.decoder_logvar):
+            raise ValueError(f"decoder_logvar must be finite, got {self.decoder_logvar}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -55,11 +81,11 @@ class VAEConfig:
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, shape)`` of every parameter tensor, in storage order."""
-        D, K, hid = self.input_dim, self.latent_dim, self.hidden
+        D, K, C, hid = self.input_dim, self.latent_dim, self.n_classes, self.hidden
         out = []
-        for i, (a, b) in enumerate(zip((D, *hid), hid)):
+        for i, (a, b) in enumerate(zip((D + C, *hid), hid)):
             out += [(f"encoder.{i}.weight", (b, a)), (f"encoder.{i}.bias", (b,))]
-        H = hid[-1] if hid else D
+        H = hid[-1] if hid else D + C
         # mu and logvar stored back to back so the heads run as one (2K, H) GEMM.
         out += [
             ("encoder.mu.weight", (K, H)),
@@ -68,46 +94,62 @@ class VAEConfig:
             ("encoder.logvar.bias", (K,)),
         ]
         dec = tuple(reversed(hid))
-        for i, (a, b) in enumerate(zip((K, *dec), dec)):
+        for i, (a, b) in enumerate(zip((K + C, *dec), dec)):
             out += [(f"decoder.{i}.weight", (b, a)), (f"decoder.{i}.bias", (b,))]
-        out += [("decoder.logits.weight", (D, dec[-1] if dec else K)), ("decoder.logits.bias", (D,))]
+        out += [("decoder.logits.weight", (D, dec[-1] if dec else K + C)), ("decoder.logits.bias", (D,))]
+        if self.likelihood == "gaussian-learned":
+            out.append(("decoder.logvar", (D,)))
         return out
 
 
 class ELBOTerms(NamedTuple):
-    """Batch means, in nats per sample: ``loss = bce + beta * kl``."""
+    """Batch means, in nats per data point: ``loss = nll + beta * kl``."""
 
     loss: float
-    bce: float
+    nll: float
     kl: float
 
 
 @dataclass
 class _Workspace:
-    """Every activation and activation gradient of one batch size, made once."""
+    """Every activation and activation gradient of one batch size, made once.
 
+    Rows: the encoder sees B rows; the latent ops, the decoder and the
+    likelihood see N = L * B rows, draw l of data point b in row l * B + b.
+    """
+
+    batch: int
+    xin: object          # (B, D + C) encoder input [x | y], or None for C = 0
+    target: object       # (N, D) x repeated L times, or None for L = 1
     enc_outs: list
     enc_douts: list
+    heads_rep: object    # (N, 2K) the encoder's [mu | logvar] repeated L times, or None for L = 1
+    dheads_rep: object
+    zin: object          # (N, K + C) decoder input [z | y]
+    dzin: object
     dec_outs: list
     dec_douts: list
-    eps: object
-    z: object
-    dz: object
-    kl: object
-    bce: object
+    eps: object          # (N, K)
+    kl: object           # (N,) nats
+    nll: object          # (N,) nats
     mu: object = field(init=False)
     logvar: object = field(init=False)
     dmu: object = field(init=False)
     dlogvar: object = field(init=False)
+    z: object = field(init=False)
+    dz: object = field(init=False)
 
     def __post_init__(self):
-        K = self.z.shape[1]
-        heads, dheads = self.enc_outs[-1], self.enc_douts[-1]
+        K = self.eps.shape[1]
+        heads = self.enc_outs[-1] if self.heads_rep is None else self.heads_rep
+        dheads = self.enc_douts[-1] if self.dheads_rep is None else self.dheads_rep
         self.mu, self.logvar = heads[:, :K], heads[:, K:]
         self.dmu, self.dlogvar = dheads[:, :K], dheads[:, K:]
+        self.z, self.dz = self.zin[:, :K], self.dzin[:, :K]
 
     @property
     def logits(self):
+        """``(N, D)`` decoder output: logits (Bernoulli) or mean (Gaussian)."""
         return self.dec_outs[-1]
 
     @property
@@ -133,11 +175,27 @@ def check_batch(x, input_dim: int, xp, *, binary_targets: bool = True):
         )
 
 
+def check_labels(y, batch: int, n_classes: int, xp):
+    """Validate class labels: integers in [0, n_classes), shape ``(batch,)``; raise ``ValueError``."""
+    if n_classes == 0:
+        if y is not None:
+            raise ValueError("labels given to an unconditional model (n_classes = 0)")
+        return None
+    if y is None:
+        raise ValueError(f"a conditional model needs labels y of shape ({batch},)")
+    y = xp.asarray(y)
+    if y.shape != (batch,) or y.dtype.kind not in "iu":
+        raise ValueError(f"expected integer labels of shape ({batch},), got {y.dtype} {y.shape}")
+    if bool((y < 0).any()) or bool((y >= n_classes).any()):
+        raise ValueError(f"labels must lie in [0, {n_classes}), got [{int(y.min())}, {int(y.max())}]")
+    return y
+
+
 class VAE:
-    """A Gaussian-encoder, Bernoulli-decoder VAE with hand-derived gradients.
+    """A Gaussian-encoder VAE with hand-derived gradients (see the module doc for its variants).
 
     Args:
-        config: sizes and dtype (:class:`VAEConfig`).
+        config: sizes, likelihood and dtype (:class:`VAEConfig`).
         backend: a :class:`tinyvae.backends.Backend` or its name.
         seed: seeds the ``numpy.random.Generator`` used for the initial weights
             and, unless the caller passes ``eps``, for the noise of each step.
@@ -159,6 +217,12 @@ class VAE:
         self.init_weights(self.rng)
         self.encoder = self._mlp("encoder", len(config.hidden), heads=True)
         self.decoder = self._mlp("decoder", len(config.hidden), heads=False)
+        if config.likelihood == "gaussian-learned":
+            self.decoder_logvar = self.params.view("decoder.logvar")
+            self.decoder_dlogvar = self.params.view("decoder.logvar", self.grad)
+        else:
+            self.decoder_logvar = xp.full(config.input_dim, config.decoder_logvar, self.dtype)
+            self.decoder_dlogvar = None
         self._workspaces: dict[int, _Workspace] = {}
 
     # -- construction ---------------------------------------------------------
@@ -166,13 +230,16 @@ class VAE:
         """PyTorch's ``nn.Linear`` default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
         (Kaiming-uniform with a = sqrt(5), He et al. 2015, reduces to this bound.)
-        Drawn on the host in float64 and cast, so every backend starts equal.
+        A learned decoder log-variance starts at 0 (sigma = 1). Drawn on the host
+        in float64 and cast, so every backend starts equal.
         """
-        host = np.empty(self.params.size, dtype=np.float64)
-        for name, shape in self.params.shapes.items():
+        host = np.zeros(self.params.size, dtype=np.float64)
+        for name in self.params.names:
+            weight = name.rsplit(".", 1)[0] + ".weight"
+            if weight not in self.params.shapes:
+                continue
             lo, hi = self.params.offsets[name]
-            fan_in = self.params.shapes[name.rsplit(".", 1)[0] + ".weight"][1]
-            bound = 1.0 / math.sqrt(fan_in)
+            bound = 1.0 / math.sqrt(self.params.shapes[weight][1])
             host[lo:hi] = rng.uniform(-bound, bound, size=hi - lo)
         self.params.data[...] = self.xp.asarray(host.astype(self.dtype))
 
@@ -198,12 +265,19 @@ class VAE:
         """The buffers for batch size ``batch``, made on first use and kept."""
         ws = self._workspaces.get(batch)
         if ws is None:
-            xp, dt, K = self.xp, self.dtype, self.config.latent_dim
+            xp, dt, cfg = self.xp, self.dtype, self.config
+            D, K, C, L = cfg.input_dim, cfg.latent_dim, cfg.n_classes, cfg.mc_samples
+            N = L * batch
             ws = _Workspace(
+                batch=batch,
+                xin=xp.empty((batch, D + C), dt) if C else None,
+                target=xp.empty((N, D), dt) if L > 1 else None,
                 enc_outs=self.encoder.buffers(xp, batch, dt), enc_douts=self.encoder.buffers(xp, batch, dt),
-                dec_outs=self.decoder.buffers(xp, batch, dt), dec_douts=self.decoder.buffers(xp, batch, dt),
-                eps=xp.empty((batch, K), dt), z=xp.empty((batch, K), dt), dz=xp.empty((batch, K), dt),
-                kl=xp.empty(batch, dt), bce=xp.empty(batch, dt),
+                heads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
+                dheads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
+                zin=xp.empty((N, K + C), dt), dzin=xp.empty((N, K + C), dt),
+                dec_outs=self.decoder.buffers(xp, N, dt), dec_douts=self.decoder.buffers(xp, N, dt),
+                eps=xp.empty((N, K), dt), kl=xp.empty(N, dt), nll=xp.empty(N, dt),
             )
             self._workspaces[batch] = ws
         return ws
@@ -216,115 +290,190 @@ class VAE:
         else:
             out[...] = self.xp.asarray(self.rng.standard_normal(out.shape, dtype=self.dtype))
 
-    def forward(self, x, eps=None) -> _Workspace:
+    def _repeat(self, out, a):
+        """``out (L*B, n) = a (B, n)`` repeated L times (row l*B + b holds row b)."""
+        L = self.config.mc_samples
+        out.reshape(L, a.shape[0], a.shape[1])[...] = a
+
+    def _set_labels(self, out, y):
+        """Write the one-hot rows of labels ``y`` into ``out`` ``(B, C)``."""
+        out[...] = 0
+        out[self.xp.arange(y.shape[0]), y] = 1
+
+    def encode_into(self, ws: _Workspace, x, y=None):
+        """Run the encoder on ``x`` (and labels ``y``); leaves ``[mu | logvar]`` in ``ws.enc_outs[-1]``."""
+        D = self.config.input_dim
+        if ws.xin is not None:
+            ws.xin[:, :D] = x
+            self._set_labels(ws.xin[:, D:], y)
+            x = ws.xin
+        self.encoder.forward(self.backend, x, ws.enc_outs)
+
+    def forward(self, x, eps=None, y=None) -> _Workspace:
         """Encoder, reparameterization and decoder for one batch (no checks).
 
         Args:
-            x: ``(B, D)`` array of the backend, the model's dtype, values in [0, 1].
-            eps: optional ``(B, K)`` noise; drawn from :attr:`rng` when None.
+            x: ``(B, D)`` array of the backend, the model's dtype.
+            eps: optional ``(L*B, K)`` noise; drawn from :attr:`rng` when None.
+            y: ``(B,)`` integer labels of a conditional model, else None.
 
         Returns:
-            The batch's workspace, holding ``mu``, ``logvar``, ``z``, ``logits``,
-            the per-sample ``kl`` and ``bce`` (``(B,)``, nats) and ``eps``.
+            The batch's workspace, holding ``mu``, ``logvar``, ``z``, ``logits``
+            (the decoder output) and the per-row ``kl`` (``(L*B,)``, nats).
         """
-        ws = self.workspace(x.shape[0])
+        B, K, L = x.shape[0], self.config.latent_dim, self.config.mc_samples
+        ws = self.workspace(B)
         if eps is None:
             self.draw_eps(ws.eps)
         else:
             ws.eps[...] = eps
-        self.encoder.forward(self.backend, x, ws.enc_outs)
+        self.encode_into(ws, x, y)
+        if L > 1:
+            self._repeat(ws.heads_rep, ws.enc_outs[-1])
+            self._repeat(ws.target, x)
+        if ws.xin is not None:
+            self._repeat(ws.zin[:, K:], ws.xin[:, self.config.input_dim:])
         self.backend.reparameterize_kl(ws.mu, ws.logvar, ws.eps, ws.z, ws.kl)
-        self.decoder.forward(self.backend, ws.z, ws.dec_outs)
+        self.decoder.forward(self.backend, ws.zin, ws.dec_outs)
         return ws
+
+    def likelihood(self, out, x, scale, nll_out, dout_out, dlogvar_out=None):
+        """``nll_out (N,) = -log p(x|z)`` per row in nats and ``dout_out = scale * d nll / d out``.
+
+        ``out`` is the decoder output ``(N, D)``; ``dlogvar_out`` receives the
+        learned log-variance's gradient (``gaussian-learned`` only).
+        """
+        if self.config.likelihood == "bernoulli":
+            self.backend.bce_with_logits(out, x, scale, nll_out, dout_out)
+        else:
+            self.backend.gaussian_nll(out, x, self.decoder_logvar, scale, nll_out, dout_out, dlogvar_out)
 
     def backward(self, ws: _Workspace, x, beta: float):
         """Fill :attr:`grad` with d(mean loss)/d(params) for the batch of ``ws``.
 
-        Also writes the per-sample ``ws.bce`` (the BCE op computes loss and
+        Also writes the per-row ``ws.nll`` (the likelihood op computes loss and
         gradient in one pass).
         """
-        B = x.shape[0]
-        self.backend.bce_with_logits(ws.logits, x, 1.0 / B, ws.bce, ws.dlogits)
-        self.decoder.backward(self.backend, ws.z, ws.dec_outs, ws.dec_douts, ws.dz)
-        self.backend.reparameterize_kl_backward(ws.dz, ws.mu, ws.logvar, ws.eps, beta / B, ws.dmu, ws.dlogvar)
-        self.encoder.backward(self.backend, x, ws.enc_outs, ws.enc_douts)
+        N = ws.eps.shape[0]
+        target = x if ws.target is None else ws.target
+        self.likelihood(ws.logits, target, 1.0 / N, ws.nll, ws.dlogits, self.decoder_dlogvar)
+        self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
+        # Each data point's KL appears in L rows, so each row weighs beta / N.
+        self.backend.reparameterize_kl_backward(ws.dz, ws.mu, ws.logvar, ws.eps, beta / N, ws.dmu, ws.dlogvar)
+        if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
+            L, B = self.config.mc_samples, ws.batch
+            self.xp.sum(ws.dheads_rep.reshape(L, B, -1), axis=0, out=ws.enc_douts[-1])
+        self.encoder.backward(self.backend, x if ws.xin is None else ws.xin, ws.enc_outs, ws.enc_douts)
 
-    def train_step(self, x, optimizer, beta: float = 1.0):
+    def train_step(self, x, optimizer, beta: float = 1.0, y=None):
         """Forward, backward and one optimiser update for a batch (no checks, no host sync).
 
         Returns:
-            ``(bce_sum, kl_sum)``: 0-d backend arrays, nats summed over the batch.
+            ``(nll_sum, kl_sum)``: 0-d backend arrays, nats summed over the batch
+            (over the L draws: their mean).
         """
-        ws = self.forward(x)
+        ws = self.forward(x, y=y)
         self.backward(ws, x, beta)
         optimizer.step(self.grad)
-        return ws.bce.sum(), ws.kl.sum()
+        return self.sums(ws)
+
+    def sums(self, ws: _Workspace):
+        """``(nll, kl)`` of ``ws``'s batch summed over data points (means over the L draws), 0-d arrays."""
+        L = self.config.mc_samples
+        return ws.nll.sum() / L, ws.kl.sum() / L
+
+    def loss_rows(self, ws: _Workspace, beta: float):
+        """``(L*B,)`` host float64 terms whose sum is the mean loss of ``ws``'s batch (for gradient checks)."""
+        N = ws.eps.shape[0]
+        return np.asarray(self.backend.to_host((ws.nll + beta * ws.kl) / N), np.float64)
 
     # -- checked public API ---------------------------------------------------
     def _as_batch(self, x):
         x = self.xp.asarray(x)
-        check_batch(x, self.config.input_dim, self.xp)
+        check_batch(x, self.config.input_dim, self.xp, binary_targets=self.config.likelihood == "bernoulli")
         return x.astype(self.dtype, copy=False)
 
-    def loss_and_grad(self, x, eps=None, beta: float = 1.0) -> ELBOTerms:
+    def _as_labels(self, y, batch):
+        return check_labels(y, batch, self.config.n_classes, self.xp)
+
+    def loss_and_grad(self, x, eps=None, beta: float = 1.0, y=None) -> ELBOTerms:
         """Negative ELBO of a batch and its gradient (into :attr:`grad`).
 
         Args:
-            x: ``(B, D)`` float data in [0, 1].
-            eps: optional ``(B, K)`` float noise for the reparameterization.
+            x: ``(B, D)`` float data (in [0, 1] for the Bernoulli decoder).
+            eps: optional ``(L*B, K)`` float noise for the reparameterization.
             beta: weight of the KL term (1 for the ELBO).
+            y: ``(B,)`` integer labels in [0, C) for a conditional model.
 
         Returns:
-            :class:`ELBOTerms` of batch means in nats per sample.
+            :class:`ELBOTerms` of batch means in nats per data point.
 
         Raises:
-            ValueError: wrong shape or dtype, NaN/inf, or values outside [0, 1]
-                in ``x``; wrong shape or non-finite ``eps``.
+            ValueError: wrong shape or dtype, NaN/inf, or (Bernoulli) values
+                outside [0, 1] in ``x``; wrong shape or non-finite ``eps``;
+                missing, unexpected or out-of-range labels.
         """
         x = self._as_batch(x)
+        y = self._as_labels(y, x.shape[0])
         if eps is not None:
+            shape = (self.config.mc_samples * x.shape[0], self.config.latent_dim)
             eps = self.xp.asarray(eps, dtype=self.dtype)
-            if eps.shape != (x.shape[0], self.config.latent_dim) or not bool(self.xp.isfinite(eps).all()):
-                raise ValueError(f"eps must be finite with shape {(x.shape[0], self.config.latent_dim)}, got {eps.shape}")
-        ws = self.forward(x, eps)
+            if eps.shape != shape or not bool(self.xp.isfinite(eps).all()):
+                raise ValueError(f"eps must be finite with shape {shape}, got {eps.shape}")
+        ws = self.forward(x, eps, y)
         self.backward(ws, x, beta)
-        bce, kl = float(ws.bce.mean()), float(ws.kl.mean())
-        return ELBOTerms(bce + beta * kl, bce, kl)
+        nll, kl = (float(v) / x.shape[0] for v in self.sums(ws))
+        return ELBOTerms(nll + beta * kl, nll, kl)
 
-    def forward_loss(self, x) -> _Workspace:
-        """:meth:`forward`, then the per-sample ``ws.bce`` (no checks, no gradient).
-
-        One draw of z per sample, as in the training loss; used for evaluation.
-        """
-        ws = self.forward(x)
-        self.backend.bce_with_logits(ws.logits, x, 0.0, ws.bce, ws.dlogits)
+    def forward_loss(self, x, y=None) -> _Workspace:
+        """:meth:`forward`, then the per-row ``ws.nll`` (no checks, no gradient)."""
+        ws = self.forward(x, y=y)
+        target = x if ws.target is None else ws.target
+        self.likelihood(ws.logits, target, 0.0, ws.nll, ws.dlogits)
         return ws
 
-    def per_sample_loss(self, x):
-        """Per-sample ``(bce, kl)`` of a batch, each ``(B,)`` host float arrays in nats.
+    def per_sample_loss(self, x, y=None):
+        """Per-data-point ``(nll, kl)`` of a batch, each ``(B,)`` host float arrays in nats.
 
-        Raises like :meth:`loss_and_grad`.
+        The nll is averaged over the L draws. Raises like :meth:`loss_and_grad`.
         """
-        ws = self.forward_loss(self._as_batch(x))
-        return self.backend.to_host(ws.bce).copy(), self.backend.to_host(ws.kl).copy()
+        x = self._as_batch(x)
+        ws = self.forward_loss(x, self._as_labels(y, x.shape[0]))
+        L, B = self.config.mc_samples, x.shape[0]
+        host = self.backend.to_host
+        return host(ws.nll).reshape(L, B).mean(axis=0), host(ws.kl)[:B].copy()
 
-    def encode(self, x):
+    def encode(self, x, y=None):
         """``(mu, logvar)`` of q(z|x), each ``(B, K)`` host arrays. Raises like :meth:`loss_and_grad`."""
         x = self._as_batch(x)
+        y = self._as_labels(y, x.shape[0])
         ws = self.workspace(x.shape[0])
-        self.encoder.forward(self.backend, x, ws.enc_outs)
-        return self.backend.to_host(ws.mu).copy(), self.backend.to_host(ws.logvar).copy()
+        self.encode_into(ws, x, y)
+        K, host = self.config.latent_dim, self.backend.to_host
+        heads = ws.enc_outs[-1]
+        return host(heads[:, :K]).copy(), host(heads[:, K:]).copy()
 
-    def decode(self, z):
-        """Bernoulli means ``sigmoid(logits)`` of p(x|z), ``(B, D)`` host array, for ``z`` ``(B, K)``.
+    def decode(self, z, y=None):
+        """The mean of p(x|z): ``sigmoid(logits)`` (Bernoulli) or the Gaussian mean, ``(B, D)`` host array.
+
+        Args:
+            z: ``(B, K)`` latent codes; y: ``(B,)`` labels for a conditional model.
 
         Raises:
-            ValueError: if ``z`` is not a finite ``(B, K)`` array.
+            ValueError: if ``z`` is not a finite ``(B, K)`` array, or for bad labels.
         """
+        K, C = self.config.latent_dim, self.config.n_classes
         z = self.xp.asarray(z, dtype=self.dtype)
-        if z.ndim != 2 or z.shape[1] != self.config.latent_dim or not bool(self.xp.isfinite(z).all()):
-            raise ValueError(f"expected finite z of shape (B, {self.config.latent_dim}), got {z.shape}")
-        ws = self.workspace(z.shape[0])
-        logits = self.decoder.forward(self.backend, z, ws.dec_outs)
+        if z.ndim != 2 or z.shape[1] != K or not bool(self.xp.isfinite(z).all()):
+            raise ValueError(f"expected finite z of shape (B, {K}), got {z.shape}")
+        y = self._as_labels(y, z.shape[0])
+        zin = self.xp.empty((z.shape[0], K + C), self.dtype)
+        zin[:, :K] = z
+        if C:
+            self._set_labels(zin[:, K:], y)
+        outs = self.decoder.buffers(self.xp, z.shape[0], self.dtype)
+        out = self.decoder.forward(self.backend, zin, outs)
+        if self.config.likelihood != "bernoulli":
+            return self.backend.to_host(out)
         # sigmoid(l) = (1 + tanh(l/2)) / 2: no overflow for any finite l.
-        return self.backend.to_host(0.5 * (1.0 + self.xp.tanh(0.5 * logits)))
+        return self.backend.to_host(0.5 * (1.0 + self.xp.tanh(0.5 * out)))

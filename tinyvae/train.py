@@ -1,14 +1,19 @@
 """Train a VAE: ``python -m tinyvae.train [--backend numpy] [--epochs 10] ...``.
 
-Every epoch prints the train loss (the minimised objective, bce + beta * kl)
-and the test loss (the negative ELBO, bce + kl), both in nats per sample, and
+Every epoch prints the train loss (the minimised objective, nll + beta * kl)
+and the test loss (the negative ELBO, nll + kl), both in nats per sample, and
 writes into the run directory:
 
 * ``metrics.jsonl``: one JSON object per epoch;
 * ``checkpoint.safetensors``: weights, optimiser state, random generator state
   and epoch, written atomically, so ``--resume RUN_DIR`` continues exactly;
 * ``reconstruction_{epoch}.png`` (8 test images above their reconstructions)
-  and ``sample_{epoch}.png`` (an 8x8 grid of decoded z ~ N(0, I)).
+  and ``sample_{epoch}.png`` (an 8x8 grid of decoded z ~ N(0, I); for
+  ``--model cvae`` one row per class, the same 8 draws of z in every row).
+
+Variants: ``--likelihood {bernoulli,gaussian,gaussian-learned}``, ``--beta``
+with a linear KL warm-up over ``--warmup-epochs``, ``--mc-samples L`` draws of
+z per image, ``--model cvae`` (the label joins the encoder input and z).
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from .backends import BACKENDS, BackendUnavailable, get_backend
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .data import DATASETS, DataError, Dataset, load_dataset
 from .images import save_grid
-from .model import VAE, VAEConfig
+from .model import LIKELIHOODS, VAE, VAEConfig
 from .optim import Adam
 
 CHECKPOINT = "checkpoint.safetensors"
+MODELS = ("vae", "cvae")
 
 
 @dataclass
@@ -44,6 +50,11 @@ class TrainSettings:
     latent_dim: int = 20
     hidden: tuple[int, ...] = (400,)
     beta: float = 1.0
+    warmup_epochs: float = 0.0
+    model: str = "vae"
+    likelihood: str = "bernoulli"
+    decoder_logvar: float = 0.0
+    mc_samples: int = 1
     seed: int = 1
     binarize: bool = False
     eval_batch_size: int = 1000
@@ -53,8 +64,21 @@ class TrainSettings:
         self.hidden = tuple(self.hidden)
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
-        if not self.lr > 0 or self.beta < 0:
-            raise ValueError(f"need lr > 0 and beta >= 0, got lr={self.lr}, beta={self.beta}")
+        if not self.lr > 0 or self.beta < 0 or self.warmup_epochs < 0:
+            raise ValueError(f"need lr > 0, beta >= 0 and warmup_epochs >= 0, got lr={self.lr}, "
+                             f"beta={self.beta}, warmup_epochs={self.warmup_epochs}")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+
+    def beta_at(self, step: int, steps_per_epoch: int) -> float:
+        """The KL weight of training step ``step`` (0-based): beta * min(1, (step + 1) / warm-up steps).
+
+        The linear warm-up of Bowman et al. 2016 ("Generating Sentences from a
+        Continuous Space", Sec. 3.1) and Sønderby et al. 2016 (Sec. 2.4).
+        """
+        if self.warmup_epochs == 0:
+            return self.beta
+        return self.beta * min(1.0, (step + 1) / (self.warmup_epochs * steps_per_epoch))
 
 
 class Trainer:
@@ -73,7 +97,11 @@ class Trainer:
         self.backend = get_backend(backend)
         self.data = data if data is not None else load_dataset(settings.dataset, settings.data_dir)
         D = self.data.train_x.shape[1]
-        self.model = VAE(VAEConfig(D, settings.hidden, settings.latent_dim), self.backend, settings.seed)
+        n_classes = int(self.data.train_y.max()) + 1 if settings.model == "cvae" else 0
+        config = VAEConfig(D, settings.hidden, settings.latent_dim, likelihood=settings.likelihood,
+                           decoder_logvar=settings.decoder_logvar, mc_samples=settings.mc_samples,
+                           n_classes=n_classes)
+        self.model = VAE(config, self.backend, settings.seed)
         self.optimizer = Adam(self.model.params, self.backend, lr=settings.lr)
         self.rng = self.model.rng
         xp = self.backend.xp
@@ -82,6 +110,9 @@ class Trainer:
         if settings.binarize:  # one fixed binarisation of the test set, from its own generator
             test_x = (np.random.default_rng([settings.seed, 1]).random(test_x.shape) < test_x).astype(np.float32)
         self.test_x = xp.asarray(test_x)
+        conditional = n_classes > 0
+        self.train_y = xp.asarray(self.data.train_y) if conditional else None
+        self.test_y = xp.asarray(self.data.test_y) if conditional else None
         self.epoch = 0
 
     # -- persistence -----------------------------------------------------------
@@ -137,6 +168,7 @@ class Trainer:
         n_batches = -(-N // s.batch_size)
         batches: dict[int, object] = {}
         total = xp.zeros((), dtype=self.model.dtype)
+        y = None
         start = time.perf_counter()
         with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=None) as bar:
             for i in range(n_batches):
@@ -147,34 +179,49 @@ class Trainer:
                 xp.take(self.train_x, idx, axis=0, out=x)
                 if s.binarize:  # dynamic binarisation: a fresh Bernoulli draw each time
                     x[...] = xp.asarray(self.rng.random(x.shape, dtype=np.float32)) < x
-                bce, kl = self.model.train_step(x, self.optimizer, s.beta)
-                total += bce + s.beta * kl
+                if self.train_y is not None:
+                    y = self.train_y[idx]
+                beta = s.beta_at(self.epoch * n_batches + i, n_batches)
+                nll, kl = self.model.train_step(x, self.optimizer, beta, y)
+                total += nll + beta * kl
                 if i % 50 == 49 or i == n_batches - 1:
                     bar.set_postfix(loss=f"{float(total) / min(N, (i + 1) * s.batch_size):.2f}")
                 bar.update()
         loss = float(total) / N
         return loss, time.perf_counter() - start
 
+    def test_labels(self, lo: int, hi: int):
+        """Labels of test images ``lo:hi`` for a conditional model, else None."""
+        return None if self.test_y is None else self.test_y[lo:hi]
+
     def evaluate(self) -> dict:
-        """Test-set negative ELBO (one z per image), with its BCE and KL parts, nats per sample."""
+        """Test-set negative ELBO (L draws of z per image), with its NLL and KL parts, nats per sample."""
         xp, B = self.backend.xp, self.settings.eval_batch_size
-        bce, kl = xp.zeros((), self.model.dtype), xp.zeros((), self.model.dtype)
+        nll, kl = xp.zeros((), self.model.dtype), xp.zeros((), self.model.dtype)
         for i in range(0, self.test_x.shape[0], B):
-            ws = self.model.forward_loss(self.test_x[i:i + B])
-            bce += ws.bce.sum()
-            kl += ws.kl.sum()
+            ws = self.model.forward_loss(self.test_x[i:i + B], self.test_labels(i, i + B))
+            a, b = self.model.sums(ws)
+            nll += a
+            kl += b
         n = self.test_x.shape[0]
-        bce, kl = float(bce) / n, float(kl) / n
-        return {"test_loss": bce + kl, "test_bce": bce, "test_kl": kl}
+        nll, kl = float(nll) / n, float(kl) / n
+        return {"test_loss": nll + kl, "test_nll": nll, "test_kl": kl}
 
     def write_images(self):
         h, w = self.data.image_shape
         x = self.backend.to_host(self.test_x[:8])
-        mu, _ = self.model.encode(x)
-        recon = self.model.decode(mu)
+        y = self.test_labels(0, 8)
+        mu, _ = self.model.encode(x, y)
+        recon = self.model.decode(mu, y)
         save_grid(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
-        z = self.rng.standard_normal((64, self.model.config.latent_dim))
-        save_grid(self.run_dir / f"sample_{self.epoch}.png", self.model.decode(z).reshape(64, h, w), 8, 8)
+        C, K = self.model.config.n_classes, self.model.config.latent_dim
+        if C:  # one row per class, the same eight draws of z in every row
+            z = np.tile(self.rng.standard_normal((8, K)), (C, 1))
+            samples = self.model.decode(z, np.repeat(np.arange(C), 8))
+            save_grid(self.run_dir / f"sample_{self.epoch}.png", samples.reshape(C * 8, h, w), C, 8)
+        else:
+            z = self.rng.standard_normal((64, K))
+            save_grid(self.run_dir / f"sample_{self.epoch}.png", self.model.decode(z).reshape(64, h, w), 8, 8)
 
     def run(self, epochs: int, log=print) -> list[dict]:
         """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
@@ -204,7 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate, default 1e-3")
     p.add_argument("--latent-dim", type=int, default=None, help="default 20")
     p.add_argument("--hidden", default=None, help="hidden sizes, comma separated, default 400")
+    p.add_argument("--model", choices=MODELS, default=None, help="vae (default) or cvae (label-conditional)")
+    p.add_argument("--likelihood", choices=LIKELIHOODS, default=None, help="decoder p(x|z), default bernoulli")
+    p.add_argument("--decoder-logvar", type=float, default=None,
+                   help="fixed log-variance of --likelihood gaussian, default 0 (sigma = 1)")
+    p.add_argument("--mc-samples", type=int, default=None, help="draws of z per image (L), default 1")
     p.add_argument("--beta", type=float, default=None, help="KL weight, default 1.0")
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help="raise the KL weight linearly from 0 to --beta over this many epochs, default 0")
     p.add_argument("--seed", type=int, default=None, help="default 1")
     p.add_argument("--binarize", action="store_true", default=None, help="dynamic binarisation of the pixels")
     p.add_argument("--out", default=None, help="run directory, default runs/<timestamp>")
@@ -212,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-SETTING_FLAGS = ("dataset", "data_dir", "batch_size", "lr", "latent_dim", "hidden", "beta", "seed", "binarize")
+SETTING_FLAGS = ("dataset", "data_dir", "batch_size", "lr", "latent_dim", "hidden", "beta", "warmup_epochs", "model",
+                 "likelihood", "decoder_logvar", "mc_samples", "seed", "binarize")
 
 
 def main(argv=None) -> int:

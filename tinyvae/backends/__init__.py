@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 OPS = (
     "bce_with_logits",
+    "gaussian_nll",
     "reparameterize_kl",
     "reparameterize_kl_backward",
     "bias_act",
@@ -35,6 +36,7 @@ class Backend:
     name: str
     xp: Any
     bce_with_logits: Callable
+    gaussian_nll: Callable
     reparameterize_kl: Callable
     reparameterize_kl_backward: Callable
     bias_act: Callable

@@ -146,6 +146,27 @@ def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
 
 
 @njit(**_JIT)
+def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
+    B, D = mean.shape
+    dt = mean.dtype.type
+    half, one, sc = dt(0.5), dt(1.0), dt(scale)
+    log_2pi_half = dt(0.5 * math.log(2 * math.pi)) * D
+    if dlogvar_out is not None:
+        dlogvar_out[:] = dt(0.0)
+    for b in range(B):
+        acc = dt(0.0)
+        for d in range(D):
+            inv_var = _exp(-logvar[d])
+            r = x[b, d] - mean[b, d]
+            r2 = r * r * inv_var
+            acc += r2 + logvar[d]
+            dmean_out[b, d] = -sc * r * inv_var
+            if dlogvar_out is not None:
+                dlogvar_out[d] += sc * half * (one - r2)
+        loss_out[b] = half * acc + log_2pi_half
+
+
+@njit(**_JIT)
 def reparameterize_kl(mu, logvar, eps, z_out, kl_out):
     B, K = mu.shape
     one, half = mu.dtype.type(1.0), mu.dtype.type(0.5)

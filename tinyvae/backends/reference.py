@@ -17,13 +17,16 @@ Conventions shared by all backends:
 
 Sources: Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014
 (K&W below): eq. (3) for the SGVB estimator, eq. (10) and Appendix B for the
-analytic KL to N(0, I), Appendix C.1 for the Bernoulli decoder. Adam:
+analytic KL to N(0, I), Appendix C.1 for the Bernoulli decoder, C.2 for the
+Gaussian one. Adam:
 Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
 Algorithm 1, in the form of PyTorch's ``torch.optim.Adam`` (bias corrections
 folded into the step size and the denominator).
 """
 
 from __future__ import annotations
+
+import math
 
 
 def array_module(a):
@@ -63,6 +66,39 @@ def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
     xp.sum(elem, axis=1, out=loss_out)
     sig = xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
     xp.multiply(sig - x, scale, out=dlogits_out)
+
+
+def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
+    """Gaussian negative log-likelihood with a per-pixel variance, and its gradients.
+
+    Per element, with m = decoder mean, x = target and lv = log sigma^2 of that
+    pixel (shared by every sample)::
+
+        nll(m, x) = 0.5 * ((x - m)^2 * exp(-lv) + lv + log(2 pi))     (nats)
+        d nll / d m  = (m - x) * exp(-lv)
+        d nll / d lv = 0.5 * (1 - (x - m)^2 * exp(-lv))
+
+    (K&W Appendix C.2, a diagonal Gaussian p(x|z); with a fixed lv = 0 this is
+    half the squared error plus 0.5 log(2 pi) per pixel.)
+
+    Args:
+        mean: ``(B, D)`` float32/float64 decoder outputs.
+        x: ``(B, D)`` targets of the same dtype (any finite values).
+        logvar: ``(D,)`` per-pixel log-variance.
+        scale: float multiplying the gradients (``1/B`` for a batch mean).
+        loss_out: ``(B,)`` receives the per-sample NLL summed over D, nats.
+        dmean_out: ``(B, D)`` receives ``scale * d nll / d mean``.
+        dlogvar_out: ``(D,)`` receives ``scale * sum_batch d nll / d logvar``,
+            or None when the variance is fixed.
+    """
+    xp = array_module(mean)
+    inv_var = xp.exp(-logvar)
+    r = x - mean
+    r2 = r * r * inv_var
+    xp.sum(0.5 * (r2 + logvar + math.log(2 * math.pi)), axis=1, out=loss_out)
+    xp.multiply(-r * inv_var, scale, out=dmean_out)
+    if dlogvar_out is not None:
+        xp.multiply(xp.sum(0.5 * (1 - r2), axis=0), scale, out=dlogvar_out)
 
 
 def reparameterize_kl(mu, logvar, eps, z_out, kl_out):
