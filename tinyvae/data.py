@@ -110,6 +110,12 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     path.write_bytes(blob)
 
 
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+}
+
+
 @dataclass
 class Dataset:
     """Images flattened to ``(N, D)`` float32 in [0, 1], and ``(N,)`` int64 labels."""
@@ -121,6 +127,13 @@ class Dataset:
     test_y: np.ndarray
     image_shape: tuple[int, int]
     source: Path
+
+    @property
+    def class_names(self) -> list[str]:
+        """A name per label value (Fashion-MNIST's ten garments; digits otherwise)."""
+        n = int(max(self.train_y.max(initial=0), self.test_y.max(initial=0))) + 1
+        names = CLASS_NAMES.get(self.name, [])
+        return names if len(names) >= n else [str(c) for c in range(n)]
 
 
 def _find(directory: Path, stem: str) -> Path | None:

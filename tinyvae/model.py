@@ -175,6 +175,17 @@ def check_batch(x, input_dim: int, xp, *, binary_targets: bool = True):
         )
 
 
+def repeat_rows(out, a):
+    """``out (L*B, n) = a (B, n)`` repeated L times: row ``l*B + b`` holds row b."""
+    out.reshape(out.shape[0] // a.shape[0], a.shape[0], a.shape[1])[...] = a
+
+
+def one_hot_into(out, y, xp):
+    """Write the one-hot rows of integer labels ``y`` ``(B,)`` into ``out`` ``(B, C)``."""
+    out[...] = 0
+    out[xp.arange(y.shape[0]), y] = 1
+
+
 def check_labels(y, batch: int, n_classes: int, xp):
     """Validate class labels: integers in [0, n_classes), shape ``(batch,)``; raise ``ValueError``."""
     if n_classes == 0:
@@ -290,22 +301,12 @@ class VAE:
         else:
             out[...] = self.xp.asarray(self.rng.standard_normal(out.shape, dtype=self.dtype))
 
-    def _repeat(self, out, a):
-        """``out (L*B, n) = a (B, n)`` repeated L times (row l*B + b holds row b)."""
-        L = self.config.mc_samples
-        out.reshape(L, a.shape[0], a.shape[1])[...] = a
-
-    def _set_labels(self, out, y):
-        """Write the one-hot rows of labels ``y`` into ``out`` ``(B, C)``."""
-        out[...] = 0
-        out[self.xp.arange(y.shape[0]), y] = 1
-
     def encode_into(self, ws: _Workspace, x, y=None):
         """Run the encoder on ``x`` (and labels ``y``); leaves ``[mu | logvar]`` in ``ws.enc_outs[-1]``."""
         D = self.config.input_dim
         if ws.xin is not None:
             ws.xin[:, :D] = x
-            self._set_labels(ws.xin[:, D:], y)
+            one_hot_into(ws.xin[:, D:], y, self.xp)
             x = ws.xin
         self.encoder.forward(self.backend, x, ws.enc_outs)
 
@@ -329,10 +330,10 @@ class VAE:
             ws.eps[...] = eps
         self.encode_into(ws, x, y)
         if L > 1:
-            self._repeat(ws.heads_rep, ws.enc_outs[-1])
-            self._repeat(ws.target, x)
+            repeat_rows(ws.heads_rep, ws.enc_outs[-1])
+            repeat_rows(ws.target, x)
         if ws.xin is not None:
-            self._repeat(ws.zin[:, K:], ws.xin[:, self.config.input_dim:])
+            repeat_rows(ws.zin[:, K:], ws.xin[:, self.config.input_dim:])
         self.backend.reparameterize_kl(ws.mu, ws.logvar, ws.eps, ws.z, ws.kl)
         self.decoder.forward(self.backend, ws.zin, ws.dec_outs)
         return ws
@@ -393,7 +394,8 @@ class VAE:
         check_batch(x, self.config.input_dim, self.xp, binary_targets=self.config.likelihood == "bernoulli")
         return x.astype(self.dtype, copy=False)
 
-    def _as_labels(self, y, batch):
+    def as_labels(self, y, batch: int):
+        """``y`` checked (:func:`check_labels`) and as a backend array; None for an unconditional model."""
         return check_labels(y, batch, self.config.n_classes, self.xp)
 
     def loss_and_grad(self, x, eps=None, beta: float = 1.0, y=None) -> ELBOTerms:
@@ -414,7 +416,7 @@ class VAE:
                 missing, unexpected or out-of-range labels.
         """
         x = self._as_batch(x)
-        y = self._as_labels(y, x.shape[0])
+        y = self.as_labels(y, x.shape[0])
         if eps is not None:
             shape = (self.config.mc_samples * x.shape[0], self.config.latent_dim)
             eps = self.xp.asarray(eps, dtype=self.dtype)
@@ -438,7 +440,7 @@ class VAE:
         The nll is averaged over the L draws. Raises like :meth:`loss_and_grad`.
         """
         x = self._as_batch(x)
-        ws = self.forward_loss(x, self._as_labels(y, x.shape[0]))
+        ws = self.forward_loss(x, self.as_labels(y, x.shape[0]))
         L, B = self.config.mc_samples, x.shape[0]
         host = self.backend.to_host
         return host(ws.nll).reshape(L, B).mean(axis=0), host(ws.kl)[:B].copy()
@@ -446,7 +448,7 @@ class VAE:
     def encode(self, x, y=None):
         """``(mu, logvar)`` of q(z|x), each ``(B, K)`` host arrays. Raises like :meth:`loss_and_grad`."""
         x = self._as_batch(x)
-        y = self._as_labels(y, x.shape[0])
+        y = self.as_labels(y, x.shape[0])
         ws = self.workspace(x.shape[0])
         self.encode_into(ws, x, y)
         K, host = self.config.latent_dim, self.backend.to_host
@@ -466,11 +468,11 @@ class VAE:
         z = self.xp.asarray(z, dtype=self.dtype)
         if z.ndim != 2 or z.shape[1] != K or not bool(self.xp.isfinite(z).all()):
             raise ValueError(f"expected finite z of shape (B, {K}), got {z.shape}")
-        y = self._as_labels(y, z.shape[0])
+        y = self.as_labels(y, z.shape[0])
         zin = self.xp.empty((z.shape[0], K + C), self.dtype)
         zin[:, :K] = z
         if C:
-            self._set_labels(zin[:, K:], y)
+            one_hot_into(zin[:, K:], y, self.xp)
         outs = self.decoder.buffers(self.xp, z.shape[0], self.dtype)
         out = self.decoder.forward(self.backend, zin, outs)
         if self.config.likelihood != "bernoulli":

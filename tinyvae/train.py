@@ -33,6 +33,7 @@ from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, sa
 from .data import DATASETS, DataError, Dataset, load_dataset
 from .images import save_grid
 from .model import LIKELIHOODS, VAE, VAEConfig
+from .sample import prior_samples
 from .optim import Adam
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -214,14 +215,8 @@ class Trainer:
         mu, _ = self.model.encode(x, y)
         recon = self.model.decode(mu, y)
         save_grid(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
-        C, K = self.model.config.n_classes, self.model.config.latent_dim
-        if C:  # one row per class, the same eight draws of z in every row
-            z = np.tile(self.rng.standard_normal((8, K)), (C, 1))
-            samples = self.model.decode(z, np.repeat(np.arange(C), 8))
-            save_grid(self.run_dir / f"sample_{self.epoch}.png", samples.reshape(C * 8, h, w), C, 8)
-        else:
-            z = self.rng.standard_normal((64, K))
-            save_grid(self.run_dir / f"sample_{self.epoch}.png", self.model.decode(z).reshape(64, h, w), 8, 8)
+        images, rows, cols = prior_samples(self.model, self.rng)
+        save_grid(self.run_dir / f"sample_{self.epoch}.png", images.reshape(rows * cols, h, w), rows, cols)
 
     def run(self, epochs: int, log=print) -> list[dict]:
         """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
