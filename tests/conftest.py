@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI runs a fixed set of examples (HYPOTHESIS_PROFILE=ci in .ci/run), so a red run can be replayed;
+# elsewhere Hypothesis draws new examples each run.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from tinyvae.data import FILES, write_idx
 

@@ -20,8 +20,9 @@ say); such an element is counted as ``noise_limited`` and judged by
 analytic gradient is right.
 
 ReLU is not differentiable at 0: an element whose stencil moves any ReLU
-pre-activation across 0 has no meaningful finite difference, and is skipped
-and counted (``skipped`` in the result).
+pre-activation across 0 has no meaningful finite difference. It is tried once
+more with a step ``KINK_RETRY`` times shorter, and if that still crosses a
+kink it is skipped and counted (``skipped`` in the result).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .backends import Backend, get_backend
 from .model import VAE
 
 H = 1e-3
+KINK_RETRY = 1e-2
 FLOOR = 1e-5
 RESOLVE = 1e-7
 
@@ -148,9 +150,12 @@ def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None 
         a_kept, n_kept, noise_kept, skipped = [], [], [], 0
         for i in idx:
             t0, f = f_at(int(i))
-            n, noise, patterns = _stencil(f, t0, h)
-            p[int(i)] = t0
-            if any(pat != base for pat in patterns):
+            for step in (h, h * KINK_RETRY):  # a kink in reach of the stencil: try once with a shorter step
+                n, noise, patterns = _stencil(f, t0, step)
+                p[int(i)] = t0
+                if all(pat == base for pat in patterns):
+                    break
+            else:
                 skipped += 1
                 continue
             a_kept.append(analytic[i])
