@@ -76,14 +76,16 @@ def test_variant_gradients_match_numpy(name, variant):
     assert _rel(be.to_host(fused.grad), ref.grad) < GRAD_RTOL
 
 
-def test_numba_training_step_allocates_nothing():
-    model = VAE(VAEConfig(784, (400,), 20), "numba")
+@pytest.mark.parametrize("variant", [{}, *VARIANTS], ids=lambda v: "-".join(f"{k}={v}" for k, v in v.items()) or "vae")
+def test_numba_training_step_allocates_nothing(variant):
+    model = VAE(VAEConfig(784, (400,), 20, **variant), "numba")
     opt = Adam(model.params, model.backend)
     x = np.random.default_rng(0).random((128, 784)).astype(np.float32)
-    model.train_step(x, opt)  # first step: compile and make the workspace
+    y = np.arange(128) % 10 if model.config.n_classes else None
+    model.train_step(x, opt, 1.0, y)  # first step: compile and make the workspace
     tracemalloc.start()
     for _ in range(3):
-        model.train_step(x, opt)
+        model.train_step(x, opt, 1.0, y)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 16 * 1024, f"a training step allocated {peak} bytes"

@@ -73,7 +73,7 @@ def importance_weighted(model: VAE, x, k: int, y=None, rng: np.random.Generator 
     zin = xp.zeros((rows, K + C), dt)
     if C:
         labels = xp.empty((B, C), dt)
-        one_hot_into(labels, model.as_labels(y, B), xp)
+        one_hot_into(labels, model.as_labels(y, B), xp.arange(B))
         repeat_rows(zin[:, K:], labels)
     outs = model.decoder.buffers(xp, rows, dt)
     nll, dout, target = xp.empty(rows, dt), xp.empty((rows, cfg.input_dim), dt), xp.empty((rows, cfg.input_dim), dt)
@@ -125,21 +125,17 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     trainer = Trainer.resume(Path(run_dir), backend)
-    model, host = trainer.model, trainer.backend.to_host
+    model = trainer.model
     metrics = trainer.evaluate()
-    test_x = host(trainer.test_x)
-    test_y = None if trainer.test_y is None else host(trainer.test_y)
-    B = trainer.settings.eval_batch_size
-    mu = np.concatenate([model.encode(test_x[i:i + B], None if test_y is None else test_y[i:i + B])[0]
-                         for i in range(0, len(test_x), B)])
-    n_active, _ = active_units(mu)
-    n = min(n_images, len(test_x))
+    n_active, _ = active_units(trainer.test_codes())
+    n_test = trainer.test_x.shape[0]
+    n = min(n_images, n_test)
     rng = np.random.default_rng(seed)
     iwae, elbo = [], []
     step = 100
     for i in range(0, n, step):
         j = min(n, i + step)
-        a, b = importance_weighted(model, test_x[i:j], k, None if test_y is None else test_y[i:j], rng)
+        a, b = importance_weighted(model, trainer.test_x[i:j], k, trainer.test_labels(i, j), rng)
         iwae.append(a)
         elbo.append(b)
     result = {
@@ -151,10 +147,10 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         "iwae_nll": float(-np.concatenate(iwae).mean()),
     }
     rows = [
-        ("test negative ELBO, 1 z per image", f"{result['test_loss']:.2f}", "nats/image", f"all {len(test_x)}"),
+        ("test negative ELBO, 1 z per image", f"{result['test_loss']:.2f}", "nats/image", f"all {n_test}"),
         ("  reconstruction -log p(x|z)", f"{result['test_nll']:.2f}", "nats/image", ""),
         ("  KL(q(z|x) || p(z))", f"{result['test_kl']:.2f}", "nats/image", ""),
-        ("active units (Var mu > 0.01)", f"{n_active} of {model.config.latent_dim}", "", f"all {len(test_x)}"),
+        ("active units (Var mu > 0.01)", f"{n_active} of {model.config.latent_dim}", "", f"all {n_test}"),
         (f"negative ELBO, k = {k}", f"{result['elbo_nll']:.2f}", "nats/image", f"first {n}"),
         (f"IWAE -log p(x) estimate, k = {k}", f"{result['iwae_nll']:.2f}", "nats/image", f"first {n}"),
     ]

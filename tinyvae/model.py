@@ -119,6 +119,7 @@ class _Workspace:
     """
 
     batch: int
+    rows: object         # arange(B), to scatter one-hot labels without allocating
     xin: object          # (B, D + C) encoder input [x | y], or None for C = 0
     target: object       # (N, D) x repeated L times, or None for L = 1
     enc_outs: list
@@ -180,10 +181,10 @@ def repeat_rows(out, a):
     out.reshape(out.shape[0] // a.shape[0], a.shape[0], a.shape[1])[...] = a
 
 
-def one_hot_into(out, y, xp):
-    """Write the one-hot rows of integer labels ``y`` ``(B,)`` into ``out`` ``(B, C)``."""
+def one_hot_into(out, y, rows):
+    """Write the one-hot rows of integer labels ``y`` ``(B,)`` into ``out`` ``(B, C)``; ``rows`` is ``arange(B)``."""
     out[...] = 0
-    out[xp.arange(y.shape[0]), y] = 1
+    out[rows, y] = 1
 
 
 def check_labels(y, batch: int, n_classes: int, xp):
@@ -280,7 +281,7 @@ class VAE:
             D, K, C, L = cfg.input_dim, cfg.latent_dim, cfg.n_classes, cfg.mc_samples
             N = L * batch
             ws = _Workspace(
-                batch=batch,
+                batch=batch, rows=xp.arange(batch),
                 xin=xp.empty((batch, D + C), dt) if C else None,
                 target=xp.empty((N, D), dt) if L > 1 else None,
                 enc_outs=self.encoder.buffers(xp, batch, dt), enc_douts=self.encoder.buffers(xp, batch, dt),
@@ -306,7 +307,7 @@ class VAE:
         D = self.config.input_dim
         if ws.xin is not None:
             ws.xin[:, :D] = x
-            one_hot_into(ws.xin[:, D:], y, self.xp)
+            one_hot_into(ws.xin[:, D:], y, ws.rows)
             x = ws.xin
         self.encoder.forward(self.backend, x, ws.enc_outs)
 
@@ -472,7 +473,7 @@ class VAE:
         zin = self.xp.empty((z.shape[0], K + C), self.dtype)
         zin[:, :K] = z
         if C:
-            one_hot_into(zin[:, K:], y, self.xp)
+            one_hot_into(zin[:, K:], y, self.xp.arange(z.shape[0]))
         outs = self.decoder.buffers(self.xp, z.shape[0], self.dtype)
         out = self.decoder.forward(self.backend, zin, outs)
         if self.config.likelihood != "bernoulli":

@@ -148,11 +148,7 @@ def main(argv=None) -> int:
         elif args.what == "manifold":
             save_grid(out, manifold(model, args.n).reshape(-1, h, w), args.n, args.n)
         else:
-            B = trainer.settings.eval_batch_size
-            mu = np.concatenate([model.encode(test_x[i:i + B], None if test_y is None else test_y[i:i + B])[0]
-                                 for i in range(0, len(test_x), B)])
-            labels = trainer.data.test_y
-            scatter(out, mu, labels, trainer.data.class_names,
+            scatter(out, trainer.test_codes(), trainer.data.test_y, trainer.data.class_names,
                     f"{trainer.data.name} test set in z (epoch {trainer.epoch}, K = {model.config.latent_dim})")
     except (BackendUnavailable, CheckpointError, DataError, FileNotFoundError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -195,6 +195,12 @@ class Trainer:
         """Labels of test images ``lo:hi`` for a conditional model, else None."""
         return None if self.test_y is None else self.test_y[lo:hi]
 
+    def test_codes(self) -> np.ndarray:
+        """E_q[z] = mu of every test image, ``(N_test, K)`` host array."""
+        B = self.settings.eval_batch_size
+        return np.concatenate([self.model.encode(self.test_x[i:i + B], self.test_labels(i, i + B))[0]
+                               for i in range(0, self.test_x.shape[0], B)])
+
     def evaluate(self) -> dict:
         """Test-set negative ELBO (L draws of z per image), with its NLL and KL parts, nats per sample."""
         xp, B = self.backend.xp, self.settings.eval_batch_size
