@@ -36,7 +36,8 @@ import numpy as np
 from .backends import BACKENDS, BackendUnavailable
 from .checkpoint import CheckpointError, atomic_write_bytes
 from .data import DataError
-from .model import VAE, one_hot_into, repeat_rows
+from .backends import reference
+from .model import VAE, repeat_rows
 
 ACTIVE_THRESHOLD = 0.01
 MAX_ROWS = 1 << 15  # decoder rows per chunk: bounds memory whatever k is
@@ -72,9 +73,7 @@ def importance_weighted(model: VAE, x, k: int, y=None, rng: np.random.Generator 
     rows = c * B
     zin = xp.zeros((rows, K + C), dt)
     if C:
-        labels = xp.empty((B, C), dt)
-        one_hot_into(labels, model.as_labels(y, B), xp.arange(B))
-        repeat_rows(zin[:, K:], labels)
+        model.labels_into(zin, model.as_labels(y, B))
     outs = model.decoder.buffers(xp, rows, dt)
     nll, dout, target = xp.empty(rows, dt), xp.empty((rows, cfg.input_dim), dt), xp.empty((rows, cfg.input_dim), dt)
     repeat_rows(target, x)
@@ -99,7 +98,8 @@ def importance_weighted(model: VAE, x, k: int, y=None, rng: np.random.Generator 
         mean_log_px += log_px.sum(axis=0)
         done += n
     iwae = shift + np.log(total) - math.log(k)
-    kl = -0.5 * (1 + logvar64 - mu64 ** 2 - np.exp(logvar64)).sum(-1)
+    kl = np.empty(B)
+    reference.reparameterize_kl(mu64, logvar64, np.zeros_like(mu64), np.empty_like(mu64), kl)
     return iwae, mean_log_px / k - kl
 
 

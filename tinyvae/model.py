@@ -456,6 +456,14 @@ class VAE:
         heads = ws.enc_outs[-1]
         return host(heads[:, :K]).copy(), host(heads[:, K:]).copy()
 
+    def labels_into(self, zin, y):
+        """Write the one-hot labels ``y`` ``(B,)`` into the label columns of decoder input ``zin``
+        ``(L*B, K + C)``, repeated L times (outside the training step: allocates)."""
+        B, C = y.shape[0], self.config.n_classes
+        onehot = self.xp.empty((B, C), self.dtype)
+        one_hot_into(onehot, y, self.xp.arange(B))
+        repeat_rows(zin[:, self.config.latent_dim:], onehot)
+
     def decode(self, z, y=None):
         """The mean of p(x|z): ``sigmoid(logits)`` (Bernoulli) or the Gaussian mean, ``(B, D)`` host array.
 
@@ -473,7 +481,7 @@ class VAE:
         zin = self.xp.empty((z.shape[0], K + C), self.dtype)
         zin[:, :K] = z
         if C:
-            one_hot_into(zin[:, K:], y, self.xp.arange(z.shape[0]))
+            self.labels_into(zin, y)
         outs = self.decoder.buffers(self.xp, z.shape[0], self.dtype)
         out = self.decoder.forward(self.backend, zin, outs)
         if self.config.likelihood != "bernoulli":
