@@ -23,7 +23,7 @@ def _check(config, B, beta, seed=0, x_kind="uniform", max_per_tensor=None):
         model.params.view("decoder.logvar")[...] = rng.normal(0, 0.5, config.input_dim)
     eps = rng.standard_normal((config.mc_samples * B, config.latent_dim))
     y = rng.integers(0, config.n_classes, B) if config.n_classes else None
-    results = gradcheck.check_vae(model, x, eps, beta, max_per_tensor=max_per_tensor, seed=seed, y=y)
+    results = gradcheck.check_model(model, x, max_per_tensor=max_per_tensor, seed=seed, eps=eps, beta=beta, y=y)
     assert set(results) == set(model.params.names)  # every parameter tensor is checked
     for name, r in results.items():
         assert r.tested > 0, name
@@ -88,11 +88,11 @@ def test_variant_gradient_hypothesis(D, hidden, K, B, L, C, likelihood, seed):
 
 def test_gradcheck_refuses_float32():
     with pytest.raises(ValueError, match="float64"):
-        gradcheck.check_vae(VAE(VAEConfig(4, (3,), 2)), np.zeros((1, 4)), np.zeros((1, 2)))
+        gradcheck.check_model(VAE(VAEConfig(4, (3,), 2)), np.zeros((1, 4)), eps=np.zeros((1, 2)))
 
 
-def test_check_vae_restores_the_weights():
+def test_check_model_restores_the_weights():
     model = VAE(VAEConfig(6, (4,), 2, "float64"))
     before = model.params.data.copy()
-    gradcheck.check_vae(model, np.full((2, 6), 0.5), np.ones((2, 2)))
+    gradcheck.check_model(model, np.full((2, 6), 0.5), eps=np.ones((2, 2)))
     np.testing.assert_array_equal(model.params.data, before)

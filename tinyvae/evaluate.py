@@ -118,13 +118,16 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
 
     Raises:
         CheckpointError, DataError, FileNotFoundError, BackendUnavailable, ValueError:
-            as :meth:`tinyvae.train.Trainer.resume`, or for k < 1 / n_images < 1.
+            as :meth:`tinyvae.train.Trainer.resume`, for k < 1 / n_images < 1, or a run of an autoencoder.
     """
     from .train import Trainer
 
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
     trainer = Trainer.resume(Path(run_dir), backend)
+    if not trainer.settings.is_vae:
+        raise ValueError(f"{run_dir} holds a {trainer.settings.model} run; the ELBO and IWAE bounds need a VAE "
+                         "(its test reconstruction loss is in metrics.jsonl)")
     model = trainer.model
     metrics = trainer.evaluate()
     n_active, _ = active_units(trainer.test_codes())

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import Backend, get_backend
-from .model import VAE
+from .network import EncoderDecoder
 
 H = 1e-3
 KINK_RETRY = 1e-2
@@ -92,7 +92,7 @@ def _stencil(f, t: float, h: float):
     return deriv, noise, (am2, am1, ap1, ap2)
 
 
-def _relu_pattern(model: VAE, batch: int):
+def _relu_pattern(model: EncoderDecoder, batch: int):
     """The sign pattern of every ReLU output of the last forward pass at this batch size."""
     ws = model.workspace(batch)
     pairs = [(model.encoder, ws.enc_outs), (model.decoder, ws.dec_outs)]
@@ -103,18 +103,20 @@ def _relu_pattern(model: VAE, batch: int):
     )
 
 
-def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None = None,
-              seed: int = 0, h: float = H, floor: float = FLOOR, y=None) -> dict[str, CheckResult]:
-    """Check every parameter tensor's gradient of the VAE's mean loss (float64 models only).
+def check_model(model: EncoderDecoder, x, max_per_tensor: int | None = None, seed: int = 0,
+                h: float = H, floor: float = FLOOR, **fixed) -> dict[str, CheckResult]:
+    """Check every parameter tensor's gradient of a model's mean loss (float64 models only).
 
     Args:
-        model: a VAE with ``config.dtype == "float64"``; its weights are restored afterwards.
-        x: ``(B, D)`` data (in [0, 1] for the Bernoulli decoder); eps:
-            ``(L*B, K)`` noise, held fixed; y: ``(B,)`` labels of a conditional model.
-        beta: KL weight.
+        model: a :class:`tinyvae.model.VAE` or :class:`tinyvae.autoencoders.Autoencoder`
+            with ``config.dtype == "float64"``; its weights are restored afterwards.
+        x: ``(B, D)`` data (in [0, 1] for the Bernoulli decoder).
         max_per_tensor: test at most this many elements per tensor (a seeded
             sample); None tests every element.
         seed: seeds the element sample.
+        fixed: the rest of ``model.loss_and_grad``'s arguments, held fixed: all
+            its randomness (``eps`` of a VAE, ``corrupted`` of a denoising
+            autoencoder), and ``beta`` or labels ``y``.
 
     Returns:
         ``{tensor name: CheckResult}``.
@@ -124,7 +126,7 @@ def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None 
     """
     if model.dtype != np.float64:
         raise ValueError("gradient checks need a float64 model")
-    model.loss_and_grad(x, eps, beta, y)
+    model.loss_and_grad(x, **fixed)
     analytic = model.backend.to_host(model.grad).copy()
     p = model.params.data
     batch = np.shape(x)[0]
@@ -136,8 +138,8 @@ def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None 
 
         def f(t):
             p[i] = t
-            model.loss_and_grad(x, eps, beta, y)
-            return model.loss_rows(model.workspace(batch), beta), _relu_pattern(model, batch)
+            model.loss_and_grad(x, **fixed)
+            return model.loss_rows(model.workspace(batch)), _relu_pattern(model, batch)
 
         return t0, f
 
@@ -162,7 +164,7 @@ def check_vae(model: VAE, x, eps, beta: float = 1.0, max_per_tensor: int | None 
             n_kept.append(n)
             noise_kept.append(noise)
         results[name] = _compare(a_kept, n_kept, noise_kept, skipped, floor)
-    model.loss_and_grad(x, eps, beta, y)  # leave grad consistent with the restored weights
+    model.loss_and_grad(x, **fixed)  # leave grad consistent with the restored weights
     return results
 
 

@@ -25,67 +25,37 @@ beta = 1 the negative ELBO (K&W eq. 10), beta-VAE otherwise (Higgins et al.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
-from .backends import Backend, get_backend
+from .backends import Backend
 from .layers import MLP, Linear
-from .params import FlatParams
-
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
+from .network import EncoderDecoder, NetworkConfig
 
 
 @dataclass(frozen=True)
-class VAEConfig:
-    """Sizes, likelihood and precision of a :class:`VAE`.
+class VAEConfig(NetworkConfig):
+    """A :class:`tinyvae.network.NetworkConfig` and the VAE's own settings.
 
     Attributes:
-        input_dim: D, pixels per image (784 for 28x28).
-        hidden: encoder hidden sizes, input side first; the decoder mirrors them.
-        latent_dim: K, the size of z.
-        dtype: ``"float32"`` (training) or ``"float64"`` (gradient checks).
-        likelihood: one of :data:`LIKELIHOODS`.
-        decoder_logvar: the fixed log sigma^2 of the ``gaussian`` likelihood.
         mc_samples: L >= 1 draws of z per data point.
         n_classes: C, the size of the one-hot label of a conditional VAE; 0 for a VAE.
     """
 
-    input_dim: int = 784
-    hidden: tuple[int, ...] = (400,)
-    latent_dim: int = 20
-    dtype: str = "float32"
-    likelihood: str = "bernoulli"
-    decoder_logvar: float = 0.0
     mc_samples: int = 1
     n_classes: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        sizes = (self.input_dim, self.latent_dim, self.mc_samples, *self.hidden)
-        if any(s < 1 for s in sizes) or self.n_classes < 0:
-            raise ValueError(f"all sizes (and mc_samples) must be >= 1 and n_classes >= 0, got {self}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
-        if not math.isfinite(self.decoder_logvar):
-            raise ValueError(f"decoder_logvar must be finite, got {self.decoder_logvar}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
+        super().__post_init__()
+        if self.mc_samples < 1 or self.n_classes < 0:
+            raise ValueError(f"need mc_samples >= 1 and n_classes >= 0, got {self}")
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, shape)`` of every parameter tensor, in storage order."""
-        D, K, C, hid = self.input_dim, self.latent_dim, self.n_classes, self.hidden
-        out = []
-        for i, (a, b) in enumerate(zip((D + C, *hid), hid)):
-            out += [(f"encoder.{i}.weight", (b, a)), (f"encoder.{i}.bias", (b,))]
-        H = hid[-1] if hid else D + C
+        K, C = self.latent_dim, self.n_classes
+        out, H = self.encoder_layout(self.input_dim + C)
         # mu and logvar stored back to back so the heads run as one (2K, H) GEMM.
         out += [
             ("encoder.mu.weight", (K, H)),
@@ -93,13 +63,7 @@ class VAEConfig:
             ("encoder.mu.bias", (K,)),
             ("encoder.logvar.bias", (K,)),
         ]
-        dec = tuple(reversed(hid))
-        for i, (a, b) in enumerate(zip((K + C, *dec), dec)):
-            out += [(f"decoder.{i}.weight", (b, a)), (f"decoder.{i}.bias", (b,))]
-        out += [("decoder.logits.weight", (D, dec[-1] if dec else K + C)), ("decoder.logits.bias", (D,))]
-        if self.likelihood == "gaussian-learned":
-            out.append(("decoder.logvar", (D,)))
-        return out
+        return out + self.decoder_layout(K + C)
 
 
 class ELBOTerms(NamedTuple):
@@ -139,6 +103,7 @@ class _Workspace:
     dlogvar: object = field(init=False)
     z: object = field(init=False)
     dz: object = field(init=False)
+    beta: float = field(init=False, default=1.0)  # the KL weight of the last backward pass
 
     def __post_init__(self):
         K = self.eps.shape[1]
@@ -156,24 +121,6 @@ class _Workspace:
     @property
     def dlogits(self):
         return self.dec_douts[-1]
-
-
-def check_batch(x, input_dim: int, xp, *, binary_targets: bool = True):
-    """Validate a batch of data; raise ``ValueError`` naming what is wrong.
-
-    Checks: a 2-D float array ``(B, input_dim)`` with B >= 1, all values finite,
-    and (for the Bernoulli decoder) all values in [0, 1].
-    """
-    if not hasattr(x, "ndim") or x.ndim != 2 or x.shape[1] != input_dim or x.shape[0] < 1:
-        raise ValueError(f"expected x of shape (B, {input_dim}) with B >= 1, got {getattr(x, 'shape', type(x))}")
-    if x.dtype.kind != "f":
-        raise ValueError(f"expected floating-point x, got dtype {x.dtype}")
-    if not bool(xp.isfinite(x).all()):
-        raise ValueError("x contains NaN or inf")
-    if binary_targets and (bool((x < 0).any()) or bool((x > 1).any())):
-        raise ValueError(
-            f"the Bernoulli decoder needs x in [0, 1]; got values in [{float(x.min())}, {float(x.max())}]"
-        )
 
 
 def repeat_rows(out, a):
@@ -203,7 +150,7 @@ def check_labels(y, batch: int, n_classes: int, xp):
     return y
 
 
-class VAE:
+class VAE(EncoderDecoder):
     """A Gaussian-encoder VAE with hand-derived gradients (see the module doc for its variants).
 
     Args:
@@ -213,65 +160,21 @@ class VAE:
             and, unless the caller passes ``eps``, for the noise of each step.
 
     Attributes:
-        params: :class:`FlatParams`; ``params.data`` is the flat ``(P,)`` buffer.
+        params: :class:`tinyvae.params.FlatParams`; ``params.data`` is the flat ``(P,)`` buffer.
         grad: ``(P,)`` gradient buffer, same layout, filled by :meth:`loss_and_grad`.
+        encoder, decoder: the two :class:`tinyvae.layers.MLP`; the encoder ends in the
+            ``(2K, H)`` head layer giving ``[mu | logvar]``.
         rng: the model's ``numpy.random.Generator``.
     """
 
     def __init__(self, config: VAEConfig = VAEConfig(), backend: Backend | str = "numpy", seed: int = 1):
-        self.config = config
-        self.backend = get_backend(backend) if isinstance(backend, str) else backend
-        xp = self.xp = self.backend.xp
-        self.dtype = np.dtype(config.dtype)
-        self.rng = np.random.default_rng(seed)
-        self.params = FlatParams(config.layout(), xp, self.dtype)
-        self.grad = self.params.zeros_like()
-        self.init_weights(self.rng)
-        self.encoder = self._mlp("encoder", len(config.hidden), heads=True)
-        self.decoder = self._mlp("decoder", len(config.hidden), heads=False)
-        if config.likelihood == "gaussian-learned":
-            self.decoder_logvar = self.params.view("decoder.logvar")
-            self.decoder_dlogvar = self.params.view("decoder.logvar", self.grad)
-        else:
-            self.decoder_logvar = xp.full(config.input_dim, config.decoder_logvar, self.dtype)
-            self.decoder_dlogvar = None
-        self._workspaces: dict[int, _Workspace] = {}
-
-    # -- construction ---------------------------------------------------------
-    def init_weights(self, rng: np.random.Generator):
-        """PyTorch's ``nn.Linear`` default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-
-        (Kaiming-uniform with a = sqrt(5), He et al. 2015, reduces to this bound.)
-        A learned decoder log-variance starts at 0 (sigma = 1). Drawn on the host
-        in float64 and cast, so every backend starts equal.
-        """
-        host = np.zeros(self.params.size, dtype=np.float64)
-        for name in self.params.names:
-            weight = name.rsplit(".", 1)[0] + ".weight"
-            if weight not in self.params.shapes:
-                continue
-            lo, hi = self.params.offsets[name]
-            bound = 1.0 / math.sqrt(self.params.shapes[weight][1])
-            host[lo:hi] = rng.uniform(-bound, bound, size=hi - lo)
-        self.params.data[...] = self.xp.asarray(host.astype(self.dtype))
-
-    def _mlp(self, side: str, n_hidden: int, heads: bool) -> MLP:
+        super().__init__(config, backend, seed)
         p, g = self.params, self.grad
-        layers = [
-            Linear(p.view(f"{side}.{i}.weight"), p.view(f"{side}.{i}.bias"),
-                   p.view(f"{side}.{i}.weight", g), p.view(f"{side}.{i}.bias", g), relu=True)
-            for i in range(n_hidden)
-        ]
-        if heads:
-            K2, H = 2 * self.config.latent_dim, p.shapes["encoder.mu.weight"][1]
-            w = ("encoder.mu.weight", "encoder.logvar.weight", (K2, H))
-            b = ("encoder.mu.bias", "encoder.logvar.bias", (K2,))
-            layers.append(Linear(p.span(*w), p.span(*b), p.span(*w, buffer=g), p.span(*b, buffer=g), relu=False))
-        else:
-            n = "decoder.logits"
-            layers.append(Linear(p.view(f"{n}.weight"), p.view(f"{n}.bias"),
-                                 p.view(f"{n}.weight", g), p.view(f"{n}.bias", g), relu=False))
-        return MLP(layers)
+        K2, H = 2 * config.latent_dim, p.shapes["encoder.mu.weight"][1]
+        w = ("encoder.mu.weight", "encoder.logvar.weight", (K2, H))
+        b = ("encoder.mu.bias", "encoder.logvar.bias", (K2,))
+        heads = Linear(p.span(*w), p.span(*b), p.span(*w, buffer=g), p.span(*b, buffer=g), relu=False)
+        self.encoder = MLP([*self.hidden_layers("encoder"), heads])
 
     def workspace(self, batch: int) -> _Workspace:
         """The buffers for batch size ``batch``, made on first use and kept."""
@@ -295,13 +198,6 @@ class VAE:
         return ws
 
     # -- the pass -------------------------------------------------------------
-    def draw_eps(self, out):
-        """Fill ``out`` with N(0, I) noise from the model's generator."""
-        if self.xp is np:
-            self.rng.standard_normal(dtype=self.dtype, out=out)
-        else:
-            out[...] = self.xp.asarray(self.rng.standard_normal(out.shape, dtype=self.dtype))
-
     def encode_into(self, ws: _Workspace, x, y=None):
         """Run the encoder on ``x`` (and labels ``y``); leaves ``[mu | logvar]`` in ``ws.enc_outs[-1]``."""
         D = self.config.input_dim
@@ -326,7 +222,7 @@ class VAE:
         B, K, L = x.shape[0], self.config.latent_dim, self.config.mc_samples
         ws = self.workspace(B)
         if eps is None:
-            self.draw_eps(ws.eps)
+            self.draw_normal(ws.eps)
         else:
             ws.eps[...] = eps
         self.encode_into(ws, x, y)
@@ -339,24 +235,13 @@ class VAE:
         self.decoder.forward(self.backend, ws.zin, ws.dec_outs)
         return ws
 
-    def likelihood(self, out, x, scale, nll_out, dout_out, dlogvar_out=None):
-        """``nll_out (N,) = -log p(x|z)`` per row in nats and ``dout_out = scale * d nll / d out``.
-
-        ``out`` is the decoder output ``(N, D)``; ``dlogvar_out`` receives the
-        learned log-variance's gradient (``gaussian-learned`` only).
-        """
-        if self.config.likelihood == "bernoulli":
-            self.backend.bce_with_logits(out, x, scale, nll_out, dout_out)
-        else:
-            self.backend.gaussian_nll(out, x, self.decoder_logvar, scale, nll_out, dout_out, dlogvar_out)
-
     def backward(self, ws: _Workspace, x, beta: float):
         """Fill :attr:`grad` with d(mean loss)/d(params) for the batch of ``ws``.
 
         Also writes the per-row ``ws.nll`` (the likelihood op computes loss and
-        gradient in one pass).
+        gradient in one pass) and keeps ``beta`` in ``ws.beta``.
         """
-        N = ws.eps.shape[0]
+        N, ws.beta = ws.eps.shape[0], beta
         target = x if ws.target is None else ws.target
         self.likelihood(ws.logits, target, 1.0 / N, ws.nll, ws.dlogits, self.decoder_dlogvar)
         self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
@@ -371,29 +256,43 @@ class VAE:
         """Forward, backward and one optimiser update for a batch (no checks, no host sync).
 
         Returns:
-            ``(nll_sum, kl_sum)``: 0-d backend arrays, nats summed over the batch
-            (over the L draws: their mean).
+            The minimised objective ``nll + beta * kl`` summed over the batch, in
+            nats, a 0-d backend array (over the L draws: their mean).
         """
         ws = self.forward(x, y=y)
         self.backward(ws, x, beta)
         optimizer.step(self.grad)
-        return self.sums(ws)
+        nll, kl = self.sums(ws)
+        return nll + beta * kl
 
     def sums(self, ws: _Workspace):
         """``(nll, kl)`` of ``ws``'s batch summed over data points (means over the L draws), 0-d arrays."""
         L = self.config.mc_samples
         return ws.nll.sum() / L, ws.kl.sum() / L
 
-    def loss_rows(self, ws: _Workspace, beta: float):
-        """``(L*B,)`` host float64 terms whose sum is the mean loss of ``ws``'s batch (for gradient checks)."""
+    def loss_rows(self, ws: _Workspace):
+        """``(L*B,)`` host float64 terms whose sum is the mean loss of ``ws``'s last
+        backward pass (for gradient checks)."""
         N = ws.eps.shape[0]
-        return np.asarray(self.backend.to_host((ws.nll + beta * ws.kl) / N), np.float64)
+        return np.asarray(self.backend.to_host((ws.nll + ws.beta * ws.kl) / N), np.float64)
+
+    def evaluate(self, batches) -> dict:
+        """Test metrics over ``(x, y)`` batches (checked arrays), in nats per data point.
+
+        Returns:
+            ``test_loss`` (the negative ELBO, one draw of z per image), ``test_nll``
+            (-log p(x|z)), ``test_kl`` (KL(q(z|x) || N(0, I))) and ``test_recon``
+            (-log p(x|z = mu), the reconstruction loss of the mean code, as for an autoencoder).
+        """
+        nll = kl = recon = 0.0
+        n = 0
+        for x, y in batches:
+            a, b = self.sums(self.forward_loss(x, y))
+            nll, kl, n = nll + float(a), kl + float(b), n + x.shape[0]
+            recon += float(self.sums(self.forward_loss(x, y, eps=0.0))[0])
+        return {"test_loss": (nll + kl) / n, "test_nll": nll / n, "test_kl": kl / n, "test_recon": recon / n}
 
     # -- checked public API ---------------------------------------------------
-    def _as_batch(self, x):
-        x = self.xp.asarray(x)
-        check_batch(x, self.config.input_dim, self.xp, binary_targets=self.config.likelihood == "bernoulli")
-        return x.astype(self.dtype, copy=False)
 
     def as_labels(self, y, batch: int):
         """``y`` checked (:func:`check_labels`) and as a backend array; None for an unconditional model."""
@@ -416,7 +315,7 @@ class VAE:
                 outside [0, 1] in ``x``; wrong shape or non-finite ``eps``;
                 missing, unexpected or out-of-range labels.
         """
-        x = self._as_batch(x)
+        x = self.as_batch(x)
         y = self.as_labels(y, x.shape[0])
         if eps is not None:
             shape = (self.config.mc_samples * x.shape[0], self.config.latent_dim)
@@ -428,9 +327,9 @@ class VAE:
         nll, kl = (float(v) / x.shape[0] for v in self.sums(ws))
         return ELBOTerms(nll + beta * kl, nll, kl)
 
-    def forward_loss(self, x, y=None) -> _Workspace:
+    def forward_loss(self, x, y=None, eps=None) -> _Workspace:
         """:meth:`forward`, then the per-row ``ws.nll`` (no checks, no gradient)."""
-        ws = self.forward(x, y=y)
+        ws = self.forward(x, eps, y)
         target = x if ws.target is None else ws.target
         self.likelihood(ws.logits, target, 0.0, ws.nll, ws.dlogits)
         return ws
@@ -440,7 +339,7 @@ class VAE:
 
         The nll is averaged over the L draws. Raises like :meth:`loss_and_grad`.
         """
-        x = self._as_batch(x)
+        x = self.as_batch(x)
         ws = self.forward_loss(x, self.as_labels(y, x.shape[0]))
         L, B = self.config.mc_samples, x.shape[0]
         host = self.backend.to_host
@@ -448,7 +347,7 @@ class VAE:
 
     def encode(self, x, y=None):
         """``(mu, logvar)`` of q(z|x), each ``(B, K)`` host arrays. Raises like :meth:`loss_and_grad`."""
-        x = self._as_batch(x)
+        x = self.as_batch(x)
         y = self.as_labels(y, x.shape[0])
         ws = self.workspace(x.shape[0])
         self.encode_into(ws, x, y)
@@ -464,27 +363,16 @@ class VAE:
         one_hot_into(onehot, y, self.xp.arange(B))
         repeat_rows(zin[:, self.config.latent_dim:], onehot)
 
-    def decode(self, z, y=None):
-        """The mean of p(x|z): ``sigmoid(logits)`` (Bernoulli) or the Gaussian mean, ``(B, D)`` host array.
-
-        Args:
-            z: ``(B, K)`` latent codes; y: ``(B,)`` labels for a conditional model.
-
-        Raises:
-            ValueError: if ``z`` is not a finite ``(B, K)`` array, or for bad labels.
-        """
-        K, C = self.config.latent_dim, self.config.n_classes
-        z = self.xp.asarray(z, dtype=self.dtype)
-        if z.ndim != 2 or z.shape[1] != K or not bool(self.xp.isfinite(z).all()):
-            raise ValueError(f"expected finite z of shape (B, {K}), got {z.shape}")
+    def decoder_input(self, z, y):
+        """``[z | one-hot y]`` for a conditional VAE (labels checked), ``z`` otherwise."""
         y = self.as_labels(y, z.shape[0])
-        zin = self.xp.empty((z.shape[0], K + C), self.dtype)
-        zin[:, :K] = z
-        if C:
-            self.labels_into(zin, y)
-        outs = self.decoder.buffers(self.xp, z.shape[0], self.dtype)
-        out = self.decoder.forward(self.backend, zin, outs)
-        if self.config.likelihood != "bernoulli":
-            return self.backend.to_host(out)
-        # sigmoid(l) = (1 + tanh(l/2)) / 2: no overflow for any finite l.
-        return self.backend.to_host(0.5 * (1.0 + self.xp.tanh(0.5 * out)))
+        if y is None:
+            return z
+        zin = self.xp.empty((z.shape[0], self.config.latent_dim + self.config.n_classes), self.dtype)
+        zin[:, :self.config.latent_dim] = z
+        self.labels_into(zin, y)
+        return zin
+
+    def reconstruct(self, x, y=None):
+        """The mean of p(x|z = mu(x)), ``(B, D)`` host array. Raises like :meth:`loss_and_grad`."""
+        return self.decode(self.encode(x, y)[0], y)

@@ -130,6 +130,9 @@ def main(argv=None) -> int:
 
     try:
         trainer = Trainer.resume(Path(args.run_dir), args.backend)
+        if not trainer.settings.is_vae:
+            raise ValueError(f"{args.run_dir} holds a {trainer.settings.model} run; these pictures need a VAE's "
+                             "prior and mean code (its reconstructions are written during training)")
         model, host = trainer.model, trainer.backend.to_host
         h, w = trainer.data.image_shape
         out = Path(args.out or Path(args.run_dir) / f"{args.what}.png")

@@ -1,19 +1,26 @@
-"""Train a VAE: ``python -m tinyvae.train [--backend numpy] [--epochs 10] ...``.
+"""Train a VAE or an autoencoder: ``python -m tinyvae.train [--model vae] [--backend numpy] [--epochs 10] ...``.
 
-Every epoch prints the train loss (the minimised objective, nll + beta * kl)
-and the test loss (the negative ELBO, nll + kl), both in nats per sample, and
-writes into the run directory:
+Every epoch prints the train loss (the minimised objective: nll + beta * kl
+for a VAE, nll plus the model's penalty for an autoencoder) and the test loss
+(the negative ELBO, nll + kl, for a VAE; the reconstruction loss -log p(x|z)
+for an autoencoder), both in nats per sample, and writes into the run directory:
 
 * ``metrics.jsonl``: one JSON object per epoch;
 * ``checkpoint.safetensors``: weights, optimiser state, random generator state
   and epoch, written atomically, so ``--resume RUN_DIR`` continues exactly;
 * ``reconstruction_{epoch}.png`` (8 test images above their reconstructions)
   and ``sample_{epoch}.png`` (an 8x8 grid of decoded z ~ N(0, I); for
-  ``--model cvae`` one row per class, the same 8 draws of z in every row).
+  ``--model cvae`` one row per class, the same 8 draws of z in every row; VAEs only);
+* ``denoising_{epoch}.png`` (``--model dae``): 8 test images corrupted, their
+  reconstructions, and the originals, row by row.
 
 Variants: ``--likelihood {bernoulli,gaussian,gaussian-learned}``, ``--beta``
 with a linear KL warm-up over ``--warmup-epochs``, ``--mc-samples L`` draws of
 z per image, ``--model cvae`` (the label joins the encoder input and z).
+Autoencoders (:mod:`tinyvae.autoencoders`): ``--model ae``, ``dae`` with
+``--corruption`` and ``--noise``, ``sparse-ae`` with ``--rho`` and
+``--sparsity-weight``, ``cae`` with ``--contractive-weight``; ``--code-activation``.
+A flag that does not apply to the chosen model is refused.
 """
 
 from __future__ import annotations
@@ -32,12 +39,15 @@ from .backends import BACKENDS, BackendUnavailable, get_backend
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .data import DATASETS, DataError, Dataset, load_dataset
 from .images import save_grid
-from .model import LIKELIHOODS, VAE, VAEConfig
-from .sample import prior_samples
+from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig, Autoencoder
+from .model import VAE, VAEConfig
+from .network import LIKELIHOODS
 from .optim import Adam
+from .sample import prior_samples
 
 CHECKPOINT = "checkpoint.safetensors"
-MODELS = ("vae", "cvae")
+VAE_MODELS = ("vae", "cvae")
+MODELS = (*VAE_MODELS, *AE_MODELS)
 
 
 @dataclass
@@ -56,6 +66,12 @@ class TrainSettings:
     likelihood: str = "bernoulli"
     decoder_logvar: float = 0.0
     mc_samples: int = 1
+    code_activation: str = AEConfig.code_activation
+    corruption: str = AEConfig.corruption
+    noise: float = AEConfig.noise
+    rho: float = AEConfig.rho
+    sparsity_weight: float = AEConfig.sparsity_weight
+    contractive_weight: float = AEConfig.contractive_weight
     seed: int = 1
     binarize: bool = False
     eval_batch_size: int = 1000
@@ -70,6 +86,27 @@ class TrainSettings:
                              f"beta={self.beta}, warmup_epochs={self.warmup_epochs}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+
+    @property
+    def is_vae(self) -> bool:
+        return self.model in VAE_MODELS
+
+    def build_model(self, input_dim: int, n_classes: int, backend) -> VAE | Autoencoder:
+        """The model these settings describe (``n_classes`` is used by ``cvae`` only).
+
+        Raises:
+            ValueError: for sizes or settings the model refuses.
+        """
+        common = dict(input_dim=input_dim, hidden=self.hidden, latent_dim=self.latent_dim,
+                      likelihood=self.likelihood, decoder_logvar=self.decoder_logvar)
+        if self.is_vae:
+            config = VAEConfig(**common, mc_samples=self.mc_samples,
+                               n_classes=n_classes if self.model == "cvae" else 0)
+            return VAE(config, backend, self.seed)
+        config = AEConfig(**common, model=self.model, code_activation=self.code_activation,
+                          corruption=self.corruption, noise=self.noise, rho=self.rho,
+                          sparsity_weight=self.sparsity_weight, contractive_weight=self.contractive_weight)
+        return Autoencoder(config, backend, self.seed)
 
     def beta_at(self, step: int, steps_per_epoch: int) -> float:
         """The KL weight of training step ``step`` (0-based): beta * min(1, (step + 1) / warm-up steps).
@@ -97,12 +134,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.backend = get_backend(backend)
         self.data = data if data is not None else load_dataset(settings.dataset, settings.data_dir)
-        D = self.data.train_x.shape[1]
-        n_classes = int(self.data.train_y.max()) + 1 if settings.model == "cvae" else 0
-        config = VAEConfig(D, settings.hidden, settings.latent_dim, likelihood=settings.likelihood,
-                           decoder_logvar=settings.decoder_logvar, mc_samples=settings.mc_samples,
-                           n_classes=n_classes)
-        self.model = VAE(config, self.backend, settings.seed)
+        self.model = settings.build_model(self.data.train_x.shape[1], int(self.data.train_y.max()) + 1,
+                                          self.backend)
         self.optimizer = Adam(self.model.params, self.backend, lr=settings.lr)
         self.rng = self.model.rng
         xp = self.backend.xp
@@ -111,7 +144,7 @@ class Trainer:
         if settings.binarize:  # one fixed binarisation of the test set, from its own generator
             test_x = (np.random.default_rng([settings.seed, 1]).random(test_x.shape) < test_x).astype(np.float32)
         self.test_x = xp.asarray(test_x)
-        conditional = n_classes > 0
+        conditional = settings.model == "cvae"
         self.train_y = xp.asarray(self.data.train_y) if conditional else None
         self.test_y = xp.asarray(self.data.test_y) if conditional else None
         self.epoch = 0
@@ -182,9 +215,10 @@ class Trainer:
                     x[...] = xp.asarray(self.rng.random(x.shape, dtype=np.float32)) < x
                 if self.train_y is not None:
                     y = self.train_y[idx]
-                beta = s.beta_at(self.epoch * n_batches + i, n_batches)
-                nll, kl = self.model.train_step(x, self.optimizer, beta, y)
-                total += nll + beta * kl
+                if s.is_vae:
+                    total += self.model.train_step(x, self.optimizer, s.beta_at(self.epoch * n_batches + i, n_batches), y)
+                else:
+                    total += self.model.train_step(x, self.optimizer)
                 if i % 50 == 49 or i == n_batches - 1:
                     bar.set_postfix(loss=f"{float(total) / min(N, (i + 1) * s.batch_size):.2f}")
                 bar.update()
@@ -196,33 +230,31 @@ class Trainer:
         return None if self.test_y is None else self.test_y[lo:hi]
 
     def test_codes(self) -> np.ndarray:
-        """E_q[z] = mu of every test image, ``(N_test, K)`` host array."""
+        """E_q[z] = mu of every test image, ``(N_test, K)`` host array (VAEs)."""
         B = self.settings.eval_batch_size
         return np.concatenate([self.model.encode(self.test_x[i:i + B], self.test_labels(i, i + B))[0]
                                for i in range(0, self.test_x.shape[0], B)])
 
     def evaluate(self) -> dict:
-        """Test-set negative ELBO (L draws of z per image), with its NLL and KL parts, nats per sample."""
-        xp, B = self.backend.xp, self.settings.eval_batch_size
-        nll, kl = xp.zeros((), self.model.dtype), xp.zeros((), self.model.dtype)
-        for i in range(0, self.test_x.shape[0], B):
-            ws = self.model.forward_loss(self.test_x[i:i + B], self.test_labels(i, i + B))
-            a, b = self.model.sums(ws)
-            nll += a
-            kl += b
-        n = self.test_x.shape[0]
-        nll, kl = float(nll) / n, float(kl) / n
-        return {"test_loss": nll + kl, "test_nll": nll, "test_kl": kl}
+        """The model's test metrics (see ``VAE.evaluate``, ``Autoencoder.evaluate``), nats per sample."""
+        B, n = self.settings.eval_batch_size, self.test_x.shape[0]
+        return self.model.evaluate((self.test_x[i:i + B], self.test_labels(i, i + B)) for i in range(0, n, B))
 
     def write_images(self):
         h, w = self.data.image_shape
         x = self.backend.to_host(self.test_x[:8])
         y = self.test_labels(0, 8)
-        mu, _ = self.model.encode(x, y)
-        recon = self.model.decode(mu, y)
+        recon = self.model.reconstruct(x, y)
         save_grid(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
-        images, rows, cols = prior_samples(self.model, self.rng)
-        save_grid(self.run_dir / f"sample_{self.epoch}.png", images.reshape(rows * cols, h, w), rows, cols)
+        if self.settings.model == "dae":
+            ws = self.model.forward(self.model.as_batch(x), train=True)
+            corrupted = np.clip(self.backend.to_host(ws.xin), 0, 1)
+            denoised = self.model.output_mean(ws.logits)
+            save_grid(self.run_dir / f"denoising_{self.epoch}.png",
+                      np.concatenate([corrupted, denoised, x]).reshape(24, h, w), 3, 8)
+        if self.settings.is_vae:
+            images, rows, cols = prior_samples(self.model, self.rng)
+            save_grid(self.run_dir / f"sample_{self.epoch}.png", images.reshape(rows * cols, h, w), rows, cols)
 
     def run(self, epochs: int, log=print) -> list[dict]:
         """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
@@ -252,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate, default 1e-3")
     p.add_argument("--latent-dim", type=int, default=None, help="default 20")
     p.add_argument("--hidden", default=None, help="hidden sizes, comma separated, default 400")
-    p.add_argument("--model", choices=MODELS, default=None, help="vae (default) or cvae (label-conditional)")
+    p.add_argument("--model", choices=MODELS, default=None,
+                   help="vae (default), cvae (label-conditional), or an autoencoder: ae, dae, sparse-ae, cae")
     p.add_argument("--likelihood", choices=LIKELIHOODS, default=None, help="decoder p(x|z), default bernoulli")
     p.add_argument("--decoder-logvar", type=float, default=None,
                    help="fixed log-variance of --likelihood gaussian, default 0 (sigma = 1)")
@@ -260,6 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=None, help="KL weight, default 1.0")
     p.add_argument("--warmup-epochs", type=float, default=None,
                    help="raise the KL weight linearly from 0 to --beta over this many epochs, default 0")
+    ae = p.add_argument_group("autoencoders")
+    ae.add_argument("--code-activation", choices=CODE_ACTIVATIONS, default=None, help="the code h, default sigmoid")
+    ae.add_argument("--corruption", choices=CORRUPTIONS, default=None, help="dae: default mask")
+    ae.add_argument("--noise", type=float, default=None,
+                    help=f"dae: corrupted fraction (mask, salt-and-pepper) or std (gaussian), default {AEConfig.noise}")
+    ae.add_argument("--rho", type=float, default=None, help=f"sparse-ae: target mean activation, default {AEConfig.rho}")
+    ae.add_argument("--sparsity-weight", type=float, default=None,
+                    help=f"sparse-ae: weight of sum_j KL(rho || rho_hat_j), default {AEConfig.sparsity_weight}")
+    ae.add_argument("--contractive-weight", type=float, default=None,
+                    help=f"cae: weight of ||dh/dx||_F^2, default {AEConfig.contractive_weight}")
     p.add_argument("--seed", type=int, default=None, help="default 1")
     p.add_argument("--binarize", action="store_true", default=None, help="dynamic binarisation of the pixels")
     p.add_argument("--out", default=None, help="run directory, default runs/<timestamp>")
@@ -268,7 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SETTING_FLAGS = ("dataset", "data_dir", "batch_size", "lr", "latent_dim", "hidden", "beta", "warmup_epochs", "model",
-                 "likelihood", "decoder_logvar", "mc_samples", "seed", "binarize")
+                 "likelihood", "decoder_logvar", "mc_samples", "code_activation", "corruption", "noise", "rho",
+                 "sparsity_weight", "contractive_weight", "seed", "binarize")
+# The flags that apply to some models only.
+ONLY_FOR = {"beta": VAE_MODELS, "warmup_epochs": VAE_MODELS, "mc_samples": VAE_MODELS, "code_activation": AE_MODELS,
+            "corruption": ("dae",), "noise": ("dae",), "rho": ("sparse-ae",), "sparsity_weight": ("sparse-ae",),
+            "contractive_weight": ("cae",)}
 
 
 def main(argv=None) -> int:
@@ -281,6 +329,11 @@ def main(argv=None) -> int:
                       f"ignoring {', '.join('--' + k.replace('_', '-') for k in [*given, *(['out'] if args.out else [])])}")
             trainer = Trainer.resume(Path(args.resume), args.backend)
         else:
+            model = given.get("model", TrainSettings.model)
+            wrong = [k for k in given if model not in ONLY_FOR.get(k, MODELS)]
+            if wrong:
+                flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+                raise ValueError(f"{flags} does not apply to --model {model}")
             if "hidden" in given:
                 given["hidden"] = tuple(int(h) for h in given["hidden"].split(",") if h.strip())
             run_dir = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
