@@ -189,6 +189,9 @@ def test_dae_encodes_the_corrupted_input_and_reconstructs_the_clean_one():
     # evaluation never corrupts: the test loss is that of the clean input
     metrics = model.evaluate([(x, None)])
     assert metrics["test_recon"] == pytest.approx(_reference_nll(model, x, x).mean(), rel=1e-12)
+    # ... and the denoising loss uses one fixed corruption of the test set, the same at every call
+    again = model.evaluate([(x, None)])
+    assert again == metrics and metrics["test_denoising"] != metrics["test_recon"]
 
 
 @pytest.mark.parametrize("corruption", ["mask", "salt-and-pepper"])

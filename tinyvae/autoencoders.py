@@ -51,6 +51,7 @@ from .network import EncoderDecoder, NetworkConfig
 AE_MODELS = ("ae", "dae", "sparse-ae", "cae")
 CORRUPTIONS = ("mask", "gaussian", "salt-and-pepper")
 CODE_ACTIVATIONS = ("sigmoid", "linear")
+DENOISING_SEED = 2008  # the corruption of the test set for a dae's test_denoising
 
 
 @dataclass(frozen=True)
@@ -249,11 +250,11 @@ class Autoencoder(EncoderDecoder):
         return ws
 
     # -- the pass -------------------------------------------------------------
-    def corrupt_into(self, x, ws: _Workspace):
-        """Write a fresh corruption of ``x`` (``dae``) into ``ws.xin`` from the model's generator."""
+    def corrupt_into(self, x, ws: _Workspace, rng: np.random.Generator):
+        """Write a fresh corruption of ``x`` (``dae``) drawn from ``rng`` into ``ws.xin``."""
         cfg, xp = self.config, self.xp
         if cfg.corruption == "gaussian":
-            self.draw_normal(ws.xin)
+            self.draw_normal(ws.xin, rng)
             ws.xin *= cfg.noise
             ws.xin += x
             return
@@ -263,7 +264,7 @@ class Autoencoder(EncoderDecoder):
             return
         # A uniformly random choice of m pixels per row: the m smallest of D uniform draws,
         # those at or below the row's m-th smallest (float64 draws: ties have probability ~D / 2^53).
-        self.rng.random(out=ws.draws)
+        rng.random(out=ws.draws)
         ws.order[...] = ws.draws
         ws.order.partition(m - 1, axis=1)
         np.less_equal(ws.draws, ws.order[:, m - 1:m], out=ws.corrupt)
@@ -271,7 +272,7 @@ class Autoencoder(EncoderDecoder):
         if cfg.corruption == "mask":
             xp.copyto(ws.xin, 0, where=corrupt)
         else:  # salt-and-pepper: 0 or 1 by a fair coin
-            self.rng.random(out=ws.draws)
+            rng.random(out=ws.draws)
             np.less(ws.draws, 0.5, out=ws.order, casting="unsafe")
             xp.copyto(ws.xin, ws.order if xp is np else xp.asarray(ws.order), where=corrupt)
 
@@ -300,7 +301,7 @@ class Autoencoder(EncoderDecoder):
             if corrupted is not None:
                 ws.xin[...] = corrupted
             else:
-                self.corrupt_into(x, ws)
+                self.corrupt_into(x, ws, self.rng)
             inp = ws.xin
         self.encode_into(ws, inp)
         self.decoder.forward(self.backend, ws.code, ws.dec_outs)
@@ -396,23 +397,36 @@ class Autoencoder(EncoderDecoder):
         return ws
 
     def evaluate(self, batches) -> dict:
-        """Test metrics over ``(x, y)`` batches (``y`` unused), nats per image, never corrupted.
+        """Test metrics over ``(x, y)`` batches (``y`` unused), nats per image.
 
         Returns:
-            ``test_loss`` = ``test_recon``, the reconstruction loss -log p(x|z = h);
-            ``test_penalty``, the model's term (sparse-ae: the mean over batches);
-            ``test_mean_activation``, the mean of h over images and units.
+            ``test_loss`` = ``test_recon``, the reconstruction loss -log p(x|z = h)
+            of the clean x (never corrupted); ``test_penalty``, the model's term
+            (sparse-ae: the mean over batches); ``test_mean_activation``, the mean of h
+            over images and units; for ``dae`` also ``test_denoising``, -log p(x|z = h(x~))
+            for a corruption x~ of each test image drawn from a fixed seed (the same every call).
         """
-        nll = penalty = act = 0.0
+        dae = self.config.model == "dae"
+        rng = np.random.default_rng(DENOISING_SEED)
+        sums = dict.fromkeys(("recon", "penalty", "activation", "denoising"), 0.0)
         n = 0
         for x, _ in batches:
             ws = self.forward_loss(x)
             B = x.shape[0]
-            nll, n = nll + float(ws.nll.sum()), n + B
-            penalty += B * float(ws.penalty)
-            act += float(ws.code.mean()) * B
-        return {"test_loss": nll / n, "test_recon": nll / n, "test_penalty": penalty / n,
-                "test_mean_activation": act / n}
+            n += B
+            sums["recon"] += float(ws.nll.sum())
+            sums["penalty"] += B * float(ws.penalty)
+            sums["activation"] += B * float(ws.code.mean())
+            if dae:
+                self.corrupt_into(x, ws, rng)
+                ws = self.forward(x, ws.xin)
+                self.likelihood(ws.logits, x, 0.0, ws.nll, ws.dlogits)
+                sums["denoising"] += float(ws.nll.sum())
+        metrics = {"test_loss": sums["recon"] / n, "test_recon": sums["recon"] / n,
+                   "test_penalty": sums["penalty"] / n, "test_mean_activation": sums["activation"] / n}
+        if dae:
+            metrics["test_denoising"] = sums["denoising"] / n
+        return metrics
 
     def encode(self, x):
         """The code h ``(B, K)`` of clean ``x``, a host array. Raises like :meth:`loss_and_grad`."""

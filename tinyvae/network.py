@@ -164,12 +164,13 @@ class EncoderDecoder:
         """The ReLU layers ``{side}.0 ...`` of the encoder or decoder."""
         return [self.layer(f"{side}.{i}", relu=True) for i in range(len(self.config.hidden))]
 
-    def draw_normal(self, out):
-        """Fill ``out`` with N(0, 1) noise from the model's generator (drawn on the host)."""
+    def draw_normal(self, out, rng: np.random.Generator | None = None):
+        """Fill ``out`` with N(0, 1) noise from ``rng`` (default: the model's generator), drawn on the host."""
+        rng = self.rng if rng is None else rng
         if self.xp is np:
-            self.rng.standard_normal(dtype=self.dtype, out=out)
+            rng.standard_normal(dtype=self.dtype, out=out)
         else:
-            out[...] = self.xp.asarray(self.rng.standard_normal(out.shape, dtype=self.dtype))
+            out[...] = self.xp.asarray(rng.standard_normal(out.shape, dtype=self.dtype))
 
     def likelihood(self, out, x, scale, nll_out, dout_out, dlogvar_out=None):
         """``nll_out (N,) = -log p(x|z)`` per row in nats and ``dout_out = scale * d nll / d out``.
