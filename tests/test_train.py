@@ -58,7 +58,7 @@ def test_resume_from_a_corrupt_checkpoint_fails_cleanly(tiny_data_dir, tmp_path,
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--backend", "cuda"], "not implemented"),
+    (["--backend", "cuda"], "the cuda backend"),
     (["--dataset", "mnist"], "--data-dir"),
     (["--batch-size", "0"], "batch sizes"),
 ])

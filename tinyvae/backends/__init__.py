@@ -53,6 +53,25 @@ def _from_module(name, xp, module) -> Backend:
     return Backend(name=name, xp=xp, **{op: getattr(module, op) for op in OPS})
 
 
+def _cuda() -> Backend:
+    try:
+        import cupy
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"the cuda backend needs CuPy ({e}); pip install -e '.[cuda13]' (or '.[cuda12]') on a machine "
+            "with an NVIDIA GPU"
+        ) from e
+    try:
+        n_devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CuPy raises CUDARuntimeError, or an ImportError-like error without a driver
+        raise BackendUnavailable(f"the cuda backend found no usable CUDA device ({e})") from e
+    if n_devices == 0:
+        raise BackendUnavailable("the cuda backend found no CUDA device")
+    from . import cuda_ops
+
+    return _from_module("cuda", cupy, cuda_ops)
+
+
 def get_backend(name: str) -> Backend:
     """The backend called ``name`` (one of :data:`BACKENDS`).
 
@@ -75,8 +94,6 @@ def get_backend(name: str) -> Backend:
         except ImportError as e:
             raise BackendUnavailable(f"the numba backend needs the numba package ({e}); pip install numba") from e
         return _from_module("numba", numpy, numba_ops)
-    if name in BACKENDS:
-        raise BackendUnavailable(
-            f"the {name!r} backend is not implemented yet; use --backend numpy"
-        )
+    if name == "cuda":
+        return _cuda()
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,88 @@
+// The decoder's likelihoods, each fused into one pass over (B, D):
+//   bce_with_logits: Bernoulli NLL from logits (K&W 2014 Appendix C.1) in the stable form
+//       bce(l, x) = max(l, 0) - l x + log1p(exp(-|l|)),  d bce / d l = sigmoid(l) - x;
+//   gaussian_nll: N(mean, exp(logvar)) NLL with a per-pixel log-variance (K&W Appendix C.2)
+//       nll = 0.5 ((x - m)^2 exp(-lv) + lv + log 2 pi),  d/dm = (m - x) exp(-lv),
+//       d/dlv = 0.5 (1 - (x - m)^2 exp(-lv)), the last summed over the batch by a second kernel.
+// The numpy reference of each is in tinyvae/backends/reference.py.
+// One block per row; the per-row loss is a block reduction.
+#include "common.cuh"
+
+template <typename T>
+__device__ void bce_with_logits_row(const T* logits, long ld_l, const T* x, long ld_x, T scale,
+                                    T* loss, T* dlogits, long ld_d, int D) {
+    const long row = blockIdx.x;
+    const T* l = logits + row * ld_l;
+    const T* t = x + row * ld_x;
+    T* d = dlogits + row * ld_d;
+    T acc = 0;
+    for (int j = threadIdx.x; j < D; j += blockDim.x) {
+        const T v = l[j], target = t[j];
+        const T e = exp(-fabs(v));
+        acc += fmax(v, T(0)) - v * target + log1p(e);
+        const T sig = v >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+        d[j] = scale * (sig - target);
+    }
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) {
+        loss[row] = acc;
+    }
+}
+
+template <typename T>
+__device__ void gaussian_nll_row(const T* mean, long ld_m, const T* x, long ld_x, const T* logvar, T scale,
+                                 T* loss, T* dmean, long ld_d, int D) {
+    const long row = blockIdx.x;
+    const T* m = mean + row * ld_m;
+    const T* t = x + row * ld_x;
+    T* d = dmean + row * ld_d;
+    const T log_2pi = T(1.8378770664093454836);
+    T acc = 0;
+    for (int j = threadIdx.x; j < D; j += blockDim.x) {
+        const T lv = logvar[j], inv_var = exp(-lv), r = t[j] - m[j];
+        acc += T(0.5) * (r * r * inv_var + lv + log_2pi);
+        d[j] = -scale * r * inv_var;
+    }
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) {
+        loss[row] = acc;
+    }
+}
+
+// dlogvar[j] = scale * sum_b 0.5 (1 - (x - m)^2 exp(-lv_j)); block (32, TINYVAE_COLUMN_ROWS), grid ceil(D / 32).
+template <typename T>
+__device__ void gaussian_nll_dlogvar_cols(const T* mean, long ld_m, const T* x, long ld_x, const T* logvar,
+                                          T scale, T* dlogvar, int B, int D) {
+    const int j = blockIdx.x * 32 + threadIdx.x;
+    T acc = 0;
+    if (j < D) {
+        const T inv_var = exp(-logvar[j]);
+        for (int b = threadIdx.y; b < B; b += TINYVAE_COLUMN_ROWS) {
+            const T r = x[b * ld_x + j] - mean[b * ld_m + j];
+            acc += T(0.5) * (T(1) - r * r * inv_var);
+        }
+    }
+    acc = column_sum(acc);
+    if (threadIdx.y == 0 && j < D) {
+        dlogvar[j] = scale * acc;
+    }
+}
+
+#define TINYVAE_LIKELIHOOD(T, SUFFIX)                                                                         \
+    extern "C" __global__ void bce_with_logits_##SUFFIX(const T* logits, long ld_l, const T* x, long ld_x,    \
+                                                        T scale, T* loss, T* dlogits, long ld_d, int D) {     \
+        bce_with_logits_row<T>(logits, ld_l, x, ld_x, scale, loss, dlogits, ld_d, D);                          \
+    }                                                                                                         \
+    extern "C" __global__ void gaussian_nll_##SUFFIX(const T* mean, long ld_m, const T* x, long ld_x,          \
+                                                     const T* logvar, T scale, T* loss, T* dmean, long ld_d,  \
+                                                     int D) {                                                 \
+        gaussian_nll_row<T>(mean, ld_m, x, ld_x, logvar, scale, loss, dmean, ld_d, D);                         \
+    }                                                                                                         \
+    extern "C" __global__ void gaussian_nll_dlogvar_##SUFFIX(const T* mean, long ld_m, const T* x, long ld_x,  \
+                                                             const T* logvar, T scale, T* dlogvar, int B,     \
+                                                             int D) {                                         \
+        gaussian_nll_dlogvar_cols<T>(mean, ld_m, x, ld_x, logvar, scale, dlogvar, B, D);                       \
+    }
+
+TINYVAE_LIKELIHOOD(float, f32)
+TINYVAE_LIKELIHOOD(double, f64)

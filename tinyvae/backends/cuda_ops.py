@@ -1,0 +1,175 @@
+"""The named ops on an NVIDIA GPU: our CUDA kernels in ``kernels/*.cu``, loaded with CuPy.
+
+Same names, signatures and formulas as :mod:`tinyvae.backends.reference` (read
+the formulas and their sources there). Arrays are CuPy arrays; the GEMMs of
+the model go through cuBLAS (``cupy.matmul`` with ``out=``) and are not ops.
+
+Each ``kernels/<family>.cu`` is compiled once per process, on first use, by
+``cupy.RawModule`` (NVRTC; CuPy also keeps the binary in its on-disk kernel
+cache), and exports ``<op>_f32`` and ``<op>_f64``. The kernels are found in the
+``kernels`` folder of the source checkout (an editable install), or where the
+environment variable ``TINYVAE_KERNELS`` points.
+
+Launch shapes (see each ``.cu`` file): one 256-thread block per row for the
+likelihoods, one warp per row for the reparameterization forward, blocks of
+(32, 8) threads per 32 columns for the column sums (ReLU backward with the bias
+gradient, the Gaussian log-variance gradient), and grid-stride loops of
+256-thread blocks for the elementwise ops.
+
+The helpers that only look at shapes, strides and dtypes (:func:`row_stride`,
+:func:`suffix`, :func:`grid_for`) need no GPU and are tested on NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+KERNEL_DIR = Path(os.environ.get("TINYVAE_KERNELS", Path(__file__).resolve().parents[2] / "kernels"))
+FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
+    "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
+    "reparameterize_kl": "latent", "reparameterize_kl_backward": "latent",
+    "bias_act": "linear", "relu_backward_bias": "linear",
+    "adam_step": "optim", "sgd_step": "optim",
+}
+THREADS = 256     # threads per block of the row and elementwise kernels
+COLUMNS = 32      # columns per block of the column-sum kernels
+COLUMN_ROWS = 8   # TINYVAE_COLUMN_ROWS in kernels/common.cuh
+MAX_BLOCKS = 65535 * 8  # cap of the grid-stride loops' grids
+
+_modules: dict = {}
+
+
+def suffix(dtype) -> str:
+    """``"f32"`` or ``"f64"``, the kernel name suffix for ``dtype``; ``TypeError`` for any other dtype."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return "f32"
+    if dtype == np.float64:
+        return "f64"
+    raise TypeError(f"the CUDA kernels take float32 or float64 arrays, got {dtype}")
+
+
+def row_stride(a) -> int:
+    """The row stride of a 2-D array in elements; ``ValueError`` unless its columns are adjacent.
+
+    The kernels take each ``(rows, cols)`` argument as a pointer and this stride,
+    so column views such as ``heads[:, :K]`` are read in place.
+    """
+    if a.ndim != 2 or (a.shape[1] > 1 and a.strides[1] != a.itemsize) or a.strides[0] % a.itemsize:
+        raise ValueError(f"expected a 2-D array with unit column stride, got shape {a.shape}, strides {a.strides}")
+    return a.strides[0] // a.itemsize
+
+
+def grid_for(n: int, threads: int = THREADS) -> int:
+    """Blocks for a grid-stride loop over ``n`` elements (at least 1, at most :data:`MAX_BLOCKS`)."""
+    return max(1, min(MAX_BLOCKS, math.ceil(n / threads)))
+
+
+def _check(*arrays) -> str:
+    """The common dtype's kernel suffix; ``TypeError`` for mixed dtypes, ``ValueError`` for a
+    strided 1-D array (2-D arrays are checked by :func:`row_stride`)."""
+    dtype = arrays[0].dtype
+    for a in arrays:
+        if a.dtype != dtype:
+            raise TypeError(f"mixed dtypes {dtype} and {a.dtype}")
+        if a.ndim == 1 and a.size > 1 and a.strides[0] != a.itemsize:
+            raise ValueError(f"expected a contiguous 1-D array, got strides {a.strides}")
+    return suffix(dtype)
+
+
+def kernel(op: str, sfx: str):
+    """The compiled kernel ``<op>_<sfx>`` (its ``.cu`` file compiled on first use in this process)."""
+    import cupy
+
+    family = FAMILIES[op]
+    module = _modules.get(family)
+    if module is None:
+        path = KERNEL_DIR / f"{family}.cu"
+        if not path.is_file():
+            raise FileNotFoundError(f"CUDA kernel source {path} not found; set TINYVAE_KERNELS to the kernels folder")
+        module = _modules[family] = cupy.RawModule(code=path.read_text(), options=("-std=c++17", f"-I{KERNEL_DIR}"))
+    return module.get_function(f"{op}_{sfx}")
+
+
+def _scalar(value, sfx):
+    return np.float32(value) if sfx == "f32" else np.float64(value)
+
+
+def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
+    sfx = _check(logits, x, loss_out, dlogits_out)
+    B, D = logits.shape
+    kernel("bce_with_logits", sfx)(
+        (B,), (THREADS,),
+        (logits, np.int64(row_stride(logits)), x, np.int64(row_stride(x)), _scalar(scale, sfx), loss_out,
+         dlogits_out, np.int64(row_stride(dlogits_out)), np.int32(D)))
+
+
+def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
+    sfx = _check(mean, x, logvar, loss_out, dmean_out)
+    B, D = mean.shape
+    ld_m, ld_x = np.int64(row_stride(mean)), np.int64(row_stride(x))
+    kernel("gaussian_nll", sfx)(
+        (B,), (THREADS,),
+        (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), loss_out, dmean_out, np.int64(row_stride(dmean_out)),
+         np.int32(D)))
+    if dlogvar_out is not None:
+        kernel("gaussian_nll_dlogvar", sfx)(
+            (math.ceil(D / COLUMNS),), (COLUMNS, COLUMN_ROWS),
+            (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), dlogvar_out, np.int32(B), np.int32(D)))
+
+
+def reparameterize_kl(mu, logvar, eps, z_out, kl_out):
+    sfx = _check(mu, logvar, eps, z_out, kl_out)
+    B, K = mu.shape
+    rows_per_block = THREADS // 32
+    kernel("reparameterize_kl", sfx)(
+        (math.ceil(B / rows_per_block),), (THREADS,),
+        (mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)), eps, np.int64(row_stride(eps)),
+         z_out, np.int64(row_stride(z_out)), kl_out, np.int32(B), np.int32(K)))
+
+
+def reparameterize_kl_backward(dz, mu, logvar, eps, kl_scale, dmu_out, dlogvar_out):
+    sfx = _check(dz, mu, logvar, eps, dmu_out, dlogvar_out)
+    B, K = mu.shape
+    kernel("reparameterize_kl_backward", sfx)(
+        (grid_for(B * K),), (THREADS,),
+        (dz, np.int64(row_stride(dz)), mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)),
+         eps, np.int64(row_stride(eps)), _scalar(kl_scale, sfx), dmu_out, np.int64(row_stride(dmu_out)),
+         dlogvar_out, np.int64(row_stride(dlogvar_out)), np.int32(B), np.int32(K)))
+
+
+def bias_act(out, b, relu):
+    sfx = _check(out, b)
+    B, H = out.shape
+    kernel("bias_act", sfx)(
+        (grid_for(B * H),), (THREADS,),
+        (out, np.int64(row_stride(out)), b, np.int32(B), np.int32(H), np.int32(bool(relu))))
+
+
+def relu_backward_bias(dh, h, db_out):
+    sfx = _check(dh, h, db_out)
+    B, H = dh.shape
+    kernel("relu_backward_bias", sfx)(
+        (math.ceil(H / COLUMNS),), (COLUMNS, COLUMN_ROWS),
+        (dh, np.int64(row_stride(dh)), h, np.int64(row_stride(h)), db_out, np.int32(B), np.int32(H)))
+
+
+def adam_step(p, g, m, v, lr, beta1, beta2, eps, step):
+    sfx = _check(p, g, m, v)
+    n = p.size
+    step_size, bias2_sqrt = lr / (1 - beta1**step), (1 - beta2**step) ** 0.5
+    kernel("adam_step", sfx)(
+        (grid_for(n),), (THREADS,),
+        (p, g, m, v, np.int64(n), *(_scalar(s, sfx) for s in (beta1, beta2, eps, step_size, bias2_sqrt))))
+
+
+def sgd_step(p, g, buf, lr, momentum, nesterov):
+    sfx = _check(p, g, buf)
+    n = p.size
+    kernel("sgd_step", sfx)(
+        (grid_for(n),), (THREADS,),
+        (p, g, buf, np.int64(n), _scalar(lr, sfx), _scalar(momentum, sfx), np.int32(bool(nesterov))))
