@@ -57,8 +57,19 @@ def test_resume_from_a_corrupt_checkpoint_fails_cleanly(tiny_data_dir, tmp_path,
     assert main(["--resume", str(tmp_path / "empty")]) == 2
 
 
+def _no_cuda():
+    from tinyvae.backends import BackendUnavailable, get_backend
+
+    try:
+        get_backend("cuda")
+    except BackendUnavailable:
+        return True
+    return False
+
+
 @pytest.mark.parametrize("argv,match", [
-    (["--backend", "cuda"], "the cuda backend"),
+    pytest.param(["--backend", "cuda"], "the cuda backend",
+                 marks=pytest.mark.skipif(not _no_cuda(), reason="a usable GPU is here")),
     (["--dataset", "mnist"], "--data-dir"),
     (["--batch-size", "0"], "batch sizes"),
 ])
