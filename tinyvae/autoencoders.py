@@ -46,7 +46,7 @@ import numpy as np
 
 from .backends import Backend
 from .layers import MLP
-from .network import EncoderDecoder, NetworkConfig
+from .network import DecoderOutputs, EncoderDecoder, NetworkConfig
 
 AE_MODELS = ("ae", "dae", "sparse-ae", "cae")
 CORRUPTIONS = ("mask", "gaussian", "salt-and-pepper")
@@ -183,7 +183,7 @@ def contractive_penalty(h, W, weight: float, xp, da=None):
 
 
 @dataclass
-class _Workspace:
+class _Workspace(DecoderOutputs):
     """The buffers of one batch size, made once."""
 
     batch: int
@@ -200,14 +200,6 @@ class _Workspace:
     nll: Any        # (B,) nats
     enc_in: Any = None  # what the encoder saw in the last pass: x, or xin
     penalty: Any = 0.0  # the last pass's penalty (nats per image; for sparse-ae per batch)
-
-    @property
-    def logits(self):
-        return self.dec_outs[-1]
-
-    @property
-    def dlogits(self):
-        return self.dec_douts[-1]
 
 
 class Autoencoder(EncoderDecoder):

@@ -32,7 +32,7 @@ import numpy as np
 
 from .backends import Backend
 from .layers import MLP, Linear
-from .network import EncoderDecoder, NetworkConfig
+from .network import DecoderOutputs, EncoderDecoder, NetworkConfig
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class ELBOTerms(NamedTuple):
 
 
 @dataclass
-class _Workspace:
+class _Workspace(DecoderOutputs):
     """Every activation and activation gradient of one batch size, made once.
 
     Rows: the encoder sees B rows; the latent ops, the decoder and the
@@ -112,15 +112,6 @@ class _Workspace:
         self.mu, self.logvar = heads[:, :K], heads[:, K:]
         self.dmu, self.dlogvar = dheads[:, :K], dheads[:, K:]
         self.z, self.dz = self.zin[:, :K], self.dzin[:, :K]
-
-    @property
-    def logits(self):
-        """``(N, D)`` decoder output: logits (Bernoulli) or mean (Gaussian)."""
-        return self.dec_outs[-1]
-
-    @property
-    def dlogits(self):
-        return self.dec_douts[-1]
 
 
 def repeat_rows(out, a):

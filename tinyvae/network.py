@@ -85,6 +85,20 @@ class NetworkConfig:
         return out
 
 
+class DecoderOutputs:
+    """For a model's workspace holding the decoder's buffers ``dec_outs`` and ``dec_douts``."""
+
+    @property
+    def logits(self):
+        """``(N, D)`` decoder output: logits (Bernoulli) or mean (Gaussian)."""
+        return self.dec_outs[-1]
+
+    @property
+    def dlogits(self):
+        """``(N, D)`` the loss's gradient with respect to :attr:`logits`."""
+        return self.dec_douts[-1]
+
+
 def check_batch(x, input_dim: int, xp, *, binary_targets: bool = True):
     """Validate a batch of data; raise ``ValueError`` naming what is wrong.
 
