@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig, Autoencoder
 from .backends import BACKENDS, BackendUnavailable, get_backend
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .data import DATASETS, DataError, Dataset, load_dataset
 from .images import save_grid
-from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig, Autoencoder
 from .model import VAE, VAEConfig
 from .network import LIKELIHOODS
 from .optim import Adam
