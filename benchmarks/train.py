@@ -3,10 +3,11 @@
     python -m benchmarks.train [--batch-size 128] [--threads 2] [--repeats 3]
 
 Same model (784-400-20), batch, data and thread count for all; PyTorch 2.13
-(CPU) runs its example VAE with Adam when it is installed. The GEMM-only floor
+(CPU) runs its example VAE with Adam, in a child process, when it is
+installed. The contenders take turns, one epoch each, for ``--repeats`` rounds,
+and the median of each is reported. The GEMM-only floor
 times the step's eleven BLAS calls alone (4 forward; 4 weight-gradient and 3
-input-gradient GEMMs backward), with tinyvae's buffers and layouts. Each
-contender runs ``--repeats`` epochs; the median is reported. Writes
+input-gradient GEMMs backward), with tinyvae's buffers and layouts. Writes
 ``benchmarks/results/train.json``, or ``train_<coretype>.json`` when
 ``OPENBLAS_CORETYPE`` is set (it picks OpenBLAS's kernels; see README).
 """
@@ -14,6 +15,9 @@ contender runs ``--repeats`` epochs; the median is reported. Writes
 from __future__ import annotations
 
 import argparse
+import atexit
+import importlib.util
+import multiprocessing
 import os
 import statistics
 import time
@@ -26,7 +30,8 @@ from tinyvae.model import VAE
 from tinyvae.optim import Adam
 
 
-def epochs_tinyvae(backend, data, batch_size, repeats, seed=1) -> list[float]:
+def tinyvae_epoch(backend, data, batch_size, seed=1):
+    """A function running one training epoch of tinyvae on ``backend`` (compiled and warmed)."""
     model = VAE(backend=backend, seed=seed)
     opt = Adam(model.params, model.backend)
     X = data.train_x
@@ -39,11 +44,12 @@ def epochs_tinyvae(backend, data, batch_size, repeats, seed=1) -> list[float]:
             np.take(X, perm[i:i + batch_size], axis=0, out=x)
             model.train_step(x, opt)
 
-    return timed(epoch, repeats)
+    return epoch
 
 
-def epochs_gemm_floor(data, batch_size, repeats) -> list[float]:
-    """The same number of steps doing only the step's GEMMs (tinyvae's buffers and layouts).
+def gemm_floor_epoch(data, batch_size):
+    """A function running the same number of steps doing only the step's GEMMs
+    (tinyvae's buffers and layouts).
 
     One real forward and backward first, so every buffer holds the values of a
     training step (uninitialised memory may hold NaNs or subnormals, which
@@ -70,39 +76,75 @@ def epochs_gemm_floor(data, batch_size, repeats) -> list[float]:
             mm(ws.enc_douts[1], enc[1].W, out=ws.enc_douts[0])
             mm(ws.enc_douts[0].T, x, out=enc[0].gW)
 
-    return timed(epoch, repeats)
+    return epoch
 
 
-def epochs_torch(data, batch_size, threads, repeats, seed=1) -> list[float] | None:
-    try:
-        import torch
-    except ImportError:
-        return None
+def _torch_worker(conn, batch_size, threads, seed):
+    """Child process: PyTorch's example VAE with Adam; times one epoch per request."""
+    import torch
+
     from benchmarks.torch_reference import TorchVAE, loss_of
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    data = load_dataset("fashion-mnist")
     model = TorchVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     X = torch.from_numpy(data.train_x)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(X)))
 
-    def epoch():
-        for i in range(0, len(X) - batch_size + 1, batch_size):
-            x = X[perm[i:i + batch_size]]
-            opt.zero_grad()
-            loss_of(model, x).backward()
-            opt.step()
+    def step(x):
+        opt.zero_grad()
+        loss_of(model, x).backward()
+        opt.step()
 
-    return timed(epoch, repeats)
-
-
-def timed(epoch, repeats) -> list[float]:
-    times = []
-    for _ in range(repeats):
+    step(X[:batch_size])
+    conn.send("ready")
+    while conn.recv() == "epoch":
         t0 = time.perf_counter()
-        epoch()
-        times.append(time.perf_counter() - t0)
+        for i in range(0, len(X) - batch_size + 1, batch_size):
+            step(X[perm[i:i + batch_size]])
+        conn.send(time.perf_counter() - t0)
+
+
+def torch_epoch(batch_size, threads, seed=1):
+    """A function asking a PyTorch child process for one timed epoch, or None without torch.
+
+    PyTorch runs in its own process: in this one, NumPy's OpenBLAS threads spin
+    between GEMMs and slow PyTorch's threads down (seen: 11.1 s per epoch after
+    them, 2.2 s alone). The child waits on a pipe while the others run.
+    """
+    if importlib.util.find_spec("torch") is None:
+        return None
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    child = ctx.Process(target=_torch_worker, args=(child_conn, batch_size, threads, seed), daemon=True)
+    child.start()
+    if conn.recv() != "ready":
+        raise RuntimeError("the PyTorch worker did not start")
+    atexit.register(lambda: (conn.send("stop"), child.join()))
+
+    def epoch():
+        conn.send("epoch")
+        return conn.recv()
+
+    return epoch
+
+
+def rounds(contenders: dict, repeats: int) -> dict[str, list[float]]:
+    """Epoch times of each contender, run in turn, one epoch each, ``repeats`` rounds.
+
+    Round-robin rather than one contender's repeats after another's: this
+    machine is shared and runs through slow phases of several seconds (the same
+    epoch took 1.1 s and 1.6 s minutes apart), which then fall on every
+    contender alike instead of on one, and the ratios stay comparable.
+    """
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, epoch in contenders.items():
+            t0 = time.perf_counter()
+            took = epoch()
+            times[name].append(took if took is not None else time.perf_counter() - t0)
     return times
 
 
@@ -110,21 +152,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--repeats", type=int, default=3, help="epochs per contender; the median is reported")
+    p.add_argument("--repeats", type=int, default=3, help="rounds; each contender runs one epoch per round, and its median is reported")
     args = p.parse_args(argv)
     data = load_dataset("fashion-mnist")
     n = (len(data.train_x) // args.batch_size) * args.batch_size
-    # PyTorch first: once NumPy's OpenBLAS threads exist they spin between GEMMs and
-    # slow PyTorch's own threads (seen: 11.1 s per epoch after them, 2.2 s alone).
-    # The machine is shared: each contender runs --repeats epochs and its median counts.
-    runs = {"pytorch": epochs_torch(data, args.batch_size, args.threads, args.repeats)}
-    runs["numpy"] = epochs_tinyvae("numpy", data, args.batch_size, args.repeats)
-    runs["numba"] = epochs_tinyvae("numba", data, args.batch_size, args.repeats)
-    runs["gemm_floor"] = epochs_gemm_floor(data, args.batch_size, args.repeats)
-    secs = {k: statistics.median(v) if v else None for k, v in runs.items()}
+    contenders = {"pytorch": torch_epoch(args.batch_size, args.threads),
+                  "numpy": tinyvae_epoch("numpy", data, args.batch_size),
+                  "numba": tinyvae_epoch("numba", data, args.batch_size),
+                  "gemm_floor": gemm_floor_epoch(data, args.batch_size)}
+    runs = rounds({k: f for k, f in contenders.items() if f is not None}, args.repeats)
+    secs = {k: statistics.median(runs[k]) if k in runs else None for k in contenders}
     rows = [{"what": k, "epoch_s": v, "samples_per_s": n / v if v else None,
              "vs_pytorch": v / secs["pytorch"] if v and secs["pytorch"] else None,
-             "vs_gemm_floor": v / secs["gemm_floor"] if v else None, "epochs_s": runs[k]} for k, v in secs.items()]
+             "vs_gemm_floor": v / secs["gemm_floor"] if v else None, "epochs_s": runs.get(k)} for k, v in secs.items()]
     coretype = os.environ.get("OPENBLAS_CORETYPE")
     name = f"train_{coretype.lower()}" if coretype else "train"
     report(name, rows, [("what", "<12"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"),
