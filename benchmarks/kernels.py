@@ -31,7 +31,7 @@ def cases(B: int, rng, dtype=np.float32):
         ("reparameterize_kl", f"{B}x{K}", lambda: (heads[:, :K], heads[:, K:], f(B, K), np.empty((B, K), dtype), np.empty(B, dtype)), 4 * B * K * e),
         ("reparameterize_kl_backward", f"{B}x{K}", lambda: (f(B, K), heads[:, :K], heads[:, K:], f(B, K), 1.0 / B, np.empty((B, K), dtype), np.empty((B, K), dtype)), 6 * B * K * e),
         ("bias_act", f"{B}x{H}", lambda: (f(B, H), f(H), True), 2 * B * H * e),
-        ("relu_backward_bias", f"{B}x{H}", lambda: (f(B, H), np.maximum(f(B, H), 0), np.empty(H, dtype)), 3 * B * H * e),
+        ("bias_act_backward", f"{B}x{H}", lambda: (f(B, H), np.maximum(f(B, H), 0), True, np.empty(H, dtype)), 3 * B * H * e),
     ]
 
 

@@ -1,7 +1,8 @@
 // The elementwise ends of a Linear layer (tinyvae/layers.py); the GEMMs are cuBLAS.
 //   bias_act:           out = act(out + b), act = ReLU or identity, in place;
-//   relu_backward_bias: da = dh * (h > 0) in place, and db = sum over the batch of da,
-//                       in one pass: block (32, TINYVAE_COLUMN_ROWS) per 32 columns.
+//   bias_act_backward:  da = dout * (out > 0) for ReLU (da = dout for the identity) in place,
+//                       and db = sum over the batch of da, in one pass: block
+//                       (32, TINYVAE_COLUMN_ROWS) per 32 columns.
 // The numpy reference of each is in tinyvae/backends/reference.py.
 #include "common.cuh"
 
@@ -16,13 +17,14 @@ __device__ void bias_act_elems(T* out, long ld, const T* b, int B, int H, int re
 }
 
 template <typename T>
-__device__ void relu_backward_bias_cols(T* dh, long ld_dh, const T* h, long ld_h, T* db, int B, int H) {
+__device__ void bias_act_backward_cols(T* dout, long ld_dout, const T* out, long ld_out, int relu, T* db, int B,
+                                       int H) {
     const int j = blockIdx.x * 32 + threadIdx.x;
     T acc = 0;
     if (j < H) {
         for (int r = threadIdx.y; r < B; r += TINYVAE_COLUMN_ROWS) {
-            const T g = h[r * ld_h + j] > T(0) ? dh[r * ld_dh + j] : T(0);
-            dh[r * ld_dh + j] = g;
+            const T g = (!relu || out[r * ld_out + j] > T(0)) ? dout[r * ld_dout + j] : T(0);
+            dout[r * ld_dout + j] = g;
             acc += g;
         }
     }
@@ -36,9 +38,9 @@ __device__ void relu_backward_bias_cols(T* dh, long ld_dh, const T* h, long ld_h
     extern "C" __global__ void bias_act_##SUFFIX(T* out, long ld, const T* b, int B, int H, int relu) {         \
         bias_act_elems<T>(out, ld, b, B, H, relu);                                                             \
     }                                                                                                         \
-    extern "C" __global__ void relu_backward_bias_##SUFFIX(T* dh, long ld_dh, const T* h, long ld_h, T* db,    \
-                                                           int B, int H) {                                    \
-        relu_backward_bias_cols<T>(dh, ld_dh, h, ld_h, db, B, H);                                              \
+    extern "C" __global__ void bias_act_backward_##SUFFIX(T* dout, long ld_dout, const T* out, long ld_out,     \
+                                                          int relu, T* db, int B, int H) {                    \
+        bias_act_backward_cols<T>(dout, ld_dout, out, ld_out, relu, db, B, H);                                 \
     }
 
 TINYVAE_LINEAR(float, f32)

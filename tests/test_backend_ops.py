@@ -135,12 +135,12 @@ def test_latent_ops_take_column_views_of_the_heads(name):
 
 @pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
-@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16))
-def test_relu_backward_bias(name, shape, dtype, seed):
+@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), relu=st.booleans())
+def test_bias_act_backward(name, shape, dtype, seed, relu):
     be = _fused(name)
     rng = np.random.default_rng(seed)
-    h = np.maximum(rng.normal(size=shape), 0)
-    _run(be, "relu_backward_bias", [rng.normal(size=shape), h], [shape[1]], dtype)
+    out = np.maximum(rng.normal(size=shape), 0) if relu else rng.normal(size=shape)
+    _run(be, "bias_act_backward", [rng.normal(size=shape), out], [shape[1]], dtype, extra=(relu,))
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -183,7 +183,8 @@ for dt in (np.float32, np.float64):
     n.reparameterize_kl(a, a, a, a.copy(), k)
     n.reparameterize_kl_backward(a, a, a, a, 1.0, a.copy(), a.copy())
     n.bias_act(a.copy(), k.copy()[:1].repeat(5), True)
-    n.relu_backward_bias(a.copy(), a, k.copy()[:1].repeat(5))
+    n.bias_act_backward(a.copy(), a, True, k.copy()[:1].repeat(5))
+    n.bias_act_backward(a.copy(), a, False, k.copy()[:1].repeat(5))
     p = np.ones(7, dt)
     n.adam_step(p, p.copy(), p.copy(), p.copy(), 1e-3, 0.9, 0.999, 1e-8, 1)
     n.sgd_step(p, p.copy(), p.copy(), 1e-2, 0.9, True)

@@ -131,14 +131,15 @@ def test_gradcheck_catches_a_wrong_gradient():
     assert gradcheck.check_op(fun, inputs, wrt)["logvar"].max_rel_error > 1e-2
 
 
-def test_relu_backward_bias():
+@pytest.mark.parametrize("relu", [True, False])
+def test_bias_act_backward(relu):
     rng = np.random.default_rng(1)
-    h = np.maximum(rng.normal(size=(5, 7)), 0)
-    dh = rng.normal(size=(5, 7))
-    expected = dh * (h > 0)
+    out = np.maximum(rng.normal(size=(5, 7)), 0) if relu else rng.normal(size=(5, 7))
+    dout = rng.normal(size=(5, 7))
+    expected = dout * (out > 0) if relu else dout.copy()
     db = np.empty(7)
-    ref.relu_backward_bias(dh, h, db)
-    np.testing.assert_array_equal(dh, expected)
+    ref.bias_act_backward(dout, out, relu, db)
+    np.testing.assert_array_equal(dout, expected)
     np.testing.assert_allclose(db, expected.sum(0), rtol=1e-14)
 
 

@@ -47,10 +47,7 @@ class Linear:
         ``dout`` is overwritten with dL/d(pre-activation). Writes ``gW = da^T x``,
         ``gb = sum_batch da`` and, when ``dx`` is given, ``dx = da W``.
         """
-        if self.relu:
-            backend.relu_backward_bias(dout, out, self.gb)
-        else:
-            backend.xp.sum(dout, axis=0, out=self.gb)
+        backend.bias_act_backward(dout, out, self.relu, self.gb)
         backend.xp.matmul(dout.T, x, out=self.gW)
         if dx is not None:
             backend.xp.matmul(dout, self.W, out=dx)

@@ -17,7 +17,7 @@ OPS = (
     "reparameterize_kl",
     "reparameterize_kl_backward",
     "bias_act",
-    "relu_backward_bias",
+    "bias_act_backward",
     "adam_step",
     "sgd_step",
 )
@@ -40,7 +40,7 @@ class Backend:
     reparameterize_kl: Callable
     reparameterize_kl_backward: Callable
     bias_act: Callable
-    relu_backward_bias: Callable
+    bias_act_backward: Callable
     adam_step: Callable
     sgd_step: Callable
 

@@ -12,7 +12,7 @@ environment variable ``TINYVAE_KERNELS`` points.
 
 Launch shapes (see each ``.cu`` file): one 256-thread block per row for the
 likelihoods, one warp per row for the reparameterization forward, blocks of
-(32, 8) threads per 32 columns for the column sums (ReLU backward with the bias
+(32, 8) threads per 32 columns for the column sums (activation backward with the bias
 gradient, the Gaussian log-variance gradient), and grid-stride loops of
 256-thread blocks for the elementwise ops.
 
@@ -32,7 +32,7 @@ KERNEL_DIR = Path(os.environ.get("TINYVAE_KERNELS", Path(__file__).resolve().par
 FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
     "reparameterize_kl": "latent", "reparameterize_kl_backward": "latent",
-    "bias_act": "linear", "relu_backward_bias": "linear",
+    "bias_act": "linear", "bias_act_backward": "linear",
     "adam_step": "optim", "sgd_step": "optim",
 }
 THREADS = 256     # threads per block of the row and elementwise kernels
@@ -150,12 +150,13 @@ def bias_act(out, b, relu):
         (out, np.int64(row_stride(out)), b, np.int32(B), np.int32(H), np.int32(bool(relu))))
 
 
-def relu_backward_bias(dh, h, db_out):
-    sfx = _check(dh, h, db_out)
-    B, H = dh.shape
-    kernel("relu_backward_bias", sfx)(
+def bias_act_backward(dout, out, relu, db_out):
+    sfx = _check(dout, out, db_out)
+    B, H = dout.shape
+    kernel("bias_act_backward", sfx)(
         (math.ceil(H / COLUMNS),), (COLUMNS, COLUMN_ROWS),
-        (dh, np.int64(row_stride(dh)), h, np.int64(row_stride(h)), db_out, np.int32(B), np.int32(H)))
+        (dout, np.int64(row_stride(dout)), out, np.int64(row_stride(out)), np.int32(bool(relu)), db_out,
+         np.int32(B), np.int32(H)))
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, step):

@@ -215,17 +215,18 @@ def bias_act(out, b, relu):
 
 
 @njit(**_JIT)
-def relu_backward_bias(dh, h, db_out):
-    # One pass, row by row: each row's masked values are stored and added to
-    # db_out in the same vector loop (4.2 us at 128x400, against 10.7 us for a
-    # masking kernel followed by NumPy's column sum). Serial on purpose: the
-    # column sums would race across rows.
-    zero = dh.dtype.type(0.0)
+def bias_act_backward(dout, out, relu, db_out):
+    # One pass, row by row: each row's (masked) values are stored and added to
+    # db_out in the same vector loop. At 128x400 with ReLU: 4.0 us, against
+    # 10.7 us for a masking kernel followed by NumPy's column sum; at 128x784
+    # without: 3.2 us against 7.9 us for NumPy's column sum. Serial on purpose:
+    # the column sums would race across rows.
+    zero = dout.dtype.type(0.0)
     db_out[:] = zero
-    for r in range(dh.shape[0]):
-        for j in range(dh.shape[1]):
-            v = dh[r, j] if h[r, j] > zero else zero
-            dh[r, j] = v
+    for r in range(dout.shape[0]):
+        for j in range(dout.shape[1]):
+            v = dout[r, j] if (not relu or out[r, j] > zero) else zero
+            dout[r, j] = v
             db_out[j] += v
 
 

@@ -153,20 +153,22 @@ def bias_act(out, b, relu):
         xp.maximum(out, 0, out=out)
 
 
-def relu_backward_bias(dh, h, db_out):
-    """ReLU backward, in place, fused with the bias gradient of the layer below.
+def bias_act_backward(dout, out, relu, db_out):
+    """Backward of :func:`bias_act`, in place: the activation's gradient and the bias gradient.
 
-    With ``h = relu(a)`` and ``a = x W^T + b``: ``da = dh * (h > 0)`` and
-    ``db = sum_batch da``.
+    With ``out = act(a)`` and ``a = x W^T + b``: ``da = dout * (out > 0)`` for
+    ReLU (``da = dout`` for the identity) and ``db = sum_batch da``.
 
     Args:
-        dh: ``(B, H)`` gradient with respect to h; overwritten with ``da``.
-        h: ``(B, H)`` ReLU outputs.
+        dout: ``(B, H)`` gradient with respect to ``out``; overwritten with ``da``.
+        out: ``(B, H)`` the layer's outputs (read only for ReLU).
+        relu: as given to :func:`bias_act`.
         db_out: ``(H,)`` receives the bias gradient.
     """
-    xp = array_module(dh)
-    xp.multiply(dh, h > 0, out=dh)
-    xp.sum(dh, axis=0, out=db_out)
+    xp = array_module(dout)
+    if relu:
+        xp.multiply(dout, out > 0, out=dout)
+    xp.sum(dout, axis=0, out=db_out)
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, step):
