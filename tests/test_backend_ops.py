@@ -83,9 +83,10 @@ def test_gaussian_nll(name, shape, dtype, seed, learned):
 
 
 def _latent(rng, shape, extreme):
+    """``heads (B, 2K) = [mu | logvar]`` and ``eps (B, K)``."""
     mu = rng.uniform(-10, 10, shape) if extreme else rng.normal(0, 1, shape)
     logvar = rng.uniform(-20, 20, shape) if extreme else rng.normal(0, 1, shape)
-    return mu, logvar, rng.standard_normal(shape)
+    return np.concatenate([mu, logvar], axis=1), rng.standard_normal(shape)
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -93,8 +94,8 @@ def _latent(rng, shape, extreme):
 @given(B=st.integers(1, 700), K=st.integers(1, 40), dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
 def test_reparameterize_kl(name, B, K, dtype, seed, extreme):
     be = _fused(name)
-    mu, logvar, eps = _latent(np.random.default_rng(seed), (B, K), extreme)
-    _run(be, "reparameterize_kl", [mu, logvar, eps], [(B, K), B], dtype)
+    heads, eps = _latent(np.random.default_rng(seed), (B, K), extreme)
+    _run(be, "reparameterize_kl", [heads, eps], [(B, K), B], dtype)
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -103,32 +104,26 @@ def test_reparameterize_kl(name, B, K, dtype, seed, extreme):
 def test_reparameterize_kl_backward(name, B, K, dtype, seed, extreme):
     be = _fused(name)
     rng = np.random.default_rng(seed)
-    mu, logvar, eps = _latent(rng, (B, K), extreme)
+    heads, eps = _latent(rng, (B, K), extreme)
     dz = rng.normal(0, 1e-2, (B, K))
-    r_args = [np.array(a, dtype) for a in (dz, mu, logvar, eps)]
-    outs = [np.zeros((B, K), dtype) for _ in range(2)]
-    ref.reparameterize_kl_backward(*r_args, 0.3 / B, *outs)
-    f_outs = [be.xp.zeros((B, K), dtype) for _ in range(2)]
-    be.reparameterize_kl_backward(*[be.xp.asarray(a) for a in r_args], 0.3 / B, *f_outs)
-    for a, b in zip(f_outs, outs):
-        _close(be.to_host(a), b, dtype)
+    _run(be, "reparameterize_kl_backward", [dz, heads, eps], [(B, 2 * K)], dtype, extra=(0.3 / B,))
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_latent_ops_take_column_views_of_the_heads(name):
-    """mu and logvar arrive as strided halves of one (B, 2K) array."""
+def test_latent_ops_take_column_views_for_z(name):
+    """z and dz arrive as the first K columns of the decoder's (B, K + C) input, as in a CVAE."""
     be = _fused(name)
     rng = np.random.default_rng(0)
-    heads = rng.normal(size=(37, 10))
-    eps = rng.standard_normal((37, 5))
+    heads, eps = _latent(rng, (37, 5), False)
+    dzin = rng.normal(size=(37, 8))
     outs = {}
     for b in (ref, be):
-        h = b.xp.asarray(heads)
-        z, kl = b.xp.zeros((37, 5)), b.xp.zeros(37)
-        b.reparameterize_kl(h[:, :5], h[:, 5:], b.xp.asarray(eps), z, kl)
-        d = b.xp.zeros((37, 10))
-        b.reparameterize_kl_backward(z, h[:, :5], h[:, 5:], b.xp.asarray(eps), 0.1, d[:, :5], d[:, 5:])
-        outs[b.name] = [b.to_host(a) for a in (z, kl, d)]
+        zin, kl, d = b.xp.zeros((37, 8)), b.xp.zeros(37), b.xp.zeros((37, 10))
+        h, e = b.xp.asarray(heads), b.xp.asarray(eps)
+        b.reparameterize_kl(h, e, zin[:, :5], kl)
+        b.reparameterize_kl_backward(b.xp.asarray(dzin)[:, :5], h, e, 0.1, d)
+        outs[b.name] = [b.to_host(a) for a in (zin, kl, d)]
+    assert not outs[be.name][0][:, 5:].any()  # the label columns are left alone
     for a, r in zip(outs[be.name], outs["numpy"]):
         _close(a, r, np.float64)
 
@@ -180,8 +175,9 @@ for dt in (np.float32, np.float64):
     n.bce_with_logits(a, a, 1.0, k, a.copy())
     n.gaussian_nll(a, a, a[0], 1.0, k, a.copy(), a[0].copy())
     n.gaussian_nll(a, a, a[0], 1.0, k, a.copy(), None)
-    n.reparameterize_kl(a, a, a, a.copy(), k)
-    n.reparameterize_kl_backward(a, a, a, a, 1.0, a.copy(), a.copy())
+    heads = np.ones((3, 10), dt)
+    n.reparameterize_kl(heads, a, a.copy(), k)
+    n.reparameterize_kl_backward(a, heads, a, 1.0, heads.copy())
     n.bias_act(a.copy(), k.copy()[:1].repeat(5), True)
     n.bias_act_backward(a.copy(), a, True, k.copy()[:1].repeat(5))
     n.bias_act_backward(a.copy(), a, False, k.copy()[:1].repeat(5))

@@ -92,7 +92,7 @@ def _cuda():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B,K", [(1, 1), (33, 20), (1000, 45), (4099, 3)])
 def test_latent_ops_on_column_views(dtype, B, K):
-    """mu and logvar as column views of one (B, 2K) array, z and dz as views of (B, K + C), as in the model."""
+    """heads (B, 2K) read as two strided halves, z and dz as views of (B, K + C), as in the model."""
     be = _cuda()
     from tinyvae.backends import reference
 
@@ -102,11 +102,11 @@ def test_latent_ops_on_column_views(dtype, B, K):
     d_heads, d_eps, d_dz = (be.xp.asarray(a) for a in (heads, eps, dz))
     z, kl = np.empty((B, K + 3), dtype), np.empty(B, dtype)
     d_z, d_kl = be.xp.zeros((B, K + 3), dtype), be.xp.zeros(B, dtype)
-    reference.reparameterize_kl(heads[:, :K], heads[:, K:], eps, z[:, :K], kl)
-    be.reparameterize_kl(d_heads[:, :K], d_heads[:, K:], d_eps, d_z[:, :K], d_kl)
+    reference.reparameterize_kl(heads, eps, z[:, :K], kl)
+    be.reparameterize_kl(d_heads, d_eps, d_z[:, :K], d_kl)
     g, d_g = np.empty((B, 2 * K), dtype), be.xp.zeros((B, 2 * K), dtype)
-    reference.reparameterize_kl_backward(dz[:, :K], heads[:, :K], heads[:, K:], eps, 0.3, g[:, :K], g[:, K:])
-    be.reparameterize_kl_backward(d_dz[:, :K], d_heads[:, :K], d_heads[:, K:], d_eps, 0.3, d_g[:, :K], d_g[:, K:])
+    reference.reparameterize_kl_backward(dz[:, :K], heads, eps, 0.3, g)
+    be.reparameterize_kl_backward(d_dz[:, :K], d_heads, d_eps, 0.3, d_g)
     rtol = 1e-12 if dtype == np.float64 else 2e-5
     np.testing.assert_allclose(be.to_host(d_z)[:, :K], z[:, :K], rtol=rtol, atol=rtol)
     np.testing.assert_allclose(be.to_host(d_kl), kl, rtol=rtol, atol=rtol * np.abs(kl).max())

@@ -50,7 +50,7 @@ def test_reparameterize_kl_forward_at_extremes(data):
     logvar = data.draw(arrays(np.float64, shape, elements=st.floats(-20, 20, **finite)))
     eps = data.draw(arrays(np.float64, shape, elements=st.floats(-5, 5, **finite)))
     z, kl = np.empty(shape), np.empty(shape[0])
-    ref.reparameterize_kl(mu, logvar, eps, z, kl)
+    ref.reparameterize_kl(np.concatenate([mu, logvar], axis=1), eps, z, kl)
     np.testing.assert_allclose(z, mu + np.sqrt(np.exp(logvar)) * eps, rtol=1e-12, atol=1e-12)
     # KL(N(mu, s^2) || N(0, 1)) per dimension = log(1/s) + (s^2 + mu^2)/2 - 1/2 >= 0
     s2 = np.exp(logvar)
@@ -119,9 +119,10 @@ def test_gaussian_nll_is_the_normal_log_density():
 
 def test_gradcheck_catches_a_wrong_gradient():
     """The checker must fail when the analytic gradient is off (here: the KL term's 0.5 dropped)."""
-    def wrong(dz, mu, logvar, eps, kl_scale, dmu_out, dlogvar_out):
-        ref.reparameterize_kl_backward(dz, mu, logvar, eps, kl_scale, dmu_out, dlogvar_out)
-        dlogvar_out += 0.5 * kl_scale * (np.exp(logvar) - 1)
+    def wrong(dz, heads, eps, kl_scale, dheads_out):
+        ref.reparameterize_kl_backward(dz, heads, eps, kl_scale, dheads_out)
+        K = eps.shape[1]
+        dheads_out[:, K:] += 0.5 * kl_scale * (np.exp(heads[:, K:]) - 1)
 
     broken = ref.__class__(**{**ref.__dict__, "reparameterize_kl_backward": wrong})
     fun, wrt = gradcheck.op_objectives(broken)["reparameterize_kl"]

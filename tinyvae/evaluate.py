@@ -99,7 +99,7 @@ def importance_weighted(model: VAE, x, k: int, y=None, rng: np.random.Generator 
         done += n
     iwae = shift + np.log(total) - math.log(k)
     kl = np.empty(B)
-    reference.reparameterize_kl(mu64, logvar64, np.zeros_like(mu64), np.empty_like(mu64), kl)
+    reference.reparameterize_kl(np.concatenate([mu64, logvar64], axis=1), np.zeros_like(mu64), np.empty_like(mu64), kl)
     return iwae, mean_log_px / k - kl
 
 

@@ -224,13 +224,14 @@ def op_objectives(backend: Backend | str = "numpy"):
         return be.to_host(loss * ww), {"logits": be.to_host(dl * ww[:, None])}
 
     def reparameterize_kl(mu, logvar, eps, wz, c):
-        m, lv, e, g = (xp.asarray(a) for a in (mu, logvar, eps, wz))
-        z, kl = xp.empty(m.shape), xp.empty(m.shape[0])
-        be.reparameterize_kl(m, lv, e, z, kl)
-        dmu, dlv = xp.empty(m.shape), xp.empty(m.shape)
-        be.reparameterize_kl_backward(g, m, lv, e, c, dmu, dlv)
+        heads, e, g = xp.asarray(np.concatenate([mu, logvar], axis=1)), xp.asarray(eps), xp.asarray(wz)
+        B, K = e.shape
+        z, kl, dheads = xp.empty((B, K)), xp.empty(B), xp.empty((B, 2 * K))
+        be.reparameterize_kl(heads, e, z, kl)
+        be.reparameterize_kl_backward(g, heads, e, c, dheads)
         terms = xp.concatenate([(z * g).ravel(), c * kl])
-        return be.to_host(terms), {"mu": be.to_host(dmu), "logvar": be.to_host(dlv)}
+        dheads = be.to_host(dheads)
+        return be.to_host(terms), {"mu": dheads[:, :K], "logvar": dheads[:, K:]}
 
     def gaussian_nll(mean, x, logvar, w):
         m, xx, lv = (xp.asarray(a) for a in (mean, x, logvar))

@@ -97,20 +97,19 @@ class _Workspace(DecoderOutputs):
     eps: object          # (N, K)
     kl: object           # (N,) nats
     nll: object          # (N,) nats
+    heads: object = field(init=False)   # (N, 2K) [mu | logvar], one row per draw
+    dheads: object = field(init=False)
     mu: object = field(init=False)
     logvar: object = field(init=False)
-    dmu: object = field(init=False)
-    dlogvar: object = field(init=False)
     z: object = field(init=False)
     dz: object = field(init=False)
     beta: float = field(init=False, default=1.0)  # the KL weight of the last backward pass
 
     def __post_init__(self):
         K = self.eps.shape[1]
-        heads = self.enc_outs[-1] if self.heads_rep is None else self.heads_rep
-        dheads = self.enc_douts[-1] if self.dheads_rep is None else self.dheads_rep
+        self.heads = heads = self.enc_outs[-1] if self.heads_rep is None else self.heads_rep
+        self.dheads = self.enc_douts[-1] if self.dheads_rep is None else self.dheads_rep
         self.mu, self.logvar = heads[:, :K], heads[:, K:]
-        self.dmu, self.dlogvar = dheads[:, :K], dheads[:, K:]
         self.z, self.dz = self.zin[:, :K], self.dzin[:, :K]
 
 
@@ -222,7 +221,7 @@ class VAE(EncoderDecoder):
             repeat_rows(ws.target, x)
         if ws.xin is not None:
             repeat_rows(ws.zin[:, K:], ws.xin[:, self.config.input_dim:])
-        self.backend.reparameterize_kl(ws.mu, ws.logvar, ws.eps, ws.z, ws.kl)
+        self.backend.reparameterize_kl(ws.heads, ws.eps, ws.z, ws.kl)
         self.decoder.forward(self.backend, ws.zin, ws.dec_outs)
         return ws
 
@@ -237,7 +236,7 @@ class VAE(EncoderDecoder):
         self.likelihood(ws.logits, target, 1.0 / N, ws.nll, ws.dlogits, self.decoder_dlogvar)
         self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
         # Each data point's KL appears in L rows, so each row weighs beta / N.
-        self.backend.reparameterize_kl_backward(ws.dz, ws.mu, ws.logvar, ws.eps, beta / N, ws.dmu, ws.dlogvar)
+        self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, beta / N, ws.dheads)
         if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
             L, B = self.config.mc_samples, ws.batch
             self.xp.sum(ws.dheads_rep.reshape(L, B, -1), axis=0, out=ws.enc_douts[-1])

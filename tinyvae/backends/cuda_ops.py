@@ -122,9 +122,10 @@ def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
             (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), dlogvar_out, np.int32(B), np.int32(D)))
 
 
-def reparameterize_kl(mu, logvar, eps, z_out, kl_out):
-    sfx = _check(mu, logvar, eps, z_out, kl_out)
-    B, K = mu.shape
+def reparameterize_kl(heads, eps, z_out, kl_out):
+    sfx = _check(heads, eps, z_out, kl_out)
+    B, K = eps.shape
+    mu, logvar = heads[:, :K], heads[:, K:]
     rows_per_block = THREADS // 32
     kernel("reparameterize_kl", sfx)(
         (math.ceil(B / rows_per_block),), (THREADS,),
@@ -132,9 +133,11 @@ def reparameterize_kl(mu, logvar, eps, z_out, kl_out):
          z_out, np.int64(row_stride(z_out)), kl_out, np.int32(B), np.int32(K)))
 
 
-def reparameterize_kl_backward(dz, mu, logvar, eps, kl_scale, dmu_out, dlogvar_out):
-    sfx = _check(dz, mu, logvar, eps, dmu_out, dlogvar_out)
-    B, K = mu.shape
+def reparameterize_kl_backward(dz, heads, eps, kl_scale, dheads_out):
+    sfx = _check(dz, heads, eps, dheads_out)
+    B, K = eps.shape
+    mu, logvar = heads[:, :K], heads[:, K:]
+    dmu_out, dlogvar_out = dheads_out[:, :K], dheads_out[:, K:]
     kernel("reparameterize_kl_backward", sfx)(
         (grid_for(B * K),), (THREADS,),
         (dz, np.int64(row_stride(dz)), mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)),

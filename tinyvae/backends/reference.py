@@ -101,7 +101,7 @@ def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
         xp.multiply(xp.sum(0.5 * (1 - r2), axis=0), scale, out=dlogvar_out)
 
 
-def reparameterize_kl(mu, logvar, eps, z_out, kl_out):
+def reparameterize_kl(heads, eps, z_out, kl_out):
     """Reparameterized sample of q(z|x) and its analytic KL to N(0, I).
 
     ::
@@ -110,17 +110,21 @@ def reparameterize_kl(mu, logvar, eps, z_out, kl_out):
         kl = -0.5 * sum_k (1 + logvar - mu^2 - exp(logvar))  (K&W Appendix B), nats
 
     Args:
-        mu, logvar, eps: ``(B, K)`` float arrays; ``eps ~ N(0, I)``.
+        heads: ``(B, 2K)`` float array, the encoder's output ``[mu | logvar]``
+            (one GEMM computes both heads; the fused kernels read it whole).
+        eps: ``(B, K)`` noise, ``eps ~ N(0, I)``.
         z_out: ``(B, K)`` receives z.
         kl_out: ``(B,)`` receives the per-sample KL(q(z|x) || N(0, I)) in nats.
     """
-    xp = array_module(mu)
+    xp = array_module(heads)
+    K = eps.shape[1]
+    mu, logvar = heads[:, :K], heads[:, K:]
     xp.add(mu, xp.exp(0.5 * logvar) * eps, out=z_out)
     xp.multiply(xp.sum(1 + logvar - mu * mu - xp.exp(logvar), axis=1), -0.5, out=kl_out)
 
 
-def reparameterize_kl_backward(dz, mu, logvar, eps, kl_scale, dmu_out, dlogvar_out):
-    """Gradient of ``sum(dz * z) + kl_scale * sum(kl)`` with respect to mu and logvar.
+def reparameterize_kl_backward(dz, heads, eps, kl_scale, dheads_out):
+    """Gradient of ``sum(dz * z) + kl_scale * sum(kl)`` with respect to ``[mu | logvar]``.
 
     The reparameterization gradient (K&W Sec. 2.4) plus the gradient of the
     analytic KL (K&W Appendix B)::
@@ -130,11 +134,15 @@ def reparameterize_kl_backward(dz, mu, logvar, eps, kl_scale, dmu_out, dlogvar_o
 
     Args:
         dz: ``(B, K)`` gradient of the loss with respect to z.
-        mu, logvar, eps: ``(B, K)``, as given to :func:`reparameterize_kl`.
+        heads: ``(B, 2K)`` ``[mu | logvar]`` and eps ``(B, K)``, as given to
+            :func:`reparameterize_kl`.
         kl_scale: float weight of the summed KL in the loss (``beta / B``).
-        dmu_out, dlogvar_out: ``(B, K)`` receive the gradients.
+        dheads_out: ``(B, 2K)`` receives ``[dmu | dlogvar]``.
     """
-    xp = array_module(mu)
+    xp = array_module(heads)
+    K = eps.shape[1]
+    mu, logvar = heads[:, :K], heads[:, K:]
+    dmu_out, dlogvar_out = dheads_out[:, :K], dheads_out[:, K:]
     xp.add(dz, kl_scale * mu, out=dmu_out)
     xp.add(0.5 * dz * eps * xp.exp(0.5 * logvar), 0.5 * kl_scale * (xp.exp(logvar) - 1), out=dlogvar_out)
 
