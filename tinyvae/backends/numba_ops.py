@@ -18,13 +18,21 @@ ops read the encoder's ``(B, 2K)`` output ``[mu | logvar]`` whole: given
 the loops stayed scalar (10 us each at B = 128, and slower than NumPy at
 B = 8192); on the whole array they take 4.2 and 2.4 us.
 
-Threads: the kernels are compiled with ``parallel=True`` (Numba's parfor
-lowering is also what vectorises the BCE loop: 61 us at 128x784 against 712 us
-compiled serially), but run on ``THREADS`` = 1 Numba thread, set when this
+Threads: the kernels are compiled with ``parallel=True`` for what parfor
+lowering does to a loop, not for threads: it outlines the loop body into a
+function whose array arguments are marked as not aliasing, which is what lets
+LLVM vectorise a loop that writes several arrays. Compiled serially, Adam took
+1.2 ms instead of 65 us (its loop stayed scalar), and the BCE kernel 712 us
+instead of 61 us (before ``exp_neg32`` lost its table). The one exception is
+``bias_act_backward``, serial because its column sums would race across rows;
+it vectorises anyway. They run on ``THREADS`` = 1 Numba thread, set when this
 module loads. On two cores OpenBLAS owns both for the GEMMs and its threads
 spin between calls; Numba's threads in between fight them: one Fashion-MNIST
 epoch took 30.0 s with two Numba threads and 1.21 s with one (numpy backend
-2.0 s), measured with ``python -m benchmarks.train``.
+2.0 s), measured with ``python -m benchmarks.train``. With OpenMP's passive
+wait policy the fight goes, but Adam, the one kernel big enough to split, is
+bound by memory bandwidth and gained nothing from a second thread (320 to 390
+us per call either way with cold caches, 94 to 140 us warm).
 
 ``cache=True`` stores the compiled machine code beside this file (in
 ``__pycache__``), so a second process does not recompile. Kernels are plain
