@@ -23,7 +23,7 @@ import numpy as np
 from benchmarks.common import median_time, report
 from benchmarks.kernels import cases, optimizer_cases
 from tinyvae.backends import get_backend
-from tinyvae.data import load_dataset
+from tinyvae.data import load_dataset, pixels_to_unit
 from tinyvae.model import VAE
 from tinyvae.optim import Adam
 
@@ -77,16 +77,16 @@ def train(cuda, args):
     data = load_dataset("fashion-mnist")
     B = args.batch_size
     n_steps = len(data.train_x) // B
-    X = cupy.asarray(data.train_x)
+    X = cupy.asarray(data.train_pixels)  # uint8 rows, scaled batch by batch, as the trainer does
     perm = cupy.asarray(np.random.default_rng(1).permutation(len(data.train_x)))
     sync = cupy.cuda.Device().synchronize
     model = VAE(backend=cuda, seed=1)
     opt = Adam(model.params, model.backend)
-    x = cupy.empty((B, X.shape[1]), cupy.float32)
+    pixels, x = cupy.empty((B, X.shape[1]), cupy.uint8), cupy.empty((B, X.shape[1]), cupy.float32)
 
     def ours(i):
-        cupy.take(X, perm[i * B:(i + 1) * B], axis=0, out=x)
-        model.train_step(x, opt)
+        cupy.take(X, perm[i * B:(i + 1) * B], axis=0, out=pixels)
+        model.train_step(pixels_to_unit(pixels, out=x), opt)
 
     runs = {"tinyvae cuda": epoch_times(ours, n_steps, sync, args.epochs)}
     try:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinyvae import data
-from tinyvae.data import DataError, load_dataset, read_idx, write_idx
+from tinyvae.data import DataError, load_dataset, pixels_to_unit, read_idx, write_idx
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -60,6 +60,17 @@ def test_mnist_from_a_named_directory(tiny_data_dir):
     assert d.train_x.shape == (256, 64) and d.test_x.shape == (64, 64)
     assert d.train_x.dtype == np.float32 and 0 <= d.train_x.min() and d.train_x.max() <= 1
     assert d.image_shape == (8, 8) and d.train_y.dtype == np.int64
+
+
+def test_pixels_are_kept_and_scaled_by_one_rule(tiny_data_dir):
+    d = load_dataset("mnist", tiny_data_dir)
+    assert d.train_pixels.dtype == np.uint8 and d.train_pixels.shape == (256, 64)
+    expected = d.train_pixels.astype(np.float32) / np.float32(255)
+    np.testing.assert_allclose(d.train_x, expected, rtol=2e-7, atol=0)
+    assert d.train_x[d.train_pixels == 255].min(initial=1) == 1 and d.train_x[d.train_pixels == 0].max(initial=0) == 0
+    every = np.arange(256, dtype=np.uint8)
+    wide = pixels_to_unit(every, out=np.empty(256))  # a float64 batch holds the same values, widened
+    np.testing.assert_array_equal(wide, pixels_to_unit(every).astype(np.float64))
 
 
 def test_raw_files_work_too(tmp_path):

@@ -12,9 +12,12 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+from .backends.reference import array_module
 
 # IDX type code -> big-endian numpy dtype.
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -27,6 +30,7 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 DATASETS = ("fashion-mnist", "mnist")
+PIXEL_SCALE = np.float32(1 / 255)
 
 
 class DataError(ValueError):
@@ -116,17 +120,48 @@ CLASS_NAMES = {
 }
 
 
+def pixels_to_unit(pixels, out=None):
+    """uint8 pixels as intensities in [0, 1]: ``pixels * float32(1 / 255)``.
+
+    Computed in float32 whatever ``out``'s float dtype, so every caller gets the
+    same values (a float64 ``out`` receives the float32 results, widened).
+
+    Args:
+        pixels: uint8 NumPy or CuPy array, any shape.
+        out: optional float array of the same shape and module to write into.
+
+    Returns:
+        ``out``, or a new float32 array.
+    """
+    return array_module(pixels).multiply(pixels, PIXEL_SCALE, out=out)
+
+
 @dataclass
 class Dataset:
-    """Images flattened to ``(N, D)`` float32 in [0, 1], and ``(N,)`` int64 labels."""
+    """Images flattened to ``(N, D)``, kept as their uint8 pixels, and ``(N,)`` int64 labels.
+
+    ``train_x``/``test_x`` are the pixels as float32 in [0, 1] (:func:`pixels_to_unit`),
+    made on first use. The trainer gathers its batches from ``train_pixels``
+    and converts each batch: a quarter of the memory traffic of gathering
+    float32 rows (in a numba training step: 0.022 against 0.033 s per
+    Fashion-MNIST epoch), and a quarter of the memory (47 against 188 MB).
+    """
 
     name: str
-    train_x: np.ndarray
+    train_pixels: np.ndarray
     train_y: np.ndarray
-    test_x: np.ndarray
+    test_pixels: np.ndarray
     test_y: np.ndarray
     image_shape: tuple[int, int]
     source: Path
+
+    @cached_property
+    def train_x(self) -> np.ndarray:
+        return pixels_to_unit(self.train_pixels)
+
+    @cached_property
+    def test_x(self) -> np.ndarray:
+        return pixels_to_unit(self.test_pixels)
 
     @property
     def class_names(self) -> list[str]:
@@ -174,7 +209,8 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
     ``mnist`` cannot be downloaded here: it is read from ``data_dir``.
 
     Returns:
-        A :class:`Dataset`; pixels scaled to [0, 1] float32 (uint8 / 255).
+        A :class:`Dataset` of uint8 pixels (``train_x``/``test_x``: scaled to
+        [0, 1] float32, uint8 / 255).
 
     Raises:
         ValueError: for an unknown dataset name, or ``mnist`` without ``data_dir``.
@@ -202,12 +238,11 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
     train, test = _images(paths["train_images"]), _images(paths["test_images"])
     if train.shape[1:] != test.shape[1:]:
         raise DataError(f"train images are {train.shape[1:]} but test images are {test.shape[1:]}")
-    scale = np.float32(1 / 255)
     return Dataset(
         name=name,
-        train_x=train.reshape(len(train), -1).astype(np.float32) * scale,
+        train_pixels=train.reshape(len(train), -1),
         train_y=_labels(paths["train_labels"], len(train)),
-        test_x=test.reshape(len(test), -1).astype(np.float32) * scale,
+        test_pixels=test.reshape(len(test), -1),
         test_y=_labels(paths["test_labels"], len(test)),
         image_shape=train.shape[1:],
         source=d,

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig, Autoencoder
 from .backends import BACKENDS, BackendUnavailable, get_backend
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from .data import DATASETS, DataError, Dataset, load_dataset
+from .data import DATASETS, DataError, Dataset, load_dataset, pixels_to_unit
 from .images import save_grid
 from .model import VAE, VAEConfig
 from .network import LIKELIHOODS
@@ -134,12 +134,12 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.backend = get_backend(backend)
         self.data = data if data is not None else load_dataset(settings.dataset, settings.data_dir)
-        self.model = settings.build_model(self.data.train_x.shape[1], int(self.data.train_y.max()) + 1,
+        self.model = settings.build_model(self.data.train_pixels.shape[1], int(self.data.train_y.max()) + 1,
                                           self.backend)
         self.optimizer = Adam(self.model.params, self.backend, lr=settings.lr)
         self.rng = self.model.rng
         xp = self.backend.xp
-        self.train_x = xp.asarray(self.data.train_x)
+        self.train_pixels = xp.asarray(self.data.train_pixels)  # uint8; each batch is scaled on its own
         test_x = self.data.test_x
         if settings.binarize:  # one fixed binarisation of the test set, from its own generator
             test_x = (np.random.default_rng([settings.seed, 1]).random(test_x.shape) < test_x).astype(np.float32)
@@ -197,20 +197,22 @@ class Trainer:
     def train_epoch(self) -> tuple[float, float]:
         """One pass over the shuffled training set. Returns (mean loss in nats per sample, seconds)."""
         xp, s = self.backend.xp, self.settings
-        N = self.train_x.shape[0]
+        N, D = self.train_pixels.shape
         perm = xp.asarray(self.rng.permutation(N))
         n_batches = -(-N // s.batch_size)
-        batches: dict[int, object] = {}
+        batches: dict[int, tuple] = {}  # batch size -> (uint8 pixels, x) buffers
         total = xp.zeros((), dtype=self.model.dtype)
         y = None
         start = time.perf_counter()
         with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=None) as bar:
             for i in range(n_batches):
                 idx = perm[i * s.batch_size:(i + 1) * s.batch_size]
-                x = batches.get(idx.shape[0])
-                if x is None:
-                    x = batches[idx.shape[0]] = xp.empty((idx.shape[0], self.train_x.shape[1]), self.model.dtype)
-                xp.take(self.train_x, idx, axis=0, out=x)
+                if idx.shape[0] not in batches:
+                    batches[idx.shape[0]] = (xp.empty((idx.shape[0], D), xp.uint8),
+                                             xp.empty((idx.shape[0], D), self.model.dtype))
+                pixels, x = batches[idx.shape[0]]
+                xp.take(self.train_pixels, idx, axis=0, out=pixels)
+                pixels_to_unit(pixels, out=x)
                 if s.binarize:  # dynamic binarisation: a fresh Bernoulli draw each time
                     x[...] = xp.asarray(self.rng.random(x.shape, dtype=np.float32)) < x
                 if self.train_y is not None:
@@ -265,7 +267,7 @@ class Trainer:
             self.epoch += 1
             self.write_images()
             record = {"epoch": self.epoch, "train_loss": train_loss, **metrics,
-                      "samples_per_s": self.train_x.shape[0] / seconds, "seconds": seconds,
+                      "samples_per_s": self.train_pixels.shape[0] / seconds, "seconds": seconds,
                       "eval_seconds": time.perf_counter() - t0, "backend": self.backend.name}
             self.settings.history.append(record)
             self.save()
