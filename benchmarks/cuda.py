@@ -76,9 +76,9 @@ def train(cuda, args):
     cupy = cuda.xp
     data = load_dataset("fashion-mnist")
     B = args.batch_size
-    n_steps = len(data.train_x) // B
+    n_steps = len(data.train_pixels) // B
     X = cupy.asarray(data.train_pixels)  # uint8 rows, scaled batch by batch, as the trainer does
-    perm = cupy.asarray(np.random.default_rng(1).permutation(len(data.train_x)))
+    perm = cupy.asarray(np.random.default_rng(1).permutation(len(data.train_pixels)))
     sync = cupy.cuda.Device().synchronize
     model = VAE(backend=cuda, seed=1)
     opt = Adam(model.params, model.backend)

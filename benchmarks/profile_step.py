@@ -26,24 +26,27 @@ import numpy as np
 from benchmarks.common import report
 
 def run(backend: str, epochs: int, batch_size: int = 128):
-    from tinyvae.data import load_dataset
+    from tinyvae.data import load_dataset, pixels_to_unit
     from tinyvae.model import VAE
     from tinyvae.optim import Adam
 
-    X = load_dataset("fashion-mnist").train_x
+    X = load_dataset("fashion-mnist").train_pixels
     model = VAE(backend=backend, seed=1)
     opt = Adam(model.params, model.backend)
-    model.train_step(X[:batch_size], opt)  # compile and make buffers outside the loop that counts
+    model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile and make buffers outside the loop that counts
     steps(model, opt, X, epochs, batch_size)
 
 
 def steps(model, opt, X, epochs, batch_size):
-    x = np.empty((batch_size, X.shape[1]), np.float32)
+    """The trainer's loop: gather uint8 rows, scale them, step."""
+    from tinyvae.data import pixels_to_unit
+
+    pixels, x = np.empty((batch_size, X.shape[1]), np.uint8), np.empty((batch_size, X.shape[1]), np.float32)
     for epoch in range(epochs):
         perm = np.random.default_rng(epoch).permutation(len(X))
         for i in range(0, len(X) - batch_size + 1, batch_size):
-            np.take(X, perm[i:i + batch_size], axis=0, out=x)
-            model.train_step(x, opt)
+            np.take(X, perm[i:i + batch_size], axis=0, out=pixels)
+            model.train_step(pixels_to_unit(pixels, out=x), opt)
 
 
 def label(frames: list[str]) -> str | None:

@@ -37,7 +37,7 @@ def tinyvae_epoch(backend, data, batch_size, seed=1):
     model = VAE(backend=backend, seed=seed)
     opt = Adam(model.params, model.backend)
     X = data.train_pixels
-    model.train_step(data.train_x[:batch_size], opt)  # compile (numba) and make buffers outside the clock
+    model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile (numba) and make buffers outside the clock
     perm = np.random.default_rng(seed).permutation(len(X))
     pixels, x = np.empty((batch_size, X.shape[1]), np.uint8), np.empty((batch_size, X.shape[1]), np.float32)
 
@@ -58,14 +58,14 @@ def gemm_floor_epoch(data, batch_size):
     slow some GEMM kernels down).
     """
     model = VAE(seed=1)
-    x = data.train_x[:batch_size].copy()
+    x = pixels_to_unit(data.train_pixels[:batch_size])
     ws = model.forward(x)
     model.backward(ws, x, 1.0)
     enc, dec = model.encoder.layers, model.decoder.layers
     mm = np.matmul
 
     def epoch():
-        for _ in range(len(data.train_x) // batch_size):
+        for _ in range(len(data.train_pixels) // batch_size):
             mm(x, enc[0].W.T, out=ws.enc_outs[0])
             mm(ws.enc_outs[0], enc[1].W.T, out=ws.enc_outs[1])
             mm(ws.z, dec[0].W.T, out=ws.dec_outs[0])
@@ -161,7 +161,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="rounds; each contender runs one epoch per round")
     args = p.parse_args(argv)
     data = load_dataset("fashion-mnist")
-    n = (len(data.train_x) // args.batch_size) * args.batch_size
+    n = (len(data.train_pixels) // args.batch_size) * args.batch_size
     contenders = {"pytorch": torch_epoch(args.batch_size, args.threads),
                   "numpy": tinyvae_epoch("numpy", data, args.batch_size),
                   "numba": tinyvae_epoch("numba", data, args.batch_size),
