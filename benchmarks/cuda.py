@@ -23,7 +23,7 @@ import numpy as np
 from benchmarks.common import median_time, report
 from benchmarks.kernels import cases, optimizer_cases
 from tinyvae.backends import get_backend
-from tinyvae.data import load_dataset, pixels_to_unit
+from tinyvae.data import PIXEL_SCALE, load_dataset
 from tinyvae.model import VAE
 from tinyvae.optim import Adam
 
@@ -82,11 +82,11 @@ def train(cuda, args):
     sync = cupy.cuda.Device().synchronize
     model = VAE(backend=cuda, seed=1)
     opt = Adam(model.params, model.backend)
-    pixels, x = cupy.empty((B, X.shape[1]), cupy.uint8), cupy.empty((B, X.shape[1]), cupy.float32)
+    x = cupy.empty((B, X.shape[1]), cupy.float32)
 
     def ours(i):
-        cupy.take(X, perm[i * B:(i + 1) * B], axis=0, out=pixels)
-        model.train_step(pixels_to_unit(pixels, out=x), opt)
+        model.backend.gather_pixels(X, perm[i * B:(i + 1) * B], PIXEL_SCALE, x)
+        model.train_step(x, opt)
 
     runs = {"tinyvae cuda": epoch_times(ours, n_steps, sync, args.epochs)}
     try:

@@ -26,7 +26,7 @@ import numpy as np
 from benchmarks.common import report
 
 def run(backend: str, epochs: int, batch_size: int = 128):
-    from tinyvae.data import load_dataset, pixels_to_unit
+    from tinyvae.data import PIXEL_SCALE, load_dataset, pixels_to_unit
     from tinyvae.model import VAE
     from tinyvae.optim import Adam
 
@@ -34,19 +34,21 @@ def run(backend: str, epochs: int, batch_size: int = 128):
     model = VAE(backend=backend, seed=1)
     opt = Adam(model.params, model.backend)
     model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile and make buffers outside the loop that counts
+    model.backend.gather_pixels(X, np.arange(batch_size), PIXEL_SCALE, np.empty((batch_size, X.shape[1]), np.float32))
     steps(model, opt, X, epochs, batch_size)
 
 
 def steps(model, opt, X, epochs, batch_size):
-    """The trainer's loop: gather uint8 rows, scale them, step."""
-    from tinyvae.data import pixels_to_unit
+    """The trainer's loop: gather and scale a batch of uint8 rows (prefetching the next), step."""
+    from tinyvae.data import PIXEL_SCALE
 
-    pixels, x = np.empty((batch_size, X.shape[1]), np.uint8), np.empty((batch_size, X.shape[1]), np.float32)
+    x = np.empty((batch_size, X.shape[1]), np.float32)
     for epoch in range(epochs):
         perm = np.random.default_rng(epoch).permutation(len(X))
         for i in range(0, len(X) - batch_size + 1, batch_size):
-            np.take(X, perm[i:i + batch_size], axis=0, out=pixels)
-            model.train_step(pixels_to_unit(pixels, out=x), opt)
+            model.backend.gather_pixels(X, perm[i:i + batch_size], PIXEL_SCALE, x,
+                                        perm[i + batch_size:i + 2 * batch_size])
+            model.train_step(x, opt)
 
 
 def label(frames: list[str]) -> str | None:

@@ -55,6 +55,51 @@ sizes = st.tuples(st.integers(1, 300), st.integers(1, 800))
 
 @pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 60), D=st.integers(1, 800), B=st.integers(1, 70), dtype=dtypes, seed=st.integers(0, 2**16),
+       hint=st.sampled_from(["none", "rows", "out of range"]))
+def test_gather_pixels(name, N, D, B, dtype, seed, hint):
+    """Exactly the reference's values (one float32 product per pixel), whatever the prefetch hint."""
+    be = _fused(name)
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (N, D), dtype=np.uint8)
+    rows = rng.integers(-N, N, B)  # negative indices count from the end; rows repeat
+    next_rows = {"none": None, "rows": rng.integers(0, N, B), "out of range": np.array([N, -N - 1, 10**9])}[hint]
+    want = np.empty((B, D), dtype)
+    ref.gather_pixels(pixels, rows, 1 / 255, want)
+    got = be.xp.empty((B, D), dtype)
+    be.gather_pixels(be.xp.asarray(pixels), be.xp.asarray(rows), 1 / 255, got,
+                     None if next_rows is None else be.xp.asarray(next_rows))
+    np.testing.assert_array_equal(be.to_host(got), want)
+    np.testing.assert_array_equal(want, (pixels[rows] * np.float32(1 / 255)).astype(dtype))
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_gather_pixels_rejects_rows_out_of_range(name):
+    be = _fused(name)
+    for bad in ([5], [-6]):
+        with pytest.raises(IndexError):
+            be.gather_pixels(np.zeros((5, 3), np.uint8), np.array(bad), 1 / 255, np.empty((1, 3), np.float32))
+
+
+@pytest.mark.gpu
+def test_gather_pixels_takes_rows_modulo_n_on_the_gpu():
+    """The GPU does not check row indices (a check would copy to the host every batch)."""
+    be = _fused("cuda")
+    pixels = np.arange(15, dtype=np.uint8).reshape(5, 3)
+    out = be.xp.empty((2, 3), np.float32)
+    be.gather_pixels(be.xp.asarray(pixels), be.xp.asarray([5, -6]), 1.0, out)
+    np.testing.assert_array_equal(be.to_host(out), pixels[[0, 4]])
+
+
+@pytest.mark.parametrize("name", ["numpy", *BACKENDS])
+def test_gather_pixels_rejects_a_wrong_out_shape(name):
+    be = _fused(name)
+    with pytest.raises(ValueError, match="shape"):
+        be.gather_pixels(be.xp.zeros((5, 3), np.uint8), be.xp.asarray([0, 1]), 1 / 255, be.xp.empty((3, 3), np.float32))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=30, deadline=None)
 @given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
 def test_bce_with_logits(name, shape, dtype, seed, extreme):
     be = _fused(name)

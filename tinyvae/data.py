@@ -143,9 +143,10 @@ class Dataset:
 
     ``train_x``/``test_x`` are the pixels as float32 in [0, 1] (:func:`pixels_to_unit`),
     made on first use. The trainer gathers its batches from ``train_pixels``
-    and converts each batch: a quarter of the memory traffic of gathering
-    float32 rows (in a numba training step: 0.022 against 0.033 s per
-    Fashion-MNIST epoch), and a quarter of the memory (47 against 188 MB).
+    and converts each batch (the backends' ``gather_pixels`` op): a quarter of
+    the memory traffic of gathering float32 rows (in a numba training step:
+    0.022 against 0.033 s per Fashion-MNIST epoch), and a quarter of the
+    memory (47 against 188 MB).
     """
 
     name: str

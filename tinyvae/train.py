@@ -38,7 +38,7 @@ from tqdm import tqdm
 from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig, Autoencoder
 from .backends import BACKENDS, BackendUnavailable, get_backend
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from .data import DATASETS, DataError, Dataset, load_dataset, pixels_to_unit
+from .data import DATASETS, PIXEL_SCALE, DataError, Dataset, load_dataset
 from .images import save_grid
 from .model import VAE, VAEConfig
 from .network import LIKELIHOODS
@@ -200,19 +200,18 @@ class Trainer:
         N, D = self.train_pixels.shape
         perm = xp.asarray(self.rng.permutation(N))
         n_batches = -(-N // s.batch_size)
-        batches: dict[int, tuple] = {}  # batch size -> (uint8 pixels, x) buffers
+        batches: dict[int, object] = {}  # batch size -> its x buffer
         total = xp.zeros((), dtype=self.model.dtype)
         y = None
         start = time.perf_counter()
         with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=None) as bar:
             for i in range(n_batches):
                 idx = perm[i * s.batch_size:(i + 1) * s.batch_size]
-                if idx.shape[0] not in batches:
-                    batches[idx.shape[0]] = (xp.empty((idx.shape[0], D), xp.uint8),
-                                             xp.empty((idx.shape[0], D), self.model.dtype))
-                pixels, x = batches[idx.shape[0]]
-                xp.take(self.train_pixels, idx, axis=0, out=pixels)
-                pixels_to_unit(pixels, out=x)
+                x = batches.get(idx.shape[0])
+                if x is None:
+                    x = batches[idx.shape[0]] = xp.empty((idx.shape[0], D), self.model.dtype)
+                self.backend.gather_pixels(self.train_pixels, idx, PIXEL_SCALE, x,
+                                           perm[(i + 1) * s.batch_size:(i + 2) * s.batch_size])
                 if s.binarize:  # dynamic binarisation: a fresh Bernoulli draw each time
                     x[...] = xp.asarray(self.rng.random(x.shape, dtype=np.float32)) < x
                 if self.train_y is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 OPS = (
+    "gather_pixels",
     "bce_with_logits",
     "gaussian_nll",
     "reparameterize_kl",
@@ -35,6 +36,7 @@ class Backend:
 
     name: str
     xp: Any
+    gather_pixels: Callable
     bce_with_logits: Callable
     gaussian_nll: Callable
     reparameterize_kl: Callable

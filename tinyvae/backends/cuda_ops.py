@@ -16,6 +16,10 @@ likelihoods, one warp per row for the reparameterization forward, blocks of
 gradient, the Gaussian log-variance gradient), and grid-stride loops of
 256-thread blocks for the elementwise ops.
 
+``gather_pixels`` reads the batch's uint8 rows from the training set held on
+the GPU; it does not check the row indices (see ``kernels/data.cu``), and its
+``next_rows`` hint (a CPU cache prefetch in the numba backend) is ignored.
+
 The helpers that only look at shapes, strides and dtypes (:func:`row_stride`,
 :func:`suffix`, :func:`grid_for`) need no GPU and are tested on NumPy arrays.
 """
@@ -28,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+
 KERNEL_DIR = Path(os.environ.get("TINYVAE_KERNELS", Path(__file__).resolve().parents[2] / "kernels"))
 FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
+    "gather_pixels": "data",
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
     "reparameterize_kl": "latent", "reparameterize_kl_backward": "latent",
     "bias_act": "linear", "bias_act_backward": "linear",
@@ -97,6 +103,19 @@ def kernel(op: str, sfx: str):
 
 def _scalar(value, sfx):
     return np.float32(value) if sfx == "f32" else np.float64(value)
+
+
+def gather_pixels(pixels, rows, scale, out, next_rows=None):
+    sfx = suffix(out.dtype)
+    if pixels.dtype != np.uint8 or pixels.ndim != 2:
+        raise TypeError(f"gather_pixels takes (N, D) uint8 pixels, got {pixels.dtype} {pixels.shape}")
+    B, D = out.shape
+    if (B, D) != (rows.shape[0], pixels.shape[1]):
+        raise ValueError(f"out must have shape {(rows.shape[0], pixels.shape[1])}, got {out.shape}")
+    kernel("gather_pixels", sfx)(
+        (grid_for(B * D),), (THREADS,),
+        (pixels, np.int64(pixels.shape[0]), np.int64(row_stride(pixels)), rows.astype(np.int64, order="C", copy=False),
+         np.float32(scale), out, np.int64(row_stride(out)), np.int64(B), np.int32(D)))
 
 
 def bce_with_logits(logits, x, scale, loss_out, dlogits_out):

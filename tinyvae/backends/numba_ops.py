@@ -46,7 +46,9 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 THREADS = 1
@@ -147,6 +149,56 @@ def _by_dtype(generic, f32, f64):
 _by_dtype(_exp, lambda x: exp32(x), lambda x: math.exp(x))
 _by_dtype(_exp_neg, lambda x: exp_neg32(x), lambda x: math.exp(-x))
 _by_dtype(_log1p_unit, lambda x: log1p_unit32(x), lambda x: math.log1p(x))
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """Ask the CPU to start loading the cache line of ``arr[i, j]`` (LLVM's ``llvm.prefetch``:
+    a read, kept in the outer caches, ``prefetcht1`` on x86). A hint: it never faults, and
+    the program goes on without waiting for the line."""
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], ary, args[1:])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])  # read, locality 2, data
+        return context.get_dummy_value()
+
+    return types.void(arr, types.intp, types.intp), codegen
+
+
+@njit(**_JIT)
+def _gather_pixels(pixels, rows, scale, out, next_rows):
+    # Serial: one array written, so LLVM vectorises the widening loop behind a
+    # runtime alias check. The rows of a shuffled batch come from memory
+    # (the 47 MB Fashion-MNIST set does not stay in cache), 25 us per batch of
+    # 128; prefetching the next batch's rows here lets them load while the
+    # step's GEMMs run (a numba epoch 0.015 to 0.025 s faster).
+    N, D = pixels.shape
+    if out.shape[0] != rows.shape[0] or out.shape[1] != D:
+        raise ValueError("out must have shape (len(rows), pixels.shape[1])")
+    for i in range(rows.shape[0]):
+        r = rows[i] + N if rows[i] < 0 else rows[i]
+        if r < 0 or r >= N:
+            raise IndexError("a row index is out of range")
+        for d in range(D):
+            out[i, d] = np.float32(pixels[r, d]) * scale
+    step = max(1, 64 // pixels.itemsize)  # elements per 64-byte cache line
+    for i in range(next_rows.shape[0]):
+        r = next_rows[i] + N if next_rows[i] < 0 else next_rows[i]
+        if 0 <= r < N:
+            for d in range(0, D, step):
+                _prefetch(pixels, r, d)
+            _prefetch(pixels, r, D - 1)  # the row's last line, when it starts mid-line
+
+
+_NO_ROWS = np.empty(0, np.int64)
+
+
+def gather_pixels(pixels, rows, scale, out, next_rows=None):
+    _gather_pixels(pixels, rows, np.float32(scale), out, _NO_ROWS if next_rows is None else next_rows)
 
 
 @njit(parallel=True, **_JIT)

@@ -1,0 +1,32 @@
+// The batch gather of the training loop (tinyvae/train.py), in one pass:
+//   gather_pixels: out[i, d] = float(pixels[rows[i], d]) * scale for a (B, D) batch of uint8
+//   rows; the product is taken in float (tinyvae.data.pixels_to_unit's rule) and widened for
+//   double.
+// A row index r < 0 counts from the end (r + N). Indices are not checked here: a check would
+// cost a device-to-host copy per batch. An index outside [-N, N) is taken modulo N, as
+// cupy.take does. The numpy reference is in tinyvae/backends/reference.py.
+#include "common.cuh"
+
+template <typename T>
+__device__ void gather_elems(const unsigned char* pixels, long n_rows, long ld_pixels, const long* rows, float scale,
+                             T* out, long ld_out, long B, int D) {
+    for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < B * D; k += (long)gridDim.x * blockDim.x) {
+        const long i = k / D;
+        const int d = (int)(k - i * D);
+        long r = rows[i] % n_rows;
+        if (r < 0) {
+            r += n_rows;
+        }
+        out[i * ld_out + d] = T((float)pixels[r * ld_pixels + d] * scale);
+    }
+}
+
+#define TINYVAE_DATA(T, SUFFIX)                                                                               \
+    extern "C" __global__ void gather_pixels_##SUFFIX(const unsigned char* pixels, long n_rows, long ld_pixels,  \
+                                                      const long* rows, float scale, T* out, long ld_out, long B, \
+                                                      int D) {                                                \
+        gather_elems<T>(pixels, n_rows, ld_pixels, rows, scale, out, ld_out, B, D);                           \
+    }
+
+TINYVAE_DATA(float, f32)
+TINYVAE_DATA(double, f64)
