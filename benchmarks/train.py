@@ -1,4 +1,4 @@
-"""Samples per second over one Fashion-MNIST epoch: numpy, numba, PyTorch CPU, and the GEMM floor.
+"""Samples per second over one Fashion-MNIST epoch: numpy, numba, PyTorch CPU, and two floors.
 
     python -m benchmarks.train [--batch-size 128] [--threads 2] [--repeats 3]
 
@@ -8,7 +8,9 @@ installed. The contenders take turns, one epoch each, for ``--repeats`` rounds;
 each one's median epoch and its best are reported, with the ratios of each
 (see :func:`rounds` for why both). The GEMM-only floor
 times the step's eleven BLAS calls alone (4 forward; 4 weight-gradient and 3
-input-gradient GEMMs backward), with tinyvae's buffers and layouts. Writes
+input-gradient GEMMs backward), with tinyvae's buffers and layouts; the
+GEMM + Adam floor adds numba's Adam update of the flat buffers to each step,
+the one part of the step bound by memory bandwidth. Writes
 ``benchmarks/results/train.json``, or ``train_<coretype>.json`` when
 ``OPENBLAS_CORETYPE`` is set (it picks OpenBLAS's kernels; see README).
 """
@@ -26,45 +28,51 @@ import time
 import numpy as np
 
 from benchmarks.common import report
-from tinyvae.data import load_dataset, pixels_to_unit
+from tinyvae.data import PIXEL_SCALE, load_dataset, pixels_to_unit
 from tinyvae.model import VAE
 from tinyvae.optim import Adam
 
 
 def tinyvae_epoch(backend, data, batch_size, seed=1):
     """A function running one training epoch of tinyvae on ``backend`` (compiled and warmed),
-    its batches gathered as the trainer does: uint8 rows, then scaled."""
+    its batches gathered as the trainer does (the ``gather_pixels`` op on the uint8 pixels)."""
     model = VAE(backend=backend, seed=seed)
     opt = Adam(model.params, model.backend)
     X = data.train_pixels
     model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile (numba) and make buffers outside the clock
     perm = np.random.default_rng(seed).permutation(len(X))
-    pixels, x = np.empty((batch_size, X.shape[1]), np.uint8), np.empty((batch_size, X.shape[1]), np.float32)
+    x = np.empty((batch_size, X.shape[1]), np.float32)
+    model.backend.gather_pixels(X, perm[:batch_size], PIXEL_SCALE, x)  # compile it too
 
     def epoch():
         for i in range(0, len(X) - batch_size + 1, batch_size):
-            np.take(X, perm[i:i + batch_size], axis=0, out=pixels)
-            model.train_step(pixels_to_unit(pixels, out=x), opt)
+            model.backend.gather_pixels(X, perm[i:i + batch_size], PIXEL_SCALE, x,
+                                        perm[i + batch_size:i + 2 * batch_size])
+            model.train_step(x, opt)
 
     return epoch
 
 
-def gemm_floor_epoch(data, batch_size):
+def gemm_floor_epoch(data, batch_size, adam=False):
     """A function running the same number of steps doing only the step's GEMMs
-    (tinyvae's buffers and layouts).
+    (tinyvae's buffers and layouts), and with ``adam`` numba's Adam update too.
 
     One real forward and backward first, so every buffer holds the values of a
     training step (uninitialised memory may hold NaNs or subnormals, which
-    slow some GEMM kernels down).
+    slow some GEMM kernels down). Adam applies that one gradient again and
+    again, so every epoch starts from the same weights.
     """
-    model = VAE(seed=1)
+    model = VAE(backend="numba" if adam else "numpy", seed=1)
+    opt = Adam(model.params, model.backend) if adam else None
     x = pixels_to_unit(data.train_pixels[:batch_size])
     ws = model.forward(x)
     model.backward(ws, x, 1.0)
+    start = model.params.data.copy()
     enc, dec = model.encoder.layers, model.decoder.layers
     mm = np.matmul
 
     def epoch():
+        model.params.data[...] = start
         for _ in range(len(data.train_pixels) // batch_size):
             mm(x, enc[0].W.T, out=ws.enc_outs[0])
             mm(ws.enc_outs[0], enc[1].W.T, out=ws.enc_outs[1])
@@ -77,6 +85,8 @@ def gemm_floor_epoch(data, batch_size):
             mm(ws.enc_douts[1].T, ws.enc_outs[0], out=enc[1].gW)
             mm(ws.enc_douts[1], enc[1].W, out=ws.enc_douts[0])
             mm(ws.enc_douts[0].T, x, out=enc[0].gW)
+            if opt is not None:
+                opt.step(model.grad)
 
     return epoch
 
@@ -165,6 +175,7 @@ def main(argv=None):
     contenders = {"pytorch": torch_epoch(args.batch_size, args.threads),
                   "numpy": tinyvae_epoch("numpy", data, args.batch_size),
                   "numba": tinyvae_epoch("numba", data, args.batch_size),
+                  "gemm_adam_floor": gemm_floor_epoch(data, args.batch_size, adam=True),
                   "gemm_floor": gemm_floor_epoch(data, args.batch_size)}
     runs = rounds({k: f for k, f in contenders.items() if f is not None}, args.repeats)
 
@@ -179,7 +190,7 @@ def main(argv=None):
              "epochs_s": runs[k]} for k in runs]
     coretype = os.environ.get("OPENBLAS_CORETYPE")
     name = f"train_{coretype.lower()}" if coretype else "train"
-    report(name, rows, [("what", "<12"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"),
+    report(name, rows, [("what", "<15"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"),
                         ("vs_pytorch", ".2f"), ("vs_gemm_floor", ".2f"), ("best_epoch_s", ".2f"),
                         ("best_vs_pytorch", ".2f"), ("best_vs_gemm_floor", ".2f")],
            {"batch_size": args.batch_size, "threads": args.threads, "samples": n, "repeats": args.repeats})
