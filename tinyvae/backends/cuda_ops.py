@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 KERNEL_DIR = Path(os.environ.get("TINYVAE_KERNELS", Path(__file__).resolve().parents[2] / "kernels"))
 FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "gather_pixels": "data",
