@@ -26,13 +26,14 @@ LLVM vectorise a loop that writes several arrays. Compiled serially, Adam took
 instead of 61 us (before ``exp_neg32`` lost its table). Two are serial and
 vectorise anyway: ``bias_act_backward``, whose column sums would race across
 rows, and ``gather_pixels``, which writes one array only. They run on
-``THREADS`` = 1 Numba thread, set when this module loads. On two cores
-OpenBLAS owns both for the GEMMs and its threads spin between calls; Numba's
-threads in between fight them: one Fashion-MNIST epoch took 30.0 s with two Numba threads and 1.21 s with one (numpy backend
-2.0 s), measured with ``python -m benchmarks.train``. With OpenMP's passive
-wait policy the fight goes, but Adam, the one kernel big enough to split, is
-bound by memory bandwidth and gained nothing from a second thread (320 to 390
-us per call either way with cold caches, 94 to 140 us warm).
+``THREADS`` = 1 Numba thread, set when this module loads. On two cores OpenBLAS
+owns both for the GEMMs and its threads spin between calls; Numba's threads in
+between fight them: one Fashion-MNIST epoch took 30.0 s with two Numba threads
+and 1.21 s with one (numpy backend 2.0 s), measured with ``python -m
+benchmarks.train``. With OpenMP's passive wait policy the fight goes, but Adam,
+the one kernel big enough to split, is bound by memory bandwidth and gained
+nothing from a second thread (320 to 390 us per call either way with cold
+caches, 94 to 140 us warm).
 
 ``cache=True`` stores the compiled machine code beside this file (in
 ``__pycache__``), so a second process does not recompile. Kernels are plain
