@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyvae.blas import cpu_flags, numpy_blas
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -29,15 +31,14 @@ def median_time(fn, repeats: int = 20, warmup: int = 3, sync=lambda: None) -> fl
 
 
 def machine() -> dict:
-    flags = ""
+    """The CPU, NumPy and the kernels its BLAS runs (:func:`tinyvae.blas.numpy_blas`), for a result's metadata."""
+    model = platform.processor()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        model = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), "")
-        flags = next((l for l in lines if l.startswith("flags")), "")
-    else:
-        model = platform.processor()
-    return {"cpu": model, "cores": os.cpu_count(), "avx512f": " avx512f" in flags, "numpy": np.__version__,
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
+    blas = numpy_blas() or {}
+    return {"cpu": model, "cores": os.cpu_count(), "avx512f": "avx512f" in cpu_flags(), "numpy": np.__version__,
+            "blas": {k: blas.get(k) for k in ("internal_api", "version", "architecture", "num_threads")},
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "when": time.strftime("%Y-%m-%d %H:%M")}
 
 

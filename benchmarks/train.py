@@ -11,8 +11,9 @@ times the step's eleven BLAS calls alone (4 forward; 4 weight-gradient and 3
 input-gradient GEMMs backward), with tinyvae's buffers and layouts; the
 GEMM + Adam floor adds numba's Adam update of the flat buffers to each step,
 the one part of the step bound by memory bandwidth. Writes
-``benchmarks/results/train.json``, or ``train_<coretype>.json`` when
-``OPENBLAS_CORETYPE`` is set (it picks OpenBLAS's kernels; see README).
+``benchmarks/results/train_<kernels>.json``, named after the kernels NumPy's
+OpenBLAS runs (``haswell``: AVX2, ``skylakex``: AVX-512; ``OPENBLAS_CORETYPE``
+picks them, see README), or ``train.json`` where no BLAS names them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 import numpy as np
 
 from benchmarks.common import report
+from tinyvae.blas import numpy_blas
 from tinyvae.data import PIXEL_SCALE, load_dataset, pixels_to_unit
 from tinyvae.model import VAE
 from tinyvae.optim import Adam
@@ -188,8 +190,8 @@ def main(argv=None):
     best = {k: min(v) for k, v in runs.items()}
     rows = [{"what": k, **ratios(median, k, ""), "samples_per_s": n / median[k], **ratios(best, k, "best_"),
              "epochs_s": runs[k]} for k in runs]
-    coretype = os.environ.get("OPENBLAS_CORETYPE")
-    name = f"train_{coretype.lower()}" if coretype else "train"
+    kernels = (numpy_blas() or {}).get("architecture")
+    name = f"train_{kernels.lower()}" if kernels else "train"
     report(name, rows, [("what", "<15"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"),
                         ("vs_pytorch", ".2f"), ("vs_gemm_floor", ".2f"), ("best_epoch_s", ".2f"),
                         ("best_vs_pytorch", ".2f"), ("best_vs_gemm_floor", ".2f")],

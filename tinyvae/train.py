@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig, Autoencoder
 from .backends import BACKENDS, BackendUnavailable, get_backend
+from .blas import avx512_hint, cpu_flags, numpy_blas
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .data import DATASETS, PIXEL_SCALE, DataError, Dataset, load_dataset
 from .images import save_grid
@@ -343,6 +344,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"run directory: {trainer.run_dir}  (backend {args.backend}, {trainer.data.name} from {trainer.data.source})")
+    hint = avx512_hint(numpy_blas(), cpu_flags()) if args.backend != "cuda" else None
+    if hint:
+        print(hint)
     trainer.run(args.epochs)
     return 0
 
