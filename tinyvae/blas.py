@@ -1,6 +1,6 @@
 """Which kernels NumPy's BLAS runs, and a hint where it leaves AVX-512 unused.
 
-The GEMMs are most of a CPU training step (README, "Where the time goes").
+The GEMMs are most of a CPU training step (README, "What limits a training step").
 OpenBLAS picks its kernels once, when NumPy loads it: for the CPU, or as the
 environment variable ``OPENBLAS_CORETYPE`` says. On an AMD EPYC with AVX-512
 its AVX2 kernels (``Haswell``) made the step's GEMMs 1.6x and a numba epoch
