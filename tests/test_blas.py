@@ -58,15 +58,19 @@ def test_no_hint_where_none_applies(blas, flags):
     assert avx512_hint(blas, flags, {"OPENBLAS_CORETYPE": "Haswell"}) is None
 
 
+def _train_one_epoch(data_dir, out, backend="numpy"):
+    argv = ["--dataset", "mnist", "--data-dir", str(data_dir), "--hidden", "8", "--latent-dim", "2",
+            "--epochs", "1", "--backend", backend, "--out", str(out)]
+    assert train.main(argv) == 0
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_the_trainer_prints_the_hint(tiny_data_dir, tmp_path, capsys, monkeypatch, backend):
     pytest.importorskip(backend)
     monkeypatch.setattr(train, "numpy_blas", lambda: NUMPY_OPENBLAS)
     monkeypatch.setattr(train, "cpu_flags", lambda: AVX512)
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
-    argv = ["--dataset", "mnist", "--data-dir", str(tiny_data_dir), "--hidden", "8", "--latent-dim", "2",
-            "--epochs", "1", "--backend", backend, "--out", str(tmp_path / "run")]
-    assert train.main(argv) == 0
+    _train_one_epoch(tiny_data_dir, tmp_path / "run", backend)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("run directory:")
     assert lines[1].startswith("note: NumPy's OpenBLAS runs its AVX2 kernels (Haswell)")
@@ -75,7 +79,5 @@ def test_the_trainer_prints_the_hint(tiny_data_dir, tmp_path, capsys, monkeypatc
 def test_the_trainer_prints_no_hint_on_avx512_kernels(tiny_data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train, "numpy_blas", lambda: SCIPY_OPENBLAS)
     monkeypatch.setattr(train, "cpu_flags", lambda: AVX512)
-    argv = ["--dataset", "mnist", "--data-dir", str(tiny_data_dir), "--hidden", "8", "--latent-dim", "2",
-            "--epochs", "1", "--out", str(tmp_path / "run")]
-    assert train.main(argv) == 0
+    _train_one_epoch(tiny_data_dir, tmp_path / "run")
     assert "note:" not in capsys.readouterr().out
