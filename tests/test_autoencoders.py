@@ -255,10 +255,13 @@ def test_bad_input_is_refused():
 
 
 # -- backends and training -------------------------------------------------------
+@pytest.mark.parametrize("name", ["numba", pytest.param("cuda", marks=pytest.mark.gpu),
+                                  pytest.param("cuda-sim", marks=pytest.mark.cudasim)])
 @pytest.mark.parametrize("model", ["ae", "dae", "sparse-ae", "cae"])
-def test_numba_gradients_match_numpy(model):
+def test_fused_gradients_match_numpy(name, model):
+    """float32, each fused backend against numpy from the same weights."""
     try:
-        be = get_backend("numba")
+        be = get_backend(name)
     except BackendUnavailable as e:
         pytest.skip(str(e))
     cfg = AEConfig(784, () if model == "cae" else (400,), 64, model=model)
@@ -268,7 +271,7 @@ def test_numba_gradients_match_numpy(model):
     corrupted = (x * (rng.random(x.shape) > 0.3)).astype(np.float32) if model == "dae" else None
     a, b = ref.loss_and_grad(x, corrupted), fused.loss_and_grad(x, corrupted)
     assert b[0] == pytest.approx(a[0], rel=1e-5)
-    assert np.abs(fused.grad - ref.grad).max() / np.abs(ref.grad).max() < 1e-5
+    assert np.abs(be.to_host(fused.grad) - ref.grad).max() / np.abs(ref.grad).max() < 1e-5
 
 
 ARGS = ["--dataset", "mnist", "--batch-size", "32", "--latent-dim", "6", "--seed", "3", "--epochs", "3"]

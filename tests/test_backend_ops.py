@@ -3,11 +3,19 @@
 Tolerances: float64 to 1e-12 relative; float32 within FLOAT32_RTOL relative
 (plus an absolute floor of FLOAT32_ATOL times the output's scale): the fused
 float32 ops use their own exp/log1p and sum in another order than the reference.
+
+The CUDA backends (``cuda`` on a GPU, ``cuda-sim`` in the CPU simulator) launch
+their kernels with each 2-D array's row stride. They get every array as a view
+into the middle of a NaN-filled buffer (a row above and below, columns on both
+sides), and their outputs start as NaN: a kernel that addresses a row by its
+length instead of its stride, reads past an edge, or leaves an output element
+unwritten puts a NaN where the reference has a number, and one that writes past
+an edge leaves a number in the margin.
 """
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tinyvae.backends import BackendUnavailable, get_backend
@@ -24,29 +32,66 @@ def _fused(name):
         pytest.skip(str(e))
 
 
-BACKENDS = [pytest.param("numba"), pytest.param("cuda", marks=pytest.mark.gpu)]
+CUDA_BACKENDS = [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-sim", marks=pytest.mark.cudasim)]
+BACKENDS = [pytest.param("numba"), *CUDA_BACKENDS]
+STRIDED = ("cuda", "cuda-sim")
 
 
-def _close(got, want, dtype):
+def _close(got, want, dtype, scale=None):
+    """``got`` within the dtype's tolerance of ``want``; the absolute floor scales with ``scale``, by default
+    the largest ``|want|`` (a sum whose terms cancel passes the sum of their magnitudes)."""
     got = np.asarray(got, np.float64)
     want = np.asarray(want, np.float64)
+    scale = np.abs(want).max(initial=0) if scale is None else scale
     if dtype == np.float64:
-        np.testing.assert_allclose(got, want, rtol=FLOAT64_RTOL, atol=1e-300 + FLOAT64_RTOL * 1e-3 * np.abs(want).max(initial=0))
+        np.testing.assert_allclose(got, want, rtol=FLOAT64_RTOL, atol=1e-300 + FLOAT64_RTOL * 1e-3 * scale)
     else:
-        np.testing.assert_allclose(got, want, rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL * max(1.0, np.abs(want).max(initial=0)))
+        np.testing.assert_allclose(got, want, rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL * max(1.0, scale))
 
 
-def _run(be, op, inputs, outs, dtype, extra=()):
-    """Run op on the reference and on backend ``be`` from the same inputs; compare every output."""
+def _padded(xp, shape, dtype, fill=np.nan):
+    """A buffer filled with ``fill`` and the index of a ``shape`` view in its middle."""
+    if len(shape) == 2:
+        return xp.full((shape[0] + 2, shape[1] + 5), fill, dtype), (slice(1, shape[0] + 1), slice(2, shape[1] + 2))
+    return xp.full(shape[0] + 4, fill, dtype), (slice(2, shape[0] + 2),)
+
+
+def _margin_untouched(be, buf, idx, fill=np.nan):
+    host = np.array(be.to_host(buf), copy=True)
+    host[idx] = fill
+    assert np.array_equal(host, np.full_like(host, fill), equal_nan=True), "a kernel wrote outside its array"
+
+
+def _arrays(be, host, shapes, dtype):
+    """Backend copies of the ``host`` inputs and new outputs of ``shapes`` (``None`` stays ``None``): plain
+    arrays, or for the CUDA backends views into NaN-filled buffers (outputs left NaN). Returns the arrays and
+    their ``(buffer, index)`` pairs (empty for plain arrays)."""
     xp = be.xp
+    if be.name not in STRIDED:
+        return [xp.array(a, copy=True) for a in host] + [None if s is None else xp.zeros(s, dtype) for s in shapes], []
+    bufs = [_padded(xp, a.shape, dtype) for a in host] + [_padded(xp, s, dtype) for s in shapes if s is not None]
+    views = [buf[idx] for buf, idx in bufs]
+    for v, a in zip(views, host):
+        v[...] = xp.asarray(a)
+    it = iter(views[len(host):])
+    return views[:len(host)] + [None if s is None else next(it) for s in shapes], bufs
+
+
+def _run(be, op, inputs, outs, dtype, extra=(), scale=None):
+    """Run op on the reference and on backend ``be`` from the same inputs; compare every output and every
+    input (the in-place ops write them). ``outs``: the output shapes, ``None`` for an output not asked for;
+    ``scale``: see :func:`_close`."""
+    outs = [s if s is None or isinstance(s, tuple) else (s,) for s in outs]
     r_in = [np.array(a, dtype=dtype) for a in inputs]
-    f_in = [xp.asarray(a) for a in r_in]
-    r_out = [np.zeros(s, dtype) for s in outs]
-    f_out = [xp.zeros(s, dtype) for s in outs]
+    f_all, bufs = _arrays(be, r_in, outs, dtype)
+    r_out = [None if s is None else np.zeros(s, dtype) for s in outs]
     getattr(ref, op)(*r_in, *extra, *r_out)
-    getattr(be, op)(*f_in, *extra, *f_out)
-    for a, b in zip(f_out + f_in, r_out + r_in):  # in-place ops write their inputs too
-        _close(be.to_host(a), b, dtype)
+    getattr(be, op)(*f_all[:len(r_in)], *extra, *f_all[len(r_in):])
+    for a, b in zip(f_all, r_in + r_out):
+        if b is not None:
+            _close(be.to_host(a), b, dtype, scale)
+    for buf, idx in bufs:
+        _margin_untouched(be, buf, idx)
 
 
 dtypes = st.sampled_from([np.float32, np.float64])
@@ -66,11 +111,19 @@ def test_gather_pixels(name, N, D, B, dtype, seed, hint):
     next_rows = {"none": None, "rows": rng.integers(0, N, B), "out of range": np.array([N, -N - 1, 10**9])}[hint]
     want = np.empty((B, D), dtype)
     ref.gather_pixels(pixels, rows, 1 / 255, want)
-    got = be.xp.empty((B, D), dtype)
-    be.gather_pixels(be.xp.asarray(pixels), be.xp.asarray(rows), 1 / 255, got,
-                     None if next_rows is None else be.xp.asarray(next_rows))
+    xp = be.xp
+    if name in STRIDED:  # pixels with a row stride, in a margin of 255s; out a view into NaNs
+        pbuf, pidx = _padded(xp, pixels.shape, np.uint8, fill=255)
+        pbuf[pidx] = xp.asarray(pixels)
+        obuf, oidx = _padded(xp, (B, D), dtype)
+        dev_pixels, got = pbuf[pidx], obuf[oidx]
+    else:
+        dev_pixels, got = xp.asarray(pixels), xp.empty((B, D), dtype)
+    be.gather_pixels(dev_pixels, xp.asarray(rows), 1 / 255, got, None if next_rows is None else xp.asarray(next_rows))
     np.testing.assert_array_equal(be.to_host(got), want)
     np.testing.assert_array_equal(want, (pixels[rows] * np.float32(1 / 255)).astype(dtype))
+    if name in STRIDED:
+        _margin_untouched(be, obuf, oidx)
 
 
 @pytest.mark.parametrize("name", ["numpy", "numba"])
@@ -81,10 +134,10 @@ def test_gather_pixels_rejects_rows_out_of_range(name):
             be.gather_pixels(np.zeros((5, 3), np.uint8), np.array(bad), 1 / 255, np.empty((1, 3), np.float32))
 
 
-@pytest.mark.gpu
-def test_gather_pixels_takes_rows_modulo_n_on_the_gpu():
+@pytest.mark.parametrize("name", CUDA_BACKENDS)
+def test_gather_pixels_takes_rows_modulo_n_in_the_cuda_kernel(name):
     """The GPU does not check row indices (a check would copy to the host every batch)."""
-    be = _fused("cuda")
+    be = _fused(name)
     pixels = np.arange(15, dtype=np.uint8).reshape(5, 3)
     out = be.xp.empty((2, 3), np.float32)
     be.gather_pixels(be.xp.asarray(pixels), be.xp.asarray([5, -6]), 1.0, out)
@@ -117,14 +170,9 @@ def test_gaussian_nll(name, shape, dtype, seed, learned):
     rng = np.random.default_rng(seed)
     B, D = shape
     mean, x, logvar = rng.normal(size=shape), rng.random(shape), rng.uniform(-8, 8, D)
-    r_in = [np.array(a, dtype) for a in (mean, x, logvar)]
-    r_out = [np.zeros(B, dtype), np.zeros(shape, dtype), np.zeros(D, dtype) if learned else None]
-    f_out = [None if a is None else be.xp.zeros(a.shape, dtype) for a in r_out]
-    ref.gaussian_nll(*r_in, 1.0 / B, *r_out)
-    be.gaussian_nll(*[be.xp.asarray(a) for a in r_in], 1.0 / B, *f_out)
-    for a, b in zip(f_out, r_out):
-        if b is not None:
-            _close(be.to_host(a), b, dtype)
+    nll = 0.5 * ((x - mean) ** 2 * np.exp(-logvar) + logvar + np.log(2 * np.pi))  # terms of the row and column sums
+    _run(be, "gaussian_nll", [mean, x, logvar], [B, shape, D if learned else None], dtype, extra=(1.0 / B,),
+         scale=max(np.abs(nll).sum(1).max(), (0.5 + np.abs(nll)).sum(0).max() / B))
 
 
 def _latent(rng, shape, extreme):
@@ -180,7 +228,8 @@ def test_bias_act_backward(name, shape, dtype, seed, relu):
     be = _fused(name)
     rng = np.random.default_rng(seed)
     out = np.maximum(rng.normal(size=shape), 0) if relu else rng.normal(size=shape)
-    _run(be, "bias_act_backward", [rng.normal(size=shape), out], [shape[1]], dtype, extra=(relu,))
+    dout = rng.normal(size=shape)
+    _run(be, "bias_act_backward", [dout, out], [shape[1]], dtype, extra=(relu,), scale=np.abs(dout).sum(0).max())
 
 
 @pytest.mark.parametrize("name", BACKENDS)

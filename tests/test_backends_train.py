@@ -10,7 +10,8 @@ from tinyvae.model import VAE, VAEConfig
 from tinyvae.optim import Adam
 from tinyvae.train import main
 
-BACKENDS = [pytest.param("numba"), pytest.param("cuda", marks=pytest.mark.gpu)]
+BACKENDS = [pytest.param("numba"), pytest.param("cuda", marks=pytest.mark.gpu),
+            pytest.param("cuda-sim", marks=pytest.mark.cudasim)]
 # float32, norm-wise relative errors ||fused - ref|| / ||ref||. From identical weights the gradients
 # agree to float32 rounding (GRAD_RTOL). Along a trajectory the weights drift apart by rounding, and
 # a ReLU unit whose pre-activation sits within that drift of 0 can switch state in one backend only,

@@ -1,9 +1,12 @@
-"""The cuda backend: what can be checked without a GPU (launch arithmetic, dtype and
-stride checks, every kernel compiling with nvcc and exporting the names the
-Python side loads), and, on a GPU, what cannot (marked ``gpu``; skipped with the
-reason where CuPy or a device is missing). The op-by-op comparisons with the
-reference and the training-step comparisons run for cuda in test_backend_ops.py
-and test_backends_train.py, parametrised over the backends.
+"""The cuda backend: its launch arithmetic, dtype and stride checks, every kernel
+compiling with nvcc and exporting the names the Python side loads; and the
+kernels run, on a GPU (``cuda``, marked ``gpu``; skipped with the reason where
+CuPy or a device is missing) and in the CPU simulator (``cuda-sim``, marked
+``cudasim``): the latent ops on column views, the float64 gradient check of the
+whole VAE, the autoencoders against numpy. The op-by-op comparisons with the
+reference and the training-step comparisons run for both in
+test_backend_ops.py and test_backends_train.py, parametrised over the backends;
+the simulator itself is tested in test_cudasim.py.
 """
 
 import re
@@ -68,7 +71,7 @@ def test_every_op_has_a_kernel_family():
     from tinyvae.backends import OPS
 
     assert set(OPS) <= set(cuda_ops.FAMILIES)
-    assert all(callable(getattr(cuda_ops, op)) for op in OPS)
+    assert all(callable(getattr(cuda_ops.CudaOps, op)) for op in OPS)
 
 
 def test_without_a_gpu_the_backend_is_refused_clearly():
@@ -80,20 +83,23 @@ def test_without_a_gpu_the_backend_is_refused_clearly():
         pytest.skip("a usable GPU is here")
 
 
-# -- on a GPU ----------------------------------------------------------------------
-def _cuda():
+# -- the kernels running, on a GPU and in the simulator -----------------------------
+CUDA_BACKENDS = [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-sim", marks=pytest.mark.cudasim)]
+
+
+def _cuda(name):
     try:
-        return get_backend("cuda")
+        return get_backend(name)
     except BackendUnavailable as e:
         pytest.skip(str(e))
 
 
-@pytest.mark.gpu
+@pytest.mark.parametrize("name", CUDA_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B,K", [(1, 1), (33, 20), (1000, 45), (4099, 3)])
-def test_latent_ops_on_column_views(dtype, B, K):
+def test_latent_ops_on_column_views(name, dtype, B, K):
     """heads (B, 2K) read as two strided halves, z and dz as views of (B, K + C), as in the model."""
-    be = _cuda()
+    be = _cuda(name)
     from tinyvae.backends import reference
 
     rng = np.random.default_rng(B)
@@ -114,23 +120,25 @@ def test_latent_ops_on_column_views(dtype, B, K):
     assert not be.to_host(d_z)[:, K:].any()  # the label columns are left alone
 
 
-@pytest.mark.gpu
-def test_vae_gradient_check_on_the_gpu():
-    be = _cuda()
+@pytest.mark.parametrize("name", CUDA_BACKENDS)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian-learned"])
+def test_vae_gradient_check_through_the_kernels(name, likelihood):
+    """Central finite differences in float64 against the backward pass that runs every kernel of a step."""
+    be = _cuda(name)
     from tinyvae import gradcheck
     from tinyvae.model import VAE, VAEConfig
 
     rng = np.random.default_rng(0)
-    model = VAE(VAEConfig(12, (8,), 3, "float64"), be, seed=1)
+    model = VAE(VAEConfig(12, (8,), 3, "float64", likelihood=likelihood), be, seed=1)
     x, eps = rng.random((4, 12)), rng.standard_normal((4, 3))
-    for name, r in gradcheck.check_model(model, x, eps=eps).items():
-        assert r.tested > 0 and r.max_rel_error < 1e-6, (name, r)
+    for tensor, r in gradcheck.check_model(model, x, eps=eps).items():
+        assert r.tested > 0 and r.max_rel_error < 1e-6, (tensor, r)
 
 
-@pytest.mark.gpu
+@pytest.mark.parametrize("name", CUDA_BACKENDS)
 @pytest.mark.parametrize("model", ["ae", "dae", "sparse-ae", "cae"])
-def test_autoencoders_on_the_gpu_match_numpy(model):
-    be = _cuda()
+def test_autoencoders_match_numpy(name, model):
+    be = _cuda(name)
     from tinyvae.autoencoders import AEConfig, Autoencoder
 
     cfg = AEConfig(784, () if model == "cae" else (400,), 64, "float64", model=model)

@@ -23,7 +23,7 @@ OPS = (
     "sgd_step",
 )
 
-BACKENDS = ("numpy", "numba", "cuda")
+BACKENDS = ("numpy", "numba", "cuda", "cuda-sim")
 
 
 class BackendUnavailable(RuntimeError):
@@ -71,11 +71,27 @@ def _cuda() -> Backend:
         raise BackendUnavailable("the cuda backend found no CUDA device")
     from . import cuda_ops
 
-    return _from_module("cuda", cupy, cuda_ops)
+    return _from_module("cuda", cupy, cuda_ops.CudaOps(cuda_ops.gpu_module))
+
+
+def _cuda_sim() -> Backend:
+    import numpy
+
+    from . import cuda_ops, cudasim
+
+    try:
+        cudasim.compiler()
+    except cudasim.CompilerMissing as e:
+        raise BackendUnavailable(f"the cuda-sim backend: {e}") from e
+    return _from_module("cuda-sim", numpy, cuda_ops.CudaOps(cudasim.module))
 
 
 def get_backend(name: str) -> Backend:
     """The backend called ``name`` (one of :data:`BACKENDS`).
+
+    ``cuda-sim`` runs the cuda backend's kernels on NumPy arrays in tinyvae's CPU
+    simulator of the CUDA execution model (:mod:`tinyvae.backends.cudasim`): slow,
+    for testing the kernels where no GPU is at hand.
 
     Raises:
         ValueError: for an unknown name.
@@ -98,4 +114,6 @@ def get_backend(name: str) -> Backend:
         return _from_module("numba", numpy, numba_ops)
     if name == "cuda":
         return _cuda()
+    if name == "cuda-sim":
+        return _cuda_sim()
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -45,9 +45,6 @@ COLUMNS = 32      # columns per block of the column-sum kernels
 COLUMN_ROWS = 8   # TINYVAE_COLUMN_ROWS in kernels/common.cuh
 MAX_BLOCKS = 65535 * 8  # cap of the grid-stride loops' grids
 
-_modules: dict = {}
-
-
 def suffix(dtype) -> str:
     """``"f32"`` or ``"f64"``, the kernel name suffix for ``dtype``; ``TypeError`` for any other dtype."""
     dtype = np.dtype(dtype)
@@ -86,112 +83,124 @@ def _check(*arrays) -> str:
     return suffix(dtype)
 
 
-def kernel(op: str, sfx: str):
-    """The compiled kernel ``<op>_<sfx>`` (its ``.cu`` file compiled on first use in this process)."""
+def source(op: str) -> Path:
+    """The ``kernels/<family>.cu`` file that defines ``op``."""
+    return KERNEL_DIR / f"{FAMILIES[op]}.cu"
+
+
+def gpu_module(path: Path):
+    """``path`` compiled for the GPU by ``cupy.RawModule`` (NVRTC)."""
     import cupy
 
-    family = FAMILIES[op]
-    module = _modules.get(family)
-    if module is None:
-        path = KERNEL_DIR / f"{family}.cu"
-        if not path.is_file():
-            raise FileNotFoundError(f"CUDA kernel source {path} not found; set TINYVAE_KERNELS to the kernels folder")
-        module = _modules[family] = cupy.RawModule(code=path.read_text(), options=("-std=c++17", f"-I{KERNEL_DIR}"))
-    return module.get_function(f"{op}_{sfx}")
+    if not path.is_file():
+        raise FileNotFoundError(f"CUDA kernel source {path} not found; set TINYVAE_KERNELS to the kernels folder")
+    return cupy.RawModule(code=path.read_text(), options=("-std=c++17", f"-I{KERNEL_DIR}"))
 
 
 def _scalar(value, sfx):
     return np.float32(value) if sfx == "f32" else np.float64(value)
 
 
-def gather_pixels(pixels, rows, scale, out, next_rows=None):
-    sfx = suffix(out.dtype)
-    if pixels.dtype != np.uint8 or pixels.ndim != 2:
-        raise TypeError(f"gather_pixels takes (N, D) uint8 pixels, got {pixels.dtype} {pixels.shape}")
-    B, D = out.shape
-    if (B, D) != (rows.shape[0], pixels.shape[1]):
-        raise ValueError(f"out must have shape {(rows.shape[0], pixels.shape[1])}, got {out.shape}")
-    kernel("gather_pixels", sfx)(
-        (grid_for(B * D),), (THREADS,),
-        (pixels, np.int64(pixels.shape[0]), np.int64(row_stride(pixels)), rows.astype(np.int64, order="C", copy=False),
-         np.float32(scale), out, np.int64(row_stride(out)), np.int64(B), np.int32(D)))
+class CudaOps:
+    """The ops, each launching its kernel from a module that ``load(path)`` makes of a kernel file.
 
+    ``CudaOps(gpu_module)`` runs them on the GPU with CuPy arrays;
+    ``CudaOps(tinyvae.backends.cudasim.module)`` runs the same launches on NumPy
+    arrays in the CPU simulator. A module is loaded once per :class:`CudaOps`,
+    on first use of one of its kernels.
+    """
 
-def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
-    sfx = _check(logits, x, loss_out, dlogits_out)
-    B, D = logits.shape
-    kernel("bce_with_logits", sfx)(
-        (B,), (THREADS,),
-        (logits, np.int64(row_stride(logits)), x, np.int64(row_stride(x)), _scalar(scale, sfx), loss_out,
-         dlogits_out, np.int64(row_stride(dlogits_out)), np.int32(D)))
+    def __init__(self, load):
+        self._load = load
+        self._modules: dict = {}
 
+    def kernel(self, op: str, sfx: str):
+        """The kernel ``<op>_<sfx>``, its ``.cu`` file loaded on first use."""
+        family = FAMILIES[op]
+        if family not in self._modules:
+            self._modules[family] = self._load(source(op))
+        return self._modules[family].get_function(f"{op}_{sfx}")
 
-def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
-    sfx = _check(mean, x, logvar, loss_out, dmean_out)
-    B, D = mean.shape
-    ld_m, ld_x = np.int64(row_stride(mean)), np.int64(row_stride(x))
-    kernel("gaussian_nll", sfx)(
-        (B,), (THREADS,),
-        (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), loss_out, dmean_out, np.int64(row_stride(dmean_out)),
-         np.int32(D)))
-    if dlogvar_out is not None:
-        kernel("gaussian_nll_dlogvar", sfx)(
-            (math.ceil(D / COLUMNS),), (COLUMNS, COLUMN_ROWS),
-            (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), dlogvar_out, np.int32(B), np.int32(D)))
+    def gather_pixels(self, pixels, rows, scale, out, next_rows=None):
+        sfx = suffix(out.dtype)
+        if pixels.dtype != np.uint8 or pixels.ndim != 2:
+            raise TypeError(f"gather_pixels takes (N, D) uint8 pixels, got {pixels.dtype} {pixels.shape}")
+        B, D = out.shape
+        if (B, D) != (rows.shape[0], pixels.shape[1]):
+            raise ValueError(f"out must have shape {(rows.shape[0], pixels.shape[1])}, got {out.shape}")
+        self.kernel("gather_pixels", sfx)(
+            (grid_for(B * D),), (THREADS,),
+            (pixels, np.int64(pixels.shape[0]), np.int64(row_stride(pixels)), rows.astype(np.int64, order="C", copy=False),
+             np.float32(scale), out, np.int64(row_stride(out)), np.int64(B), np.int32(D)))
 
+    def bce_with_logits(self, logits, x, scale, loss_out, dlogits_out):
+        sfx = _check(logits, x, loss_out, dlogits_out)
+        B, D = logits.shape
+        self.kernel("bce_with_logits", sfx)(
+            (B,), (THREADS,),
+            (logits, np.int64(row_stride(logits)), x, np.int64(row_stride(x)), _scalar(scale, sfx), loss_out,
+             dlogits_out, np.int64(row_stride(dlogits_out)), np.int32(D)))
 
-def reparameterize_kl(heads, eps, z_out, kl_out):
-    sfx = _check(heads, eps, z_out, kl_out)
-    B, K = eps.shape
-    mu, logvar = heads[:, :K], heads[:, K:]
-    rows_per_block = THREADS // 32
-    kernel("reparameterize_kl", sfx)(
-        (math.ceil(B / rows_per_block),), (THREADS,),
-        (mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)), eps, np.int64(row_stride(eps)),
-         z_out, np.int64(row_stride(z_out)), kl_out, np.int32(B), np.int32(K)))
+    def gaussian_nll(self, mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
+        sfx = _check(mean, x, logvar, loss_out, dmean_out)
+        B, D = mean.shape
+        ld_m, ld_x = np.int64(row_stride(mean)), np.int64(row_stride(x))
+        self.kernel("gaussian_nll", sfx)(
+            (B,), (THREADS,),
+            (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), loss_out, dmean_out, np.int64(row_stride(dmean_out)),
+             np.int32(D)))
+        if dlogvar_out is not None:
+            self.kernel("gaussian_nll_dlogvar", sfx)(
+                (math.ceil(D / COLUMNS),), (COLUMNS, COLUMN_ROWS),
+                (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), dlogvar_out, np.int32(B), np.int32(D)))
 
+    def reparameterize_kl(self, heads, eps, z_out, kl_out):
+        sfx = _check(heads, eps, z_out, kl_out)
+        B, K = eps.shape
+        mu, logvar = heads[:, :K], heads[:, K:]
+        rows_per_block = THREADS // 32
+        self.kernel("reparameterize_kl", sfx)(
+            (math.ceil(B / rows_per_block),), (THREADS,),
+            (mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)), eps, np.int64(row_stride(eps)),
+             z_out, np.int64(row_stride(z_out)), kl_out, np.int32(B), np.int32(K)))
 
-def reparameterize_kl_backward(dz, heads, eps, kl_scale, dheads_out):
-    sfx = _check(dz, heads, eps, dheads_out)
-    B, K = eps.shape
-    mu, logvar = heads[:, :K], heads[:, K:]
-    dmu_out, dlogvar_out = dheads_out[:, :K], dheads_out[:, K:]
-    kernel("reparameterize_kl_backward", sfx)(
-        (grid_for(B * K),), (THREADS,),
-        (dz, np.int64(row_stride(dz)), mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)),
-         eps, np.int64(row_stride(eps)), _scalar(kl_scale, sfx), dmu_out, np.int64(row_stride(dmu_out)),
-         dlogvar_out, np.int64(row_stride(dlogvar_out)), np.int32(B), np.int32(K)))
+    def reparameterize_kl_backward(self, dz, heads, eps, kl_scale, dheads_out):
+        sfx = _check(dz, heads, eps, dheads_out)
+        B, K = eps.shape
+        mu, logvar = heads[:, :K], heads[:, K:]
+        dmu_out, dlogvar_out = dheads_out[:, :K], dheads_out[:, K:]
+        self.kernel("reparameterize_kl_backward", sfx)(
+            (grid_for(B * K),), (THREADS,),
+            (dz, np.int64(row_stride(dz)), mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)),
+             eps, np.int64(row_stride(eps)), _scalar(kl_scale, sfx), dmu_out, np.int64(row_stride(dmu_out)),
+             dlogvar_out, np.int64(row_stride(dlogvar_out)), np.int32(B), np.int32(K)))
 
+    def bias_act(self, out, b, relu):
+        sfx = _check(out, b)
+        B, H = out.shape
+        self.kernel("bias_act", sfx)(
+            (grid_for(B * H),), (THREADS,),
+            (out, np.int64(row_stride(out)), b, np.int32(B), np.int32(H), np.int32(bool(relu))))
 
-def bias_act(out, b, relu):
-    sfx = _check(out, b)
-    B, H = out.shape
-    kernel("bias_act", sfx)(
-        (grid_for(B * H),), (THREADS,),
-        (out, np.int64(row_stride(out)), b, np.int32(B), np.int32(H), np.int32(bool(relu))))
+    def bias_act_backward(self, dout, out, relu, db_out):
+        sfx = _check(dout, out, db_out)
+        B, H = dout.shape
+        self.kernel("bias_act_backward", sfx)(
+            (math.ceil(H / COLUMNS),), (COLUMNS, COLUMN_ROWS),
+            (dout, np.int64(row_stride(dout)), out, np.int64(row_stride(out)), np.int32(bool(relu)), db_out,
+             np.int32(B), np.int32(H)))
 
+    def adam_step(self, p, g, m, v, lr, beta1, beta2, eps, step):
+        sfx = _check(p, g, m, v)
+        n = p.size
+        step_size, bias2_sqrt = lr / (1 - beta1**step), (1 - beta2**step) ** 0.5
+        self.kernel("adam_step", sfx)(
+            (grid_for(n),), (THREADS,),
+            (p, g, m, v, np.int64(n), *(_scalar(s, sfx) for s in (beta1, beta2, eps, step_size, bias2_sqrt))))
 
-def bias_act_backward(dout, out, relu, db_out):
-    sfx = _check(dout, out, db_out)
-    B, H = dout.shape
-    kernel("bias_act_backward", sfx)(
-        (math.ceil(H / COLUMNS),), (COLUMNS, COLUMN_ROWS),
-        (dout, np.int64(row_stride(dout)), out, np.int64(row_stride(out)), np.int32(bool(relu)), db_out,
-         np.int32(B), np.int32(H)))
-
-
-def adam_step(p, g, m, v, lr, beta1, beta2, eps, step):
-    sfx = _check(p, g, m, v)
-    n = p.size
-    step_size, bias2_sqrt = lr / (1 - beta1**step), (1 - beta2**step) ** 0.5
-    kernel("adam_step", sfx)(
-        (grid_for(n),), (THREADS,),
-        (p, g, m, v, np.int64(n), *(_scalar(s, sfx) for s in (beta1, beta2, eps, step_size, bias2_sqrt))))
-
-
-def sgd_step(p, g, buf, lr, momentum, nesterov):
-    sfx = _check(p, g, buf)
-    n = p.size
-    kernel("sgd_step", sfx)(
-        (grid_for(n),), (THREADS,),
-        (p, g, buf, np.int64(n), _scalar(lr, sfx), _scalar(momentum, sfx), np.int32(bool(nesterov))))
+    def sgd_step(self, p, g, buf, lr, momentum, nesterov):
+        sfx = _check(p, g, buf)
+        n = p.size
+        self.kernel("sgd_step", sfx)(
+            (grid_for(n),), (THREADS,),
+            (p, g, buf, np.int64(n), _scalar(lr, sfx), _scalar(momentum, sfx), np.int32(bool(nesterov))))
