@@ -42,15 +42,16 @@ def machine() -> dict:
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def report(name: str, rows: list[dict], columns: list[tuple[str, str]], meta: dict | None = None) -> Path:
-    """Print ``rows`` as a table (``columns``: key, format spec) and save JSON to results/<name>.json."""
+def report(name: str, rows: list[dict], columns: list[tuple[str, str]], meta: dict | None = None,
+           out_dir: Path = RESULTS) -> Path:
+    """Print ``rows`` as a table (``columns``: key, format spec) and save JSON to ``out_dir``/<name>.json."""
     widths = [max(len(k), 12) for k, _ in columns]
     print("  ".join(k.rjust(w) for (k, _), w in zip(columns, widths)))
     for r in rows:
         print("  ".join(format(r[k], f).rjust(w) if r.get(k) is not None else "-".rjust(w)
                         for (k, f), w in zip(columns, widths)))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = Path(out_dir) / f"{name}.json"
     path.write_text(json.dumps({"meta": {**machine(), **(meta or {})}, "rows": rows}, indent=1))
     print(f"saved {path}")
     return path

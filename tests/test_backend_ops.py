@@ -154,6 +154,8 @@ def test_gather_pixels_rejects_a_wrong_out_shape(name):
 @pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
 @given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
+@example(shape=(1, 1), dtype=np.float32, seed=0, extreme=False)
+@example(shape=(1, 257), dtype=np.float64, seed=1, extreme=True)  # one row, one column past a block of 256
 def test_bce_with_logits(name, shape, dtype, seed, extreme):
     be = _fused(name)
     rng = np.random.default_rng(seed)
@@ -185,6 +187,7 @@ def _latent(rng, shape, extreme):
 @pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
 @given(B=st.integers(1, 700), K=st.integers(1, 40), dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
+@example(B=1, K=33, dtype=np.float64, seed=0, extreme=False)  # K past a warp of 32
 def test_reparameterize_kl(name, B, K, dtype, seed, extreme):
     be = _fused(name)
     heads, eps = _latent(np.random.default_rng(seed), (B, K), extreme)
