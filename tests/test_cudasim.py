@@ -14,7 +14,16 @@ import pytest
 
 from tinyvae.backends import BackendUnavailable, cudasim, get_backend
 
-pytestmark = pytest.mark.cudasim
+
+def _no_compiler() -> str:
+    try:
+        cudasim.compiler()
+    except cudasim.CompilerMissing as e:
+        return str(e)
+    return ""
+
+
+pytestmark = [pytest.mark.cudasim, pytest.mark.skipif(bool(_no_compiler()), reason=_no_compiler())]
 
 KERNELS = r"""
 extern "C" __global__ void where_am_i(int* out) {
@@ -125,10 +134,6 @@ extern "C" __global__ void big_shared(float* out) {
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    try:
-        cudasim.compiler()
-    except cudasim.CompilerMissing as e:
-        pytest.skip(str(e))
     folder = tmp_path_factory.mktemp("kernels")
     (folder / "sim_tests.cu").write_text(KERNELS)
     return cudasim.module(folder / "sim_tests.cu")
