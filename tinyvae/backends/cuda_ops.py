@@ -1,12 +1,16 @@
-"""The named ops on an NVIDIA GPU: our CUDA kernels in ``kernels/*.cu``, loaded with CuPy.
+"""The named ops as our CUDA kernels (``kernels/*.cu``): on a GPU, or in the CPU simulator.
 
 Same names, signatures and formulas as :mod:`tinyvae.backends.reference` (read
-the formulas and their sources there). Arrays are CuPy arrays; the GEMMs of
-the model go through cuBLAS (``cupy.matmul`` with ``out=``) and are not ops.
+the formulas and their sources there). Arrays are CuPy arrays (NumPy arrays in
+the simulator); the GEMMs of the model go through cuBLAS (``cupy.matmul`` with
+``out=``; NumPy's in the simulator) and are not ops.
 
-Each ``kernels/<family>.cu`` is compiled once per process, on first use, by
+Each ``kernels/<family>.cu`` exports ``<op>_f32`` and ``<op>_f64``. The ops
+are written once, in :class:`CudaOps`, against a module loader: on the GPU
+(backend ``cuda``) each file is compiled once per process, on first use, by
 ``cupy.RawModule`` (NVRTC; CuPy also keeps the binary in its on-disk kernel
-cache), and exports ``<op>_f32`` and ``<op>_f64``. The kernels are found in the
+cache); on the CPU (backend ``cuda-sim``) by :mod:`tinyvae.backends.cudasim`,
+which runs the same launches on NumPy arrays. The kernels are found in the
 ``kernels`` folder of the source checkout (an editable install), or where the
 environment variable ``TINYVAE_KERNELS`` points.
 
@@ -20,8 +24,8 @@ gradient, the Gaussian log-variance gradient), and grid-stride loops of
 the GPU; it does not check the row indices (see ``kernels/data.cu``), and its
 ``next_rows`` hint (a CPU cache prefetch in the numba backend) is ignored.
 
-The helpers that only look at shapes, strides and dtypes (:func:`row_stride`,
-:func:`suffix`, :func:`grid_for`) need no GPU and are tested on NumPy arrays.
+The ops raise ``TypeError`` for mixed or unsupported dtypes and ``ValueError``
+for an array whose columns are not adjacent (:func:`row_stride`).
 """
 
 from __future__ import annotations
