@@ -312,6 +312,14 @@ def test_the_build_is_cached_by_the_hash_of_the_sources(tmp_path, monkeypatch):
     assert second != first and second.is_file()  # any file of the kernel folder is part of the key
 
 
+def test_an_unwritable_cache_says_where_to_build(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("TINYVAE_CACHE", str(tmp_path / "file"))
+    (tmp_path / "two.cu").write_text('extern "C" __global__ void two(float* out) { out[0] = 2.0f; }\n')
+    with pytest.raises(cudasim.BuildError, match="set TINYVAE_CACHE to a writable folder"):
+        cudasim.build(tmp_path / "two.cu")
+
+
 def test_without_a_compiler_the_backend_is_refused_clearly(monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-here")
     with pytest.raises(BackendUnavailable, match="cuda-sim.*C\\+\\+20 compiler.*no-such-compiler-here"):

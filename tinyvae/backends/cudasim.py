@@ -110,7 +110,11 @@ def build(source: Path) -> Path:
     library = out_dir / f"{source.stem}.so"
     if library.is_file():
         return library
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BuildError(f"cannot make the simulator's build cache {out_dir} ({e}); "
+                         "set TINYVAE_CACHE to a writable folder") from e
     names = kernel_names(source, cxx)
     if not names:
         raise BuildError(f'{source} defines no extern "C" __global__ kernel')
