@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import rel_entr
 
+from fused_backends import FUSED_BACKENDS, backend_or_skip
 from tinyvae import gradcheck
 from tinyvae.autoencoders import (AEConfig, Autoencoder, contractive_penalty, sigmoid_into,
                                   sparsity_penalty)
-from tinyvae.backends import BackendUnavailable, get_backend
 from tinyvae.train import main
 
 TOL = 1e-6
@@ -255,15 +255,11 @@ def test_bad_input_is_refused():
 
 
 # -- backends and training -------------------------------------------------------
-@pytest.mark.parametrize("name", ["numba", pytest.param("cuda", marks=pytest.mark.gpu),
-                                  pytest.param("cuda-sim", marks=pytest.mark.cudasim)])
+@pytest.mark.parametrize("name", FUSED_BACKENDS)
 @pytest.mark.parametrize("model", ["ae", "dae", "sparse-ae", "cae"])
 def test_fused_gradients_match_numpy(name, model):
     """float32, each fused backend against numpy from the same weights."""
-    try:
-        be = get_backend(name)
-    except BackendUnavailable as e:
-        pytest.skip(str(e))
+    be = backend_or_skip(name)
     cfg = AEConfig(784, () if model == "cae" else (400,), 64, model=model)
     ref, fused = Autoencoder(cfg, "numpy", seed=3), Autoencoder(cfg, be, seed=3)
     rng = np.random.default_rng(1)

@@ -18,22 +18,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tinyvae.backends import BackendUnavailable, get_backend
+from fused_backends import CUDA_BACKENDS, backend_or_skip
+from fused_backends import FUSED_BACKENDS as BACKENDS
+from tinyvae.backends import get_backend
 
 ref = get_backend("numpy")
 FLOAT64_RTOL = 1e-12
 FLOAT32_RTOL, FLOAT32_ATOL = 2e-5, 1e-6
 
 
-def _fused(name):
-    try:
-        return get_backend(name)
-    except BackendUnavailable as e:
-        pytest.skip(str(e))
-
-
-CUDA_BACKENDS = [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-sim", marks=pytest.mark.cudasim)]
-BACKENDS = [pytest.param("numba"), *CUDA_BACKENDS]
 STRIDED = ("cuda", "cuda-sim")
 
 
@@ -104,7 +97,7 @@ sizes = st.tuples(st.integers(1, 300), st.integers(1, 800))
        hint=st.sampled_from(["none", "rows", "out of range"]))
 def test_gather_pixels(name, N, D, B, dtype, seed, hint):
     """Exactly the reference's values (one float32 product per pixel), whatever the prefetch hint."""
-    be = _fused(name)
+    be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, (N, D), dtype=np.uint8)
     rows = rng.integers(-N, N, B)  # negative indices count from the end; rows repeat
@@ -128,7 +121,7 @@ def test_gather_pixels(name, N, D, B, dtype, seed, hint):
 
 @pytest.mark.parametrize("name", ["numpy", "numba"])
 def test_gather_pixels_rejects_rows_out_of_range(name):
-    be = _fused(name)
+    be = backend_or_skip(name)
     for bad in ([5], [-6]):
         with pytest.raises(IndexError):
             be.gather_pixels(np.zeros((5, 3), np.uint8), np.array(bad), 1 / 255, np.empty((1, 3), np.float32))
@@ -137,7 +130,7 @@ def test_gather_pixels_rejects_rows_out_of_range(name):
 @pytest.mark.parametrize("name", CUDA_BACKENDS)
 def test_gather_pixels_takes_rows_modulo_n_in_the_cuda_kernel(name):
     """The GPU does not check row indices (a check would copy to the host every batch)."""
-    be = _fused(name)
+    be = backend_or_skip(name)
     pixels = np.arange(15, dtype=np.uint8).reshape(5, 3)
     out = be.xp.empty((2, 3), np.float32)
     be.gather_pixels(be.xp.asarray(pixels), be.xp.asarray([5, -6]), 1.0, out)
@@ -146,7 +139,7 @@ def test_gather_pixels_takes_rows_modulo_n_in_the_cuda_kernel(name):
 
 @pytest.mark.parametrize("name", ["numpy", *BACKENDS])
 def test_gather_pixels_rejects_a_wrong_out_shape(name):
-    be = _fused(name)
+    be = backend_or_skip(name)
     with pytest.raises(ValueError, match="shape"):
         be.gather_pixels(be.xp.zeros((5, 3), np.uint8), be.xp.asarray([0, 1]), 1 / 255, be.xp.empty((3, 3), np.float32))
 
@@ -157,7 +150,7 @@ def test_gather_pixels_rejects_a_wrong_out_shape(name):
 @example(shape=(1, 1), dtype=np.float32, seed=0, extreme=False)
 @example(shape=(1, 257), dtype=np.float64, seed=1, extreme=True)  # one row, one column past a block of 256
 def test_bce_with_logits(name, shape, dtype, seed, extreme):
-    be = _fused(name)
+    be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
     logits = rng.uniform(-60, 60, shape) if extreme else rng.normal(0, 3, shape)
     x = rng.random(shape) if seed % 2 else (rng.random(shape) < 0.5).astype(float)
@@ -168,7 +161,7 @@ def test_bce_with_logits(name, shape, dtype, seed, extreme):
 @settings(max_examples=30, deadline=None)
 @given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), learned=st.booleans())
 def test_gaussian_nll(name, shape, dtype, seed, learned):
-    be = _fused(name)
+    be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
     B, D = shape
     mean, x, logvar = rng.normal(size=shape), rng.random(shape), rng.uniform(-8, 8, D)
@@ -189,7 +182,7 @@ def _latent(rng, shape, extreme):
 @given(B=st.integers(1, 700), K=st.integers(1, 40), dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
 @example(B=1, K=33, dtype=np.float64, seed=0, extreme=False)  # K past a warp of 32
 def test_reparameterize_kl(name, B, K, dtype, seed, extreme):
-    be = _fused(name)
+    be = backend_or_skip(name)
     heads, eps = _latent(np.random.default_rng(seed), (B, K), extreme)
     _run(be, "reparameterize_kl", [heads, eps], [(B, K), B], dtype)
 
@@ -198,7 +191,7 @@ def test_reparameterize_kl(name, B, K, dtype, seed, extreme):
 @settings(max_examples=30, deadline=None)
 @given(B=st.integers(1, 700), K=st.integers(1, 40), dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
 def test_reparameterize_kl_backward(name, B, K, dtype, seed, extreme):
-    be = _fused(name)
+    be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
     heads, eps = _latent(rng, (B, K), extreme)
     dz = rng.normal(0, 1e-2, (B, K))
@@ -208,7 +201,7 @@ def test_reparameterize_kl_backward(name, B, K, dtype, seed, extreme):
 @pytest.mark.parametrize("name", BACKENDS)
 def test_latent_ops_take_column_views_for_z(name):
     """z and dz arrive as the first K columns of the decoder's (B, K + C) input, as in a CVAE."""
-    be = _fused(name)
+    be = backend_or_skip(name)
     rng = np.random.default_rng(0)
     heads, eps = _latent(rng, (37, 5), False)
     dzin = rng.normal(size=(37, 8))
@@ -228,7 +221,7 @@ def test_latent_ops_take_column_views_for_z(name):
 @settings(max_examples=30, deadline=None)
 @given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), relu=st.booleans())
 def test_bias_act_backward(name, shape, dtype, seed, relu):
-    be = _fused(name)
+    be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
     out = np.maximum(rng.normal(size=shape), 0) if relu else rng.normal(size=shape)
     dout = rng.normal(size=shape)
@@ -239,7 +232,7 @@ def test_bias_act_backward(name, shape, dtype, seed, relu):
 @settings(max_examples=30, deadline=None)
 @given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), relu=st.booleans())
 def test_bias_act(name, shape, dtype, seed, relu):
-    be = _fused(name)
+    be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
     _run(be, "bias_act", [rng.normal(size=shape), rng.normal(size=shape[1])], [], dtype, extra=(relu,))
 
@@ -248,7 +241,7 @@ def test_bias_act(name, shape, dtype, seed, relu):
 @settings(max_examples=20, deadline=None)
 @given(P=st.integers(1, 5000), dtype=dtypes, seed=st.integers(0, 2**16), step=st.integers(1, 1000))
 def test_adam_step(name, P, dtype, seed, step):
-    be = _fused(name)
+    be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
     p, g, m = rng.normal(size=(3, P))
     v = rng.random(P) * 1e-2
@@ -258,7 +251,7 @@ def test_adam_step(name, P, dtype, seed, step):
 @pytest.mark.parametrize("name", BACKENDS)
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_step(name, nesterov):
-    be = _fused(name)
+    be = backend_or_skip(name)
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
         _run(be, "sgd_step", list(rng.normal(size=(3, 1001))), [], dtype, extra=(0.05, 0.9, nesterov))

@@ -5,13 +5,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from tinyvae.backends import BackendUnavailable, get_backend
+from fused_backends import FUSED_BACKENDS as BACKENDS
+from fused_backends import backend_or_skip
 from tinyvae.model import VAE, VAEConfig
 from tinyvae.optim import Adam
 from tinyvae.train import main
 
-BACKENDS = [pytest.param("numba"), pytest.param("cuda", marks=pytest.mark.gpu),
-            pytest.param("cuda-sim", marks=pytest.mark.cudasim)]
 # float32, norm-wise relative errors ||fused - ref|| / ||ref||. From identical weights the gradients
 # agree to float32 rounding (GRAD_RTOL). Along a trajectory the weights drift apart by rounding, and
 # a ReLU unit whose pre-activation sits within that drift of 0 can switch state in one backend only,
@@ -26,16 +25,9 @@ def _rel(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(np.asarray(b, np.float64)))
 
 
-def _backend(name):
-    try:
-        return get_backend(name)
-    except BackendUnavailable as e:
-        pytest.skip(str(e))
-
-
 @pytest.mark.parametrize("name", BACKENDS)
 def test_training_steps_match_numpy(name):
-    be = _backend(name)
+    be = backend_or_skip(name)
     cfg = VAEConfig(784, (400,), 20)
     ref, fused = VAE(cfg, "numpy", seed=3), VAE(cfg, be, seed=3)
     opts = Adam(ref.params, ref.backend), Adam(fused.params, fused.backend)
@@ -65,7 +57,7 @@ VARIANTS = [
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={v}" for k, v in v.items()))
 def test_variant_gradients_match_numpy(name, variant):
     """Every variant's first gradient, fused backend against numpy, from the same weights and eps."""
-    be = _backend(name)
+    be = backend_or_skip(name)
     cfg = VAEConfig(784, (400,), 20, **variant)
     ref, fused = VAE(cfg, "numpy", seed=3), VAE(cfg, be, seed=3)
     rng = np.random.default_rng(1)
@@ -94,7 +86,7 @@ def test_numba_training_step_allocates_nothing(variant):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_cli_trains_to_the_numpy_numbers(name, tiny_data_dir, tmp_path):
-    _backend(name)
+    backend_or_skip(name)
     import json
 
     args = ["--dataset", "mnist", "--data-dir", str(tiny_data_dir), "--batch-size", "32", "--hidden", "32",

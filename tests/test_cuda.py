@@ -16,6 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from fused_backends import CUDA_BACKENDS, backend_or_skip
 from tinyvae.backends import BackendUnavailable, cuda_ops, get_backend
 
 
@@ -84,22 +85,13 @@ def test_without_a_gpu_the_backend_is_refused_clearly():
 
 
 # -- the kernels running, on a GPU and in the simulator -----------------------------
-CUDA_BACKENDS = [pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cuda-sim", marks=pytest.mark.cudasim)]
-
-
-def _cuda(name):
-    try:
-        return get_backend(name)
-    except BackendUnavailable as e:
-        pytest.skip(str(e))
-
 
 @pytest.mark.parametrize("name", CUDA_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("B,K", [(1, 1), (33, 20), (1000, 45), (4099, 3)])
 def test_latent_ops_on_column_views(name, dtype, B, K):
     """heads (B, 2K) read as two strided halves, z and dz as views of (B, K + C), as in the model."""
-    be = _cuda(name)
+    be = backend_or_skip(name)
     from tinyvae.backends import reference
 
     rng = np.random.default_rng(B)
@@ -124,7 +116,7 @@ def test_latent_ops_on_column_views(name, dtype, B, K):
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian-learned"])
 def test_vae_gradient_check_through_the_kernels(name, likelihood):
     """Central finite differences in float64 against the backward pass that runs every kernel of a step."""
-    be = _cuda(name)
+    be = backend_or_skip(name)
     from tinyvae import gradcheck
     from tinyvae.model import VAE, VAEConfig
 
@@ -138,7 +130,7 @@ def test_vae_gradient_check_through_the_kernels(name, likelihood):
 @pytest.mark.parametrize("name", CUDA_BACKENDS)
 @pytest.mark.parametrize("model", ["ae", "dae", "sparse-ae", "cae"])
 def test_autoencoders_match_numpy(name, model):
-    be = _cuda(name)
+    be = backend_or_skip(name)
     from tinyvae.autoencoders import AEConfig, Autoencoder
 
     cfg = AEConfig(784, () if model == "cae" else (400,), 64, "float64", model=model)

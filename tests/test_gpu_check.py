@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from benchmarks import each_kernel, gpu_check
-from tinyvae.backends import BackendUnavailable, cuda_ops, cudasim, get_backend
+from fused_backends import backend_or_skip
+from tinyvae.backends import cuda_ops, cudasim
 
 
 def test_bad_arguments_end_with_one_error_line(tmp_path, tiny_data_dir, capsys):
@@ -87,10 +88,7 @@ def test_the_table_states_each_steps_figures():
 @pytest.mark.cudasim
 def test_each_kernel_is_launched(monkeypatch):
     """benchmarks.each_kernel reaches every <op>_f32 and <op>_f64 kernel (what the sanitizers must see)."""
-    try:
-        be = get_backend("cuda-sim")
-    except BackendUnavailable as e:
-        pytest.skip(str(e))
+    be = backend_or_skip("cuda-sim")
     launched = set()
     original = cudasim.Module.get_function
 
