@@ -25,6 +25,8 @@ beta = 1 the negative ELBO (K&W eq. 10), beta-VAE otherwise (Higgins et al.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -303,8 +305,11 @@ class VAE(EncoderDecoder):
         Raises:
             ValueError: wrong shape or dtype, NaN/inf, or (Bernoulli) values
                 outside [0, 1] in ``x``; wrong shape or non-finite ``eps``;
-                missing, unexpected or out-of-range labels.
+                a non-finite or negative ``beta``; missing, unexpected or
+                out-of-range labels.
         """
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be finite and >= 0, got {beta}")
         x = self.as_batch(x)
         y = self.as_labels(y, x.shape[0])
         if eps is not None:

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,8 +84,9 @@ class TrainSettings:
         self.hidden = tuple(self.hidden)
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
-        if not self.lr > 0 or self.beta < 0 or self.warmup_epochs < 0:
-            raise ValueError(f"need lr > 0, beta >= 0 and warmup_epochs >= 0, got lr={self.lr}, "
+        finite = all(math.isfinite(v) for v in (self.lr, self.beta, self.warmup_epochs))
+        if not finite or not self.lr > 0 or self.beta < 0 or self.warmup_epochs < 0:
+            raise ValueError(f"need a finite lr > 0, beta >= 0 and warmup_epochs >= 0, got lr={self.lr}, "
                              f"beta={self.beta}, warmup_epochs={self.warmup_epochs}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
@@ -120,6 +123,63 @@ class TrainSettings:
         return self.beta * min(1.0, (step + 1) / (self.warmup_epochs * steps_per_epoch))
 
 
+class Diverged(RuntimeError):
+    """Training met a non-finite number; the run stopped there and saved nothing of the epoch."""
+
+
+class RunDirError(ValueError):
+    """The run directory asked for cannot take a new run (it holds one, or cannot be written)."""
+
+
+def new_run_dir(out: str | None) -> tuple[Path, bool]:
+    """The folder for a new run, made and checked to be writable: ``out`` when it is missing or empty,
+    else (no ``out``) ``runs/<timestamp>``, made exclusively, with ``-2``, ``-3``, ... where that exists.
+
+    Returns:
+        ``(path, created)``: ``created`` is False for an empty folder that was there before.
+
+    Raises:
+        RunDirError: ``out`` is a file or a folder with files in it (it may hold a run: the message names
+            ``--resume``), or the folder cannot be made or written.
+    """
+    if out is not None:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            holds = " holds a run" if (path / CHECKPOINT).exists() else " is not an empty folder"
+            raise RunDirError(f"{path}{holds}; continue a run with --resume {path}, or name a new folder with --out")
+        created = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot make the run directory {path}: {e.strerror or e}") from e
+    else:
+        base, created = Path("runs") / time.strftime("%Y%m%d-%H%M%S"), True
+        for n in range(1, 1000):
+            path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            try:
+                path.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise RunDirError(f"cannot make the run directory {path}: {e.strerror or e}") from e
+    try:
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        remove_if_empty(path, created)
+        raise RunDirError(f"cannot write in the run directory {path}: {e.strerror or e}") from e
+    return path, created
+
+
+def remove_if_empty(path: Path, created: bool) -> None:
+    """Remove ``path`` if this run made it and nothing was written in it (a start that failed)."""
+    if created:
+        try:
+            path.rmdir()
+        except OSError:  # not empty, or already gone
+            pass
+
+
 class Trainer:
     """Owns the data, model, optimiser and generator of one run.
 
@@ -149,6 +209,9 @@ class Trainer:
         self.train_y = xp.asarray(self.data.train_y) if conditional else None
         self.test_y = xp.asarray(self.data.test_y) if conditional else None
         self.epoch = 0
+        # The epoch's running loss stays non-finite once a batch loss is. It is read, and checked, every step
+        # on the host; on a GPU every 50 steps (a read is a sync), the first bad step kept on the device.
+        self.check_every = 1 if xp is np else 50
 
     # -- persistence -----------------------------------------------------------
     def save(self):
@@ -185,6 +248,10 @@ class Trainer:
         opt_arrays, _ = opt.state()
         required |= {f"optimizer.{k}": ((model.params.size,), model.dtype.name) for k in opt_arrays}
         tensors, meta = load_checkpoint(path, required)
+        bad = [k for k in required if not np.isfinite(tensors[k]).all()]
+        if bad:
+            raise CheckpointError(f"{path}: non-finite values in {', '.join(bad)}; "
+                                  "a run that diverged cannot be resumed, evaluated or sampled")
         if meta.get("model_config") != model.config.to_dict():
             raise CheckpointError(f"{path}: model config {meta.get('model_config')} does not match its settings")
         for name in model.params.names:
@@ -203,7 +270,9 @@ class Trainer:
         n_batches = -(-N // s.batch_size)
         batches: dict[int, object] = {}  # batch size -> its x buffer
         total = xp.zeros((), dtype=self.model.dtype)
-        y = None
+        check_every = self.check_every
+        first_bad = None if check_every == 1 else xp.full((), -1, np.int64)
+        running, y = 0.0, None
         start = time.perf_counter()
         with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=None) as bar:
             for i in range(n_batches):
@@ -221,11 +290,41 @@ class Trainer:
                     total += self.model.train_step(x, self.optimizer, s.beta_at(self.epoch * n_batches + i, n_batches), y)
                 else:
                     total += self.model.train_step(x, self.optimizer)
+                if first_bad is not None:
+                    first_bad = xp.where((first_bad < 0) & ~xp.isfinite(total), i, first_bad)
+                if i % check_every == check_every - 1 or i == n_batches - 1:
+                    running = float(total)
+                    if not math.isfinite(running):
+                        step = i if first_bad is None else int(first_bad)
+                        raise Diverged(self.stopped(f"the training loss became {running} at epoch {self.epoch + 1}, "
+                                                    f"step {step + 1} of {n_batches}"))
                 if i % 50 == 49 or i == n_batches - 1:
-                    bar.set_postfix(loss=f"{float(total) / min(N, (i + 1) * s.batch_size):.2f}")
+                    bar.set_postfix(loss=f"{running / min(N, (i + 1) * s.batch_size):.2f}")
                 bar.update()
-        loss = float(total) / N
-        return loss, time.perf_counter() - start
+        return running / N, time.perf_counter() - start
+
+    def check_finite(self, metrics: dict) -> None:
+        """``Diverged`` unless the epoch's test metrics, the weights and the optimiser's state are all finite,
+        so that nothing non-finite is drawn or saved."""
+        bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        xp = self.backend.xp
+        arrays = {"the weights": self.model.params.data,
+                  **{f"the optimiser's {k}": v for k, v in self.optimizer.state()[0].items()}}
+        bad += [name for name, a in arrays.items() if not bool(xp.isfinite(a).all())]
+        if bad:
+            raise Diverged(self.stopped(f"after epoch {self.epoch + 1}, {', '.join(bad)} hold non-finite values"))
+
+    def stopped(self, what: str) -> str:
+        """The message of a run stopped by a non-finite number: what, what is intact, the likely causes."""
+        s = self.settings
+        kept = (f"the checkpoint of epoch {self.epoch} in {self.run_dir} is intact" if self.epoch
+                else "no epoch had finished, so nothing was saved")
+        causes = [f"a learning rate too high (--lr {s.lr:g}; lower it)"]
+        if s.likelihood == "gaussian" and s.decoder_logvar < -10:
+            causes.append(f"--decoder-logvar {s.decoder_logvar:g}: exp(-logvar) overflows; try a value near 0")
+        if s.beta > 10:
+            causes.append(f"--beta {s.beta:g}")
+        return f"{what}; the run stopped there and {kept}. Likely cause: {'; or '.join(causes)}"
 
     def test_labels(self, lo: int, hi: int):
         """Labels of test images ``lo:hi`` for a conditional model, else None."""
@@ -261,9 +360,11 @@ class Trainer:
     def run(self, epochs: int, log=print) -> list[dict]:
         """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
         while self.epoch < epochs:
-            train_loss, seconds = self.train_epoch()
-            t0 = time.perf_counter()
-            metrics = self.evaluate()
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # check_finite says it once
+                train_loss, seconds = self.train_epoch()
+                t0 = time.perf_counter()
+                metrics = self.evaluate()
+            self.check_finite(metrics)
             self.epoch += 1
             self.write_images()
             record = {"epoch": self.epoch, "train_loss": train_loss, **metrics,
@@ -307,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"cae: weight of ||dh/dx||_F^2, default {AEConfig.contractive_weight}")
     p.add_argument("--seed", type=int, default=None, help="default 1")
     p.add_argument("--binarize", action="store_true", default=None, help="dynamic binarisation of the pixels")
-    p.add_argument("--out", default=None, help="run directory, default runs/<timestamp>")
+    p.add_argument("--out", default=None,
+                   help="run directory, new or empty (default runs/<timestamp>); a run in it is continued with --resume")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
     return p
 
@@ -324,6 +426,7 @@ ONLY_FOR = {"beta": VAE_MODELS, "warmup_epochs": VAE_MODELS, "mc_samples": VAE_M
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     given = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k) is not None}
+    run_dir, created = None, False
     try:
         if args.resume:
             if given or args.out:
@@ -338,16 +441,25 @@ def main(argv=None) -> int:
                 raise ValueError(f"{flags} does not apply to --model {model}")
             if "hidden" in given:
                 given["hidden"] = tuple(int(h) for h in given["hidden"].split(",") if h.strip())
-            run_dir = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-            trainer = Trainer(TrainSettings(**given), args.backend, run_dir)
+            settings = TrainSettings(**given)
+            run_dir, created = new_run_dir(args.out)
+            trainer = Trainer(settings, args.backend, run_dir)
     except (BackendUnavailable, CheckpointError, DataError, FileNotFoundError, ValueError) as e:
+        if created:
+            remove_if_empty(run_dir, created)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"run directory: {trainer.run_dir}  (backend {args.backend}, {trainer.data.name} from {trainer.data.source})")
     hint = avx512_hint(numpy_blas(), cpu_flags()) if args.backend != "cuda" else None
     if hint:
         print(hint)
-    trainer.run(args.epochs)
+    try:
+        trainer.run(args.epochs)
+    except Diverged as e:
+        if trainer.epoch == 0:
+            remove_if_empty(trainer.run_dir, created)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,203 @@
+"""Faults a user meets, and what tinyvae does: one ``error:`` line, a non-zero exit status, no
+traceback, and every file of an earlier run as it was.
+
+Classes covered here: divergence (a non-finite loss, metric, weight or optimiser state stops
+the run at once and saves nothing of it; the API refuses a non-finite or negative beta) and run
+directories (never overwritten, never colliding, nothing left behind by a failed start).
+"""
+
+import errno
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinyvae import train as train_module
+from tinyvae.checkpoint import load_checkpoint, save_checkpoint
+from tinyvae.evaluate import main as evaluate_main
+from tinyvae.model import VAE, VAEConfig
+from tinyvae.sample import main as sample_main
+from tinyvae.train import CHECKPOINT, Diverged, Trainer, main
+
+ARGS = ["--dataset", "mnist", "--batch-size", "32", "--hidden", "16", "--latent-dim", "3", "--seed", "7"]
+
+
+def _files(folder):
+    """Every file under ``folder`` with its bytes, to show a run was left as it was."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_error_line(capsys, *needles):
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.out + captured.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def a_run(tiny_data_dir, tmp_path):
+    """A finished one-epoch run."""
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "1", "--out", str(run)]) == 0
+    return run
+
+
+# -- divergence --------------------------------------------------------------------
+@pytest.mark.parametrize("extra,needles", [
+    (["--lr", "1e6"], ["the training loss became", "at epoch 1, step", "--lr 1e+06"]),
+    (["--likelihood", "gaussian", "--decoder-logvar", "-1000"],
+     ["the training loss became inf at epoch 1, step 1 of", "--decoder-logvar -1000"]),
+])
+def test_a_run_that_diverges_in_its_first_epoch_stops_and_leaves_nothing(extra, needles, tiny_data_dir, tmp_path,
+                                                                         capsys):
+    run = tmp_path / "run"
+    assert main([*ARGS, *extra, "--data-dir", str(tiny_data_dir), "--epochs", "3", "--out", str(run)]) == 1
+    _one_error_line(capsys, *needles, "nothing was saved")
+    assert not run.exists()
+
+
+def test_the_cli_says_it_in_one_line(tiny_data_dir, tmp_path):
+    """In a real process: no warning from NumPy's overflowing arithmetic, no traceback, one line."""
+    done = subprocess.run([sys.executable, "-m", "tinyvae.train", *ARGS, "--lr", "1e6", "--data-dir",
+                           str(tiny_data_dir), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: the training loss became")
+
+
+def test_a_resumed_run_that_diverges_keeps_its_last_good_checkpoint(a_run, monkeypatch, capsys):
+    before = _files(a_run)
+    real_step = VAE.train_step
+
+    def poisoned(self, x, optimizer, beta=1.0, y=None):  # the weights blow up at the third step of epoch 2
+        loss = real_step(self, x, optimizer, beta, y)
+        poisoned.calls += 1
+        if poisoned.calls == 3:
+            self.params.data[0] = np.inf
+        return loss
+
+    poisoned.calls = 0
+    monkeypatch.setattr(VAE, "train_step", poisoned)
+    assert main(["--resume", str(a_run), "--epochs", "3"]) == 1
+    _one_error_line(capsys, "at epoch 2, step 4 of", f"the checkpoint of epoch 1 in {a_run} is intact")
+    assert _files(a_run) == before
+
+
+def test_on_a_gpu_the_loss_is_read_every_50_steps_and_the_first_bad_step_still_named(a_run, monkeypatch):
+    """check_every > 1 is the GPU's path (no host read per step): the step is found on the device."""
+    trainer = Trainer.resume(a_run, "numpy")
+    trainer.check_every = 50
+    real_step = VAE.train_step
+    calls = []
+
+    def nan_at_step_5(self, *args):
+        calls.append(1)
+        loss = real_step(self, *args)
+        return loss * np.nan if len(calls) == 5 else loss
+
+    monkeypatch.setattr(VAE, "train_step", nan_at_step_5)
+    with pytest.raises(Diverged, match=r"became nan at epoch 2, step 5 of 8"):
+        trainer.train_epoch()
+    assert len(calls) == 8  # 256 images in batches of 32: the whole epoch ran before the read
+
+
+def test_non_finite_test_metrics_or_optimiser_state_are_never_saved(a_run, monkeypatch):
+    before = _files(a_run)
+    trainer = Trainer.resume(a_run, "numpy")
+    trainer.optimizer.v[3] = np.inf
+    with pytest.raises(Diverged, match=r"after epoch 2, the optimiser's v hold non-finite values"):
+        trainer.run(2)
+    trainer = Trainer.resume(a_run, "numpy")
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: {"test_loss": math.nan, "test_nll": 1.0})
+    with pytest.raises(Diverged, match=r"after epoch 2, test_loss hold non-finite values"):
+        trainer.run(2)
+    assert _files(a_run) == before
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "inf"), ("--lr", "nan"), ("--beta", "nan"), ("--beta", "-1"),
+                                        ("--warmup-epochs", "nan")])
+def test_non_finite_settings_are_refused(flag, value, tiny_data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*ARGS, flag, value, "--data-dir", str(tiny_data_dir), "--out", str(run)]) == 2
+    _one_error_line(capsys, "need a finite lr > 0, beta >= 0 and warmup_epochs >= 0")
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("cli", [lambda run: evaluate_main([str(run), "--k", "2", "--n-images", "2"]),
+                                 lambda run: sample_main([str(run), "--what", "samples"])],
+                         ids=["evaluate", "sample"])
+def test_a_checkpoint_with_non_finite_weights_is_refused(cli, a_run, capsys):
+    tensors, meta = load_checkpoint(a_run / CHECKPOINT)
+    tensors["decoder.0.bias"][1] = np.nan
+    save_checkpoint(a_run / CHECKPOINT, tensors, meta)
+    before = _files(a_run)
+    assert cli(a_run) == 2
+    _one_error_line(capsys, "non-finite values in decoder.0.bias")
+    assert _files(a_run) == before
+
+
+@pytest.mark.parametrize("beta", [math.nan, math.inf, -0.5])
+def test_the_api_refuses_a_bad_beta(beta):
+    model = VAE(VAEConfig(6, (4,), 2, "float64"), seed=0)
+    x = np.random.default_rng(0).random((3, 6))
+    with pytest.raises(ValueError, match="beta must be finite and >= 0"):
+        model.loss_and_grad(x, np.zeros((3, 2)), beta=beta)
+
+
+# -- run directories -----------------------------------------------------------------
+def test_training_into_a_run_is_refused_and_the_run_kept(a_run, tiny_data_dir, capsys):
+    before = _files(a_run)
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "2", "--out", str(a_run)]) == 2
+    _one_error_line(capsys, f"{a_run} holds a run; continue a run with --resume {a_run}, or name a new folder")
+    assert _files(a_run) == before
+
+
+def test_a_folder_with_files_is_refused_an_empty_one_is_used(tiny_data_dir, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file")
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", str(mine)]) == 2
+    _one_error_line(capsys, f"{mine} is not an empty folder")
+    assert _files(mine) == {mine.relative_to(mine) / "notes.txt": b"a user's file"}
+    (tmp_path / "empty").mkdir()
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "1", "--out", str(tmp_path / "empty")]) == 0
+    assert (tmp_path / "empty" / CHECKPOINT).is_file()
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tiny_data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_module.time, "strftime", lambda fmt: "20261130-101010")
+    for _ in range(3):
+        assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "1"]) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["20261130-101010", "20261130-101010-2", "20261130-101010-3"]
+    assert all((tmp_path / "runs" / r / CHECKPOINT).is_file() for r in runs)
+
+
+@pytest.mark.parametrize("out", [None, "new"])
+def test_a_start_that_fails_leaves_nothing_behind(out, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = [*ARGS, "--data-dir", str(tmp_path / "no-data"), *(["--out", out] if out else [])]
+    assert main(args) == 2
+    _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == [] or list(tmp_path.iterdir()) == [tmp_path / "runs"]
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_run_directory_that_cannot_be_written_is_refused_before_training(tiny_data_dir, tmp_path, monkeypatch,
+                                                                          capsys):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(train_module.tempfile, "TemporaryFile", read_only)
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", str(run)]) == 2
+    _one_error_line(capsys, f"cannot write in the run directory {run}: Read-only file system")
+    assert not run.exists()
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", "/proc/tinyvae-run"]) == 2
+    _one_error_line(capsys, "cannot make the run directory /proc/tinyvae-run")
