@@ -29,8 +29,8 @@ def _blob(tmp_path, a=np.zeros((3, 2, 2), np.uint8)):
     (lambda b: b[:2] + b"\x07" + b[3:], "bad magic"),
     (lambda b: b[:3] + b"\x00" + b[4:], "0 dimensions"),
     (lambda b: b[:6], "truncated IDX header"),
-    (lambda b: b[:-1], "header says"),
-    (lambda b: b + b"\x00", "header says"),
+    (lambda b: b[:-1], "header says|truncated: 11 of the 12 data bytes"),
+    (lambda b: b + b"\x00", "header says|more data than its header's"),
     (lambda b: b[:4] + (10**6).to_bytes(4, "big") + b[8:], "header says"),
     (lambda b: b"", "bad magic"),
 ])
@@ -53,6 +53,59 @@ def test_truncated_and_corrupt_gzip(tmp_path):
     (tmp_path / "bad.gz").write_bytes(bytes(corrupt))
     with pytest.raises(DataError):
         read_idx(tmp_path / "bad.gz")
+
+
+def _gz(tmp_path, blob, name="x.gz"):
+    (tmp_path / name).write_bytes(blob)
+    return tmp_path / name
+
+
+def test_a_gzip_crc_or_length_that_does_not_match_is_refused(tmp_path):
+    gz = bytearray(gzip.compress(_blob(tmp_path, np.arange(400, dtype=np.uint8).reshape(4, 10, 10))))
+    bad_crc = bytes(gz[:-8]) + bytes([gz[-8] ^ 1]) + bytes(gz[-7:])
+    with pytest.raises(DataError, match="corrupt file.*CRC check failed"):
+        read_idx(_gz(tmp_path, bad_crc))
+    bad_len = bytes(gz[:-4]) + (len(gz) + 1).to_bytes(4, "little")
+    with pytest.raises(DataError, match="corrupt file.*[Ii]ncorrect length"):
+        read_idx(_gz(tmp_path, bad_len))
+
+
+def test_a_size_that_matches_modulo_2_32_allocates_nothing(tmp_path):
+    """A header declaring 2^32 + 12 bytes over 12 bytes of data: gzip's ISIZE (length mod 2^32) agrees."""
+    blob = bytes([0, 0, 8, 3]) + (4).to_bytes(4, "big") + (2**30 + 3).to_bytes(4, "big") + (1).to_bytes(4, "big")
+    with pytest.raises(DataError, match=r"header says .* but the file holds at most \d+ bytes uncompressed"):
+        read_idx(_gz(tmp_path, gzip.compress(blob + bytes(12))))
+
+
+def test_a_multi_member_gzip_is_read_whole(tmp_path):
+    blob = _blob(tmp_path, np.arange(48, dtype=np.uint8).reshape(3, 4, 4))
+    two = gzip.compress(blob[:20]) + gzip.compress(blob[20:])  # as `cat a.gz b.gz` makes
+    np.testing.assert_array_equal(read_idx(_gz(tmp_path, two)), np.arange(48).reshape(3, 4, 4))
+
+
+def test_a_truncated_gzip_says_how_much_arrived(tmp_path):
+    gz = gzip.compress(_blob(tmp_path, np.random.default_rng(0).integers(0, 256, (50, 20, 20), dtype=np.uint8)))
+    with pytest.raises(DataError, match=r"truncated: the compressed data end after \d+ of the data bytes"):
+        read_idx(_gz(tmp_path, gz[: len(gz) // 2]))
+
+
+@pytest.mark.parametrize("split,labels,match", [
+    ("train", np.full(256, 200, np.uint8), "label 200 at index 0 is not one of the dataset's 10 classes"),
+    ("train", np.r_[np.zeros(255), -1].astype(np.int8), "label -1 at index 255"),
+    ("test", np.r_[np.zeros(63), 10].astype(np.uint8), "label 10 at index 63"),
+    ("test", np.zeros(64, np.float32), "labels must be integers"),
+])
+def test_labels_outside_the_classes_are_refused_before_training(tiny_data_dir, split, labels, match):
+    write_idx(tiny_data_dir / f"{data.FILES[split + '_labels']}.gz", labels)
+    with pytest.raises(DataError, match=match):
+        load_dataset("mnist", tiny_data_dir)
+
+
+def test_a_split_without_images_is_refused(tiny_data_dir):
+    write_idx(tiny_data_dir / "t10k-images-idx3-ubyte.gz", np.zeros((0, 8, 8), np.uint8))
+    write_idx(tiny_data_dir / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))
+    with pytest.raises(DataError, match="holds no images"):
+        load_dataset("mnist", tiny_data_dir)
 
 
 def test_mnist_from_a_named_directory(tiny_data_dir):

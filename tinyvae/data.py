@@ -30,6 +30,7 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 DATASETS = ("fashion-mnist", "mnist")
+N_CLASSES = {"fashion-mnist": 10, "mnist": 10}  # labels 0 to 9: digits, or Fashion-MNIST's ten garments
 PIXEL_SCALE = np.float32(1 / 255)
 
 
@@ -51,50 +52,59 @@ def _parse_header(head: bytes, path) -> tuple[np.dtype, tuple[int, ...], int]:
     return np.dtype(IDX_TYPES[head[2]]), tuple(shape), header_len
 
 
+GZIP_MAX_RATIO = 1032  # deflate expands at most about 1032:1 (zlib's technical details)
+CHUNK = 1 << 20
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file, raw or gzip-compressed (detected from its first bytes).
 
-    The header's sizes are checked against the file's length (for gzip, the
-    uncompressed length stored in its trailer) before any array is allocated.
+    The data are read in chunks, so no more memory is taken than the file
+    really holds: a raw file must be exactly as long as its header declares;
+    a gzip file is read to its end, so gzip's CRC-32 and length of each member
+    are checked (RFC 1952; a file of several members is read whole), and its
+    header may not declare more than deflate can expand the file to.
 
     Returns:
         The array with the header's shape, in native byte order.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        DataError: bad magic number, type code or dimension count, a header
-            whose sizes disagree with the file length, truncated or corrupt data.
+        DataError: bad magic number, type code or dimension count; a header
+            whose sizes the file cannot hold; data truncated, corrupt (a CRC or
+            length that gzip refuses) or longer than the header declares.
     """
     path = Path(path)
     with open(path, "rb") as f:
         is_gzip = f.read(2) == b"\x1f\x8b"
+    size = path.stat().st_size
+    buf = bytearray()
     try:
-        if is_gzip:
-            with open(path, "rb") as f:
-                f.seek(-4, os.SEEK_END)
-                stored_len = struct.unpack("<I", f.read(4))[0]  # ISIZE: length mod 2^32 (RFC 1952)
-            opener = gzip.open
-        else:
-            stored_len = path.stat().st_size
-            opener = open
-        with opener(path, "rb") as f:
+        with (gzip.open if is_gzip else open)(path, "rb") as f:
             head = f.read(4)
             head += f.read(4 * head[3]) if len(head) == 4 else b""
             dtype, shape, header_len = _parse_header(head, path)
-            expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if expected % 2**32 != stored_len % 2**32 if is_gzip else expected != stored_len:
-                raise DataError(
-                    f"{path}: header says {shape} of {dtype.name} ({expected} bytes with header) "
-                    f"but the file holds {stored_len} bytes{' uncompressed' if is_gzip else ''}"
-                )
-            data = f.read(expected - header_len)
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+            n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            limit = size * GZIP_MAX_RATIO if is_gzip else size - header_len
+            if n_bytes > limit or (not is_gzip and n_bytes != limit):
+                holds = f"at most {limit} bytes uncompressed" if is_gzip else f"{limit} bytes after its header"
+                raise DataError(f"{path}: header says {shape} of {dtype.name} ({n_bytes} bytes) "
+                                f"but the file holds {holds}")
+            while len(buf) < n_bytes:
+                chunk = f.read(min(CHUNK, n_bytes - len(buf)))
+                if not chunk:
+                    raise DataError(f"{path}: truncated: {len(buf)} of the {n_bytes} data bytes its header declares")
+                buf += chunk
+            if f.read(1):  # for gzip, reading to the end is what checks each member's CRC and length
+                raise DataError(f"{path}: more data than its header's {shape} of {dtype.name} declares")
+    except EOFError as e:
+        raise DataError(f"{path}: truncated: the compressed data end after {len(buf)} of the data bytes "
+                        f"its header declares ({e})") from e
+    except (zlib.error, gzip.BadGzipFile, OSError) as e:
         if isinstance(e, FileNotFoundError):
             raise
-        raise DataError(f"{path}: corrupt or truncated file ({e})") from e
-    if len(data) != expected - header_len:
-        raise DataError(f"{path}: truncated data ({len(data)} of {expected - header_len} bytes)")
-    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+        raise DataError(f"{path}: corrupt file ({e})") from e
+    return np.frombuffer(buf, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:
@@ -166,11 +176,14 @@ class Dataset:
         return pixels_to_unit(self.test_pixels)
 
     @property
+    def n_classes(self) -> int:
+        """The number of classes; every label is one of ``0 .. n_classes - 1`` (checked on loading)."""
+        return N_CLASSES[self.name]
+
+    @property
     def class_names(self) -> list[str]:
-        """A name per label value (Fashion-MNIST's ten garments; digits otherwise)."""
-        n = int(max(self.train_y.max(initial=0), self.test_y.max(initial=0))) + 1
-        names = CLASS_NAMES.get(self.name, [])
-        return names if len(names) >= n else [str(c) for c in range(n)]
+        """A name per class (Fashion-MNIST's ten garments; digits otherwise)."""
+        return CLASS_NAMES.get(self.name, [str(c) for c in range(self.n_classes)])
 
 
 def _find(directory: Path, stem: str) -> Path | None:
@@ -193,13 +206,22 @@ def _images(path: Path) -> np.ndarray:
     a = read_idx(path)
     if a.ndim != 3 or a.dtype != np.uint8:
         raise DataError(f"{path}: expected a 3-d uint8 image array, got {a.ndim}-d {a.dtype}")
+    if 0 in a.shape:
+        raise DataError(f"{path}: holds no images (shape {a.shape})")
     return a
 
 
-def _labels(path: Path, n: int) -> np.ndarray:
+def _labels(path: Path, n: int, n_classes: int) -> np.ndarray:
+    """The ``(n,)`` labels of ``path``, each a class in ``[0, n_classes)``."""
     a = read_idx(path)
     if a.ndim != 1 or a.shape[0] != n:
         raise DataError(f"{path}: expected {n} labels to match the images, got shape {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise DataError(f"{path}: labels must be integers, got {a.dtype}")
+    bad = np.flatnonzero((a < 0) | (a >= n_classes))
+    if bad.size:
+        raise DataError(f"{path}: label {a[bad[0]]} at index {bad[0]} is not one of the dataset's "
+                        f"{n_classes} classes 0 to {n_classes - 1} ({bad.size} such labels)")
     return a.astype(np.int64)
 
 
@@ -218,7 +240,8 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
         ValueError: for an unknown dataset name, or ``mnist`` without ``data_dir``.
         FileNotFoundError: no directory holds all four files; the message lists
             the paths searched and how to install the data.
-        DataError: a file is corrupt, truncated or inconsistent with the others.
+        DataError: a file is corrupt, truncated or inconsistent with the others,
+            a split holds no images, or a label is not one of the dataset's classes.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -243,9 +266,9 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
     return Dataset(
         name=name,
         train_pixels=train.reshape(len(train), -1),
-        train_y=_labels(paths["train_labels"], len(train)),
+        train_y=_labels(paths["train_labels"], len(train), N_CLASSES[name]),
         test_pixels=test.reshape(len(test), -1),
-        test_y=_labels(paths["test_labels"], len(test)),
+        test_y=_labels(paths["test_labels"], len(test), N_CLASSES[name]),
         image_shape=train.shape[1:],
         source=d,
     )

@@ -195,8 +195,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.backend = get_backend(backend)
         self.data = data if data is not None else load_dataset(settings.dataset, settings.data_dir)
-        self.model = settings.build_model(self.data.train_pixels.shape[1], int(self.data.train_y.max()) + 1,
-                                          self.backend)
+        self.model = settings.build_model(self.data.train_pixels.shape[1], self.data.n_classes, self.backend)
         self.optimizer = Adam(self.model.params, self.backend, lr=settings.lr)
         self.rng = self.model.rng
         xp = self.backend.xp
