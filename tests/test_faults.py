@@ -7,6 +7,7 @@ directories (never overwritten, never colliding, nothing left behind by a failed
 """
 
 import errno
+import json
 import math
 import subprocess
 import sys
@@ -201,3 +202,53 @@ def test_a_run_directory_that_cannot_be_written_is_refused_before_training(tiny_
     assert not run.exists()
     assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", "/proc/tinyvae-run"]) == 2
     _one_error_line(capsys, "cannot make the run directory /proc/tinyvae-run")
+
+
+# -- checkpoints and their metadata --------------------------------------------------
+def _rewrite(run, change):
+    """The run's checkpoint with its metadata (JSON text per key) changed by ``change(meta)``."""
+    from safetensors.numpy import load_file, save
+
+    path = run / CHECKPOINT
+    with open(path, "rb") as f:
+        raw = json.loads(f.read(int.from_bytes(f.read(8), "little")))["__metadata__"]
+    change(raw)
+    path.write_bytes(save(load_file(path), metadata=raw))
+
+
+def _set(key, value):
+    """Metadata ``key`` set to ``value``: JSON text as it is, anything else dumped to JSON."""
+    return lambda raw: raw.__setitem__(key, value if isinstance(value, str) else json.dumps(value))
+
+
+def _set_setting(key, value):
+    def change(raw):
+        settings = json.loads(raw["settings"])
+        settings[key] = value
+        raw["settings"] = json.dumps(settings)
+    return change
+
+
+@pytest.mark.parametrize("change,needles", [
+    (lambda raw: raw.pop("epoch"), ["metadata field 'epoch' is missing"]),
+    (lambda raw: raw.pop("settings"), ["metadata field 'settings' is missing"]),
+    (_set("epoch", '"1"'), ["metadata field 'epoch' is a str, not a int"]),
+    (_set("epoch", -1), ["metadata field 'epoch' is -1 but the run's history holds 1 epochs"]),
+    (_set("epoch", 5), ["metadata field 'epoch' is 5"]),
+    (_set("settings", [1, 2]), ["metadata field 'settings' is a list, not a dict"]),
+    (_set_setting("lr", "fast"), ["metadata field 'settings': lr must be a int or float, got 'fast'"]),
+    (_set_setting("hidden", [10**9]), ["metadata field 'settings': these sizes need about", "GiB"]),
+    (_set_setting("hidden", ["16"]), ["hidden must be a list of ints"]),
+    (_set_setting("batch_size", True), ["batch_size must be a int, got True"]),
+    (_set_setting("surprise", 1), ["metadata field 'settings'", "surprise"]),
+    (_set("optimizer", {"name": "adam", "t": "many"}), ["metadata field 'optimizer'"]),
+    (_set("rng_state", {"bit_generator": "PCG64", "state": 3}), ["metadata field 'rng_state'"]),
+    (_set("settings", "[" * 100000 + "]" * 100000), ["unreadable checkpoint (RecursionError"]),
+], ids=["no-epoch", "no-settings", "epoch-str", "epoch-negative", "epoch-ahead", "settings-list", "lr-str",
+        "absurd-size", "hidden-str", "batch-bool", "unknown-setting", "optimizer-t", "rng-state", "deep-json"])
+def test_every_field_of_a_checkpoint_is_checked(change, needles, a_run, capsys):
+    _rewrite(a_run, change)
+    before = _files(a_run)
+    assert main(["--resume", str(a_run), "--epochs", "2"]) == 2
+    _one_error_line(capsys, str(a_run / CHECKPOINT), *needles)
+    assert _files(a_run) == before

@@ -72,7 +72,7 @@ def load_checkpoint(path, required: dict[str, tuple[tuple[int, ...], str]] | Non
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not a tinyvae checkpoint (format {meta.get('format')!r})")
         metadata = {k: json.loads(v) for k, v in meta.items() if k != "format"}
-    except (SafetensorError, OSError, ValueError, UnicodeDecodeError, MemoryError) as e:
+    except (SafetensorError, OSError, ValueError, UnicodeDecodeError, MemoryError, RecursionError) as e:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e

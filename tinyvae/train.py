@@ -28,10 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,16 @@ class TrainSettings:
     history: list = field(default_factory=list)
 
     def __post_init__(self):
+        for f in fields(self):  # the types of the defaults (settings also come from checkpoints' JSON)
+            value, default = getattr(self, f.name), f.default if f.default is not MISSING else f.default_factory()
+            kind = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (list, tuple),
+                    list: (list,), type(None): (str, type(None))}[type(default)]
+            if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
+                raise ValueError(f"{f.name} must be a {' or '.join(k.__name__ for k in kind)}, got {value!r}")
+        if not all(isinstance(h, int) and not isinstance(h, bool) for h in self.hidden):
+            raise ValueError(f"hidden must be a list of ints, got {self.hidden!r}")
+        if not all(isinstance(r, dict) for r in self.history):
+            raise ValueError("history must be a list of one JSON object per epoch")
         self.hidden = tuple(self.hidden)
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
@@ -111,6 +122,25 @@ class TrainSettings:
                           corruption=self.corruption, noise=self.noise, rho=self.rho,
                           sparsity_weight=self.sparsity_weight, contractive_weight=self.contractive_weight)
         return Autoencoder(config, backend, self.seed)
+
+    def check_fits(self, input_dim: int, n_classes: int) -> None:
+        """``ValueError`` when the model and its batches would not fit in this machine's memory.
+
+        The estimate: weights, gradients and the optimiser's two moments (4 bytes each, 4 buffers) and
+        each layer's output and gradient for a training and an evaluation batch; a bound for settings
+        read from a checkpoint or typed by hand, so an absurd size is refused before anything is allocated.
+        """
+        extra = n_classes if self.model == "cvae" else 0
+        widths = [input_dim + extra, *self.hidden, 2 * self.latent_dim, self.latent_dim + extra,
+                  *reversed(self.hidden), input_dim]
+        params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+        rows = max(self.batch_size * self.mc_samples, self.eval_batch_size)
+        need = 4 * (4 * params + 2 * rows * sum(widths))
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if need > have:
+            raise ValueError(f"these sizes need about {need / 2**30:.1f} GiB (hidden {list(self.hidden)}, "
+                             f"latent_dim {self.latent_dim}, batch_size {self.batch_size}), more than this "
+                             f"machine's {have / 2**30:.1f} GiB")
 
     def beta_at(self, step: int, steps_per_epoch: int) -> float:
         """The KL weight of training step ``step`` (0-based): beta * min(1, (step + 1) / warm-up steps).
@@ -195,6 +225,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.backend = get_backend(backend)
         self.data = data if data is not None else load_dataset(settings.dataset, settings.data_dir)
+        settings.check_fits(self.data.train_pixels.shape[1], self.data.n_classes)
         self.model = settings.build_model(self.data.train_pixels.shape[1], self.data.n_classes, self.backend)
         self.optimizer = Adam(self.model.params, self.backend, lr=settings.lr)
         self.rng = self.model.rng
@@ -237,11 +268,25 @@ class Trainer:
         """
         path = Path(run_dir) / CHECKPOINT
         _, meta = load_checkpoint(path)
+        for key, kind in (("settings", dict), ("model_config", dict), ("optimizer", dict), ("epoch", int),
+                          ("rng_state", dict)):
+            value = meta.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                found = "missing" if key not in meta else f"a {type(value).__name__}"
+                raise CheckpointError(f"{path}: metadata field {key!r} is {found}, not a {kind.__name__}")
         try:
             settings = TrainSettings(**meta["settings"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
+        if not 0 <= meta["epoch"] == len(settings.history):
+            raise CheckpointError(f"{path}: metadata field 'epoch' is {meta['epoch']} but the run's history holds "
+                                  f"{len(settings.history)} epochs")
+        try:
             trainer = cls(settings, backend, run_dir)
-        except (KeyError, TypeError) as e:
-            raise CheckpointError(f"{path}: incomplete metadata ({e})") from e
+        except ValueError as e:
+            if isinstance(e, DataError):
+                raise
+            raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
         model, opt = trainer.model, trainer.optimizer
         required = {n: (s, model.dtype.name) for n, s in model.params.shapes.items()}
         opt_arrays, _ = opt.state()
@@ -255,9 +300,17 @@ class Trainer:
             raise CheckpointError(f"{path}: model config {meta.get('model_config')} does not match its settings")
         for name in model.params.names:
             model.params.view(name)[...] = model.xp.asarray(tensors[name])
+        t = meta["optimizer"].get("t", 0)
+        if meta["optimizer"].get("name") != opt.name or not isinstance(t, int) or isinstance(t, bool) or t < 0:
+            raise CheckpointError(f"{path}: metadata field 'optimizer' is {meta['optimizer']}, not the state of "
+                                  f"{opt.name} (its step count t an int >= 0)")
         opt.load_state({k: model.xp.asarray(tensors[f"optimizer.{k}"]) for k in opt_arrays}, meta["optimizer"])
-        trainer.rng.bit_generator.state = meta["rng_state"]
-        trainer.epoch = int(meta["epoch"])
+        try:
+            trainer.rng.bit_generator.state = meta["rng_state"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: metadata field 'rng_state' is not a {type(trainer.rng.bit_generator).__name__} "
+                                  f"state ({type(e).__name__}: {e})") from e
+        trainer.epoch = meta["epoch"]
         return trainer
 
     # -- one epoch -------------------------------------------------------------
