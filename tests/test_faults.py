@@ -252,3 +252,136 @@ def test_every_field_of_a_checkpoint_is_checked(change, needles, a_run, capsys):
     assert main(["--resume", str(a_run), "--epochs", "2"]) == 2
     _one_error_line(capsys, str(a_run / CHECKPOINT), *needles)
     assert _files(a_run) == before
+
+
+# -- the operating system and Ctrl-C -----------------------------------------------
+def test_an_unreadable_data_file_is_one_line(tiny_data_dir, tmp_path, monkeypatch, capsys):
+    from tinyvae import data
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(data, "open", denied, raising=False)
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", str(run)]) == 2
+    _one_error_line(capsys, "train-images-idx3-ubyte.gz: Permission denied")
+    assert not run.exists()
+
+
+def _train_process(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "tinyvae.train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_a_full_disk_at_a_save_keeps_the_last_checkpoint_and_leaves_no_temp_file(tiny_data_dir, tmp_path):
+    """RLIMIT_FSIZE makes every write past 200 kB fail (EFBIG) as a full disk would, without root."""
+    import resource
+
+    run = tmp_path / "run"
+    big = [*ARGS, "--hidden", "400", "--data-dir", str(tiny_data_dir)]
+    assert main([*big, "--epochs", "1", "--out", str(run)]) == 0
+    before = _files(run)
+    assert len(before[run.relative_to(run) / CHECKPOINT]) > 200_000
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+    done = _train_process(["--resume", str(run), "--epochs", "2"], preexec_fn=limit)
+    out, err = done.communicate(timeout=120)
+    assert done.returncode == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "File too large" in err, err
+    after = _files(run)
+    assert after[run.relative_to(run) / CHECKPOINT] == before[run.relative_to(run) / CHECKPOINT]
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+
+
+def test_ctrl_c_in_an_epoch_keeps_the_last_checkpoint_and_resume_is_bit_exact(tmp_path):
+    """SIGINT 0.2 s into the second epoch (4096 images at batch 1: about 0.5 s an epoch); then resume to one
+    epoch more than was saved, against the same number of epochs straight."""
+    import signal
+    import time
+
+    from conftest import write_dataset
+    from safetensors.numpy import load_file
+
+    (tmp_path / "data").mkdir()
+    common = [*ARGS, "--batch-size", "1", "--data-dir", str(write_dataset(tmp_path / "data", n_train=4096))]
+    proc = _train_process([*common, "--epochs", "50", "--out", str(tmp_path / "cut")])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "cut" / CHECKPOINT).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and err.startswith("interrupted: stopped after epoch "), err
+    saved = int(err.split("stopped after epoch ")[1].split()[0])
+    assert f"--resume {tmp_path / 'cut'}" in err and "Traceback" not in err
+    assert main(["--resume", str(tmp_path / "cut"), "--epochs", str(saved + 1)]) == 0
+    assert main([*common, "--epochs", str(saved + 1), "--out", str(tmp_path / "straight")]) == 0
+    strip = lambda run: [{k: v for k, v in json.loads(line).items() if "second" not in k and k != "samples_per_s"}
+                         for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert strip(tmp_path / "cut") == strip(tmp_path / "straight")
+    a, b = load_file(tmp_path / "cut" / CHECKPOINT), load_file(tmp_path / "straight" / CHECKPOINT)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_temp_file_left_by_a_killed_save_is_removed_at_the_next(a_run):
+    stale = a_run / f".{CHECKPOINT}.tmp-999999"
+    stale.write_bytes(b"half a checkpoint")
+    assert main(["--resume", str(a_run), "--epochs", "2"]) == 0
+    assert not stale.exists()
+
+
+def test_a_picture_that_cannot_be_replaced_is_kept(tmp_path, monkeypatch):
+    from tinyvae import checkpoint
+    from tinyvae.images import save_grid
+
+    png = tmp_path / "grid.png"
+    save_grid(png, np.zeros((4, 3, 3)), 2, 2)
+    before = png.read_bytes()
+
+    def no_space(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(checkpoint.os, "replace", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        save_grid(png, np.ones((4, 3, 3)), 2, 2)
+    assert png.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
+def test_evaluate_and_sample_say_an_os_error_or_ctrl_c_in_one_line(a_run, monkeypatch, capsys):
+    from tinyvae import evaluate
+
+    assert sample_main([str(a_run), "--what", "samples", "--out", str(a_run / "no" / "such" / "dir.png")]) == 2
+    _one_error_line(capsys, "No such file or directory")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate_run", interrupted)
+    assert evaluate_main([str(a_run)]) == 130
+    assert capsys.readouterr().err == f"interrupted: nothing was written; {a_run} is as it was\n"
+
+
+# -- flags and the Python API ------------------------------------------------------
+@pytest.mark.parametrize("extra,needles", [
+    (["--epochs", "0"], ["--epochs is the total number of epochs, at least 1"]),
+    (["--hidden", "abc"], ["--hidden takes layer sizes separated by commas", "'abc'"]),
+    (["--seed", "-1"], ["seed must be >= 0"]),
+])
+def test_flags_are_refused_by_name(extra, needles, tiny_data_dir, tmp_path, capsys):
+    assert main([*ARGS, *extra, "--data-dir", str(tiny_data_dir), "--out", str(tmp_path / "run")]) == 2
+    _one_error_line(capsys, *needles)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_to_an_epoch_already_reached_says_so(a_run, capsys):
+    before = _files(a_run)
+    assert main(["--resume", str(a_run), "--epochs", "1"]) == 2
+    _one_error_line(capsys, "has trained 1 epochs already; --epochs is the total, so ask for more than 1")
+    assert _files(a_run) == before
+
+
+@pytest.mark.parametrize("kwargs", [dict(latent_dim=2.5), dict(hidden=(4.0,)), dict(input_dim=True),
+                                    dict(mc_samples=1.5)])
+def test_the_api_refuses_sizes_that_are_not_ints(kwargs):
+    with pytest.raises(ValueError, match="ints"):
+        VAEConfig(**{"input_dim": 6, "hidden": (4,), "latent_dim": 2, **kwargs})

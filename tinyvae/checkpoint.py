@@ -27,10 +27,13 @@ def atomic_write_bytes(path: str | os.PathLike, blob: bytes) -> None:
     """Write ``blob`` to ``path`` so a reader sees the old file or the new one, never a part.
 
     Writes a temporary file in the same directory, fsyncs it, then renames it
-    over ``path`` (``os.replace`` is atomic on POSIX and Windows).
+    over ``path`` (``os.replace`` is atomic on POSIX and Windows). Temporary
+    files that a killed writer left for ``path`` are removed first.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
     try:
         with open(tmp, "wb") as f:
             f.write(blob)

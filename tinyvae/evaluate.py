@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import BACKENDS, BackendUnavailable
-from .checkpoint import CheckpointError, atomic_write_bytes
-from .data import DataError
-from .backends import reference
+from . import cli
+from .backends import BACKENDS, reference
+from .checkpoint import atomic_write_bytes
 from .model import VAE, repeat_rows
 
 ACTIVE_THRESHOLD = 0.01
@@ -172,12 +171,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-images", type=int, default=1000, help="test images for the IWAE bound (the first ones)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    try:
+
+    def body() -> int:
         evaluate_run(Path(args.run_dir), args.backend, args.k, args.n_images, args.seed)
-    except (BackendUnavailable, CheckpointError, DataError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return cli.run(body, lambda: f"nothing was written; {args.run_dir} is as it was")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
-"""Image grids as PNG files, drawn with Pillow."""
+"""Image grids as PNG files, drawn with Pillow and written atomically."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image
+
+from .checkpoint import atomic_write_bytes
 
 
 def save_grid(path, images, rows: int, cols: int, pad: int = 2) -> None:
     """Tile ``rows * cols`` grey images into one PNG.
 
     Args:
-        path: output file.
+        path: output file, replaced atomically (a reader sees the old picture or the new one).
         images: ``(rows * cols, H, W)`` floats in [0, 1] (clipped), row-major order.
         pad: pixels of black border between tiles.
 
@@ -26,4 +30,6 @@ def save_grid(path, images, rows: int, cols: int, pad: int = 2) -> None:
     for k in range(n):
         r, c = divmod(k, cols)
         canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = tiles[k]
-    Image.fromarray(canvas, mode="L").save(path)
+    png = io.BytesIO()
+    Image.fromarray(canvas, mode="L").save(png, format="PNG")
+    atomic_write_bytes(path, png.getvalue())

@@ -51,8 +51,9 @@ class VAEConfig(NetworkConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mc_samples < 1 or self.n_classes < 0:
-            raise ValueError(f"need mc_samples >= 1 and n_classes >= 0, got {self}")
+        ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (self.mc_samples, self.n_classes))
+        if not ints or self.mc_samples < 1 or self.n_classes < 0:
+            raise ValueError(f"need ints mc_samples >= 1 and n_classes >= 0, got {self}")
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, shape)`` of every parameter tensor, in storage order."""

@@ -50,9 +50,10 @@ class NetworkConfig:
     decoder_logvar: float = 0.0
 
     def __post_init__(self):
+        sizes = (self.input_dim, self.latent_dim, *self.hidden)
+        if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in sizes):
+            raise ValueError(f"input_dim, latent_dim and hidden must be ints >= 1, got {self}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if any(s < 1 for s in (self.input_dim, self.latent_dim, *self.hidden)):
-            raise ValueError(f"all sizes must be >= 1, got {self}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.likelihood not in LIKELIHOODS:

@@ -19,15 +19,16 @@ to [0, 1]), written as PNG with Pillow into ``RUN_DIR/<what>.png`` unless ``--ou
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import norm
 
-from .backends import BACKENDS, BackendUnavailable
-from .checkpoint import CheckpointError
-from .data import DataError
+from . import cli
+from .backends import BACKENDS
+from .checkpoint import atomic_write_bytes
 from .images import save_grid
 from .model import VAE
 
@@ -111,8 +112,10 @@ def scatter(path, mu: np.ndarray, labels: np.ndarray, names=None, title: str = "
     ax.set_title(title)
     ax.legend(markerscale=5, fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
 
 
 def main(argv=None) -> int:
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from .train import Trainer
 
-    try:
+    def body() -> int:
         trainer = Trainer.resume(Path(args.run_dir), args.backend)
         if not trainer.settings.is_vae:
             raise ValueError(f"{args.run_dir} holds a {trainer.settings.model} run; these pictures need a VAE's "
@@ -153,11 +156,10 @@ def main(argv=None) -> int:
         else:
             scatter(out, trainer.test_codes(), trainer.data.test_y, trainer.data.class_names,
                     f"{trainer.data.name} test set in z (epoch {trainer.epoch}, K = {model.config.latent_dim})")
-    except (BackendUnavailable, CheckpointError, DataError, FileNotFoundError, ImportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+        print(f"wrote {out}")
+        return 0
+
+    return cli.run(body, lambda: "no picture was written")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig, Autoencoder
-from .backends import BACKENDS, BackendUnavailable, get_backend
+from . import cli
+from .backends import BACKENDS, get_backend
 from .blas import avx512_hint, cpu_flags, numpy_blas
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .data import DATASETS, PIXEL_SCALE, DataError, Dataset, load_dataset
@@ -101,6 +102,8 @@ class TrainSettings:
                              f"beta={self.beta}, warmup_epochs={self.warmup_epochs}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0 (NumPy's generators take no negative seed), got {self.seed}")
 
     @property
     def is_vae(self) -> bool:
@@ -239,6 +242,7 @@ class Trainer:
         self.train_y = xp.asarray(self.data.train_y) if conditional else None
         self.test_y = xp.asarray(self.data.test_y) if conditional else None
         self.epoch = 0
+        self.saved_epoch = 0  # the epoch of the checkpoint in run_dir (0: none yet)
         # The epoch's running loss stays non-finite once a batch loss is. It is read, and checked, every step
         # on the host; on a GPU every 50 steps (a read is a sync), the first bad step kept on the device.
         self.check_every = 1 if xp is np else 50
@@ -256,6 +260,7 @@ class Trainer:
             "epoch": self.epoch,
             "rng_state": self.rng.bit_generator.state,
         })
+        self.saved_epoch = self.epoch
         lines = "".join(json.dumps(m) + "\n" for m in self.settings.history)
         atomic_write_bytes(self.run_dir / "metrics.jsonl", lines.encode())
 
@@ -310,7 +315,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: metadata field 'rng_state' is not a {type(trainer.rng.bit_generator).__name__} "
                                   f"state ({type(e).__name__}: {e})") from e
-        trainer.epoch = meta["epoch"]
+        trainer.epoch = trainer.saved_epoch = meta["epoch"]
         return trainer
 
     # -- one epoch -------------------------------------------------------------
@@ -369,7 +374,7 @@ class Trainer:
     def stopped(self, what: str) -> str:
         """The message of a run stopped by a non-finite number: what, what is intact, the likely causes."""
         s = self.settings
-        kept = (f"the checkpoint of epoch {self.epoch} in {self.run_dir} is intact" if self.epoch
+        kept = (f"the checkpoint of epoch {self.saved_epoch} in {self.run_dir} is intact" if self.saved_epoch
                 else "no epoch had finished, so nothing was saved")
         causes = [f"a learning rate too high (--lr {s.lr:g}; lower it)"]
         if s.likelihood == "gaussian" and s.decoder_logvar < -10:
@@ -475,44 +480,67 @@ ONLY_FOR = {"beta": VAE_MODELS, "warmup_epochs": VAE_MODELS, "mc_samples": VAE_M
             "contractive_weight": ("cae",)}
 
 
+def _hidden_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(h) for h in text.split(",") if h.strip())
+    except ValueError:
+        raise ValueError(f"--hidden takes layer sizes separated by commas (e.g. 512,256, or '' for none), "
+                         f"got {text!r}") from None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     given = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k) is not None}
-    run_dir, created = None, False
-    try:
+    run: dict = {"trainer": None, "dir": None, "created": False}
+
+    def start() -> Trainer:
+        if args.epochs < 1:
+            raise ValueError(f"--epochs is the total number of epochs, at least 1; got {args.epochs}")
         if args.resume:
             if given or args.out:
                 print(f"resuming {args.resume}: its settings come from the checkpoint; "
                       f"ignoring {', '.join('--' + k.replace('_', '-') for k in [*given, *(['out'] if args.out else [])])}")
             trainer = Trainer.resume(Path(args.resume), args.backend)
-        else:
-            model = given.get("model", TrainSettings.model)
-            wrong = [k for k in given if model not in ONLY_FOR.get(k, MODELS)]
-            if wrong:
-                flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
-                raise ValueError(f"{flags} does not apply to --model {model}")
-            if "hidden" in given:
-                given["hidden"] = tuple(int(h) for h in given["hidden"].split(",") if h.strip())
-            settings = TrainSettings(**given)
-            run_dir, created = new_run_dir(args.out)
-            trainer = Trainer(settings, args.backend, run_dir)
-    except (BackendUnavailable, CheckpointError, DataError, FileNotFoundError, ValueError) as e:
-        if created:
-            remove_if_empty(run_dir, created)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"run directory: {trainer.run_dir}  (backend {args.backend}, {trainer.data.name} from {trainer.data.source})")
-    hint = avx512_hint(numpy_blas(), cpu_flags()) if args.backend != "cuda" else None
-    if hint:
-        print(hint)
-    try:
-        trainer.run(args.epochs)
-    except Diverged as e:
-        if trainer.epoch == 0:
-            remove_if_empty(trainer.run_dir, created)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+            if trainer.epoch >= args.epochs:
+                raise ValueError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the total, "
+                                 f"so ask for more than {trainer.epoch}")
+            return trainer
+        model = given.get("model", TrainSettings.model)
+        wrong = [k for k in given if model not in ONLY_FOR.get(k, MODELS)]
+        if wrong:
+            raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} does not apply to --model {model}")
+        if "hidden" in given:
+            given["hidden"] = _hidden_sizes(given["hidden"])
+        settings = TrainSettings(**given)
+        run["dir"], run["created"] = new_run_dir(args.out)
+        return Trainer(settings, args.backend, run["dir"])
+
+    def body() -> int:
+        trainer = run["trainer"] = start()
+        print(f"run directory: {trainer.run_dir}  (backend {args.backend}, {trainer.data.name} from "
+              f"{trainer.data.source})")
+        hint = avx512_hint(numpy_blas(), cpu_flags()) if args.backend != "cuda" else None
+        if hint:
+            print(hint)
+        try:
+            trainer.run(args.epochs)
+        except Diverged as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
+
+    def interrupted() -> str:
+        trainer = run["trainer"]
+        if trainer is None or trainer.saved_epoch == 0:
+            return "stopped before the first epoch was saved; nothing was kept"
+        return (f"stopped after epoch {trainer.saved_epoch} was saved; its checkpoint in {trainer.run_dir} is intact: "
+                f"continue with python -m tinyvae.train --resume {trainer.run_dir} --epochs {args.epochs}")
+
+    code = cli.run(body, interrupted)
+    trainer = run["trainer"]
+    if code and (trainer is None or trainer.saved_epoch == 0) and run["dir"] is not None:
+        remove_if_empty(run["dir"], run["created"])  # a start that failed leaves nothing behind
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""The one error path of tinyvae's command-line programs (train, evaluate, sample).
+
+An expected failure (bad data, a bad checkpoint, a bad flag, a backend that cannot
+run here, an operating-system error such as a full or read-only disk) ends in one
+``error:`` line on stderr and exit status 2; Ctrl-C in one ``interrupted:`` line
+and exit status 130 (128 + SIGINT, as shells report it). A traceback is left for
+bugs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from .backends import BackendUnavailable
+from .checkpoint import CheckpointError
+from .data import DataError
+
+EXPECTED = (BackendUnavailable, CheckpointError, DataError, ValueError, ImportError, OSError)
+
+
+def message(e: BaseException) -> str:
+    """``e`` as one line: an ``OSError`` as its file and reason, anything else as its text."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return " ".join(str(e).split())
+
+
+def run(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "nothing was written") -> int:
+    """``body()``'s exit status, or 2 after an ``error:`` line for an expected failure, or 130 after an
+    ``interrupted:`` line (``interrupted()`` says what is intact) for Ctrl-C."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print(f"interrupted: {interrupted()}", file=sys.stderr)
+        return 130
+    except EXPECTED as e:
+        print(f"error: {message(e)}", file=sys.stderr)
+        return 2
