@@ -292,10 +292,10 @@ def test_a_full_disk_at_a_save_keeps_the_last_checkpoint_and_leaves_no_temp_file
     assert not [p for p in run.iterdir() if ".tmp-" in p.name]
 
 
-def test_ctrl_c_in_an_epoch_keeps_the_last_checkpoint_and_resume_is_bit_exact(tmp_path):
-    """SIGINT 0.2 s into the second epoch (4096 images at batch 1: about 0.5 s an epoch); then resume to one
-    epoch more than was saved, against the same number of epochs straight."""
-    import signal
+def _stop_in_an_epoch_then_resume(tmp_path, signum):
+    """Train with ``signum`` sent 0.2 s into the second epoch (4096 images at batch 1: about 0.5 s an epoch),
+    resume to one epoch more than was saved, train as many epochs straight, and check the two runs agree
+    bit for bit. Returns the stopped process's exit status and stderr."""
     import time
 
     from conftest import write_dataset
@@ -303,24 +303,40 @@ def test_ctrl_c_in_an_epoch_keeps_the_last_checkpoint_and_resume_is_bit_exact(tm
 
     (tmp_path / "data").mkdir()
     common = [*ARGS, "--batch-size", "1", "--data-dir", str(write_dataset(tmp_path / "data", n_train=4096))]
-    proc = _train_process([*common, "--epochs", "50", "--out", str(tmp_path / "cut")])
+    cut = tmp_path / "cut"
+    proc = _train_process([*common, "--epochs", "50", "--out", str(cut)])
     deadline = time.monotonic() + 60
-    while not (tmp_path / "cut" / CHECKPOINT).exists() and time.monotonic() < deadline:
+    while not (cut / CHECKPOINT).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert err.count("\n") == 1 and err.startswith("interrupted: stopped after epoch "), err
-    saved = int(err.split("stopped after epoch ")[1].split()[0])
-    assert f"--resume {tmp_path / 'cut'}" in err and "Traceback" not in err
-    assert main(["--resume", str(tmp_path / "cut"), "--epochs", str(saved + 1)]) == 0
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    saved = load_checkpoint(cut / CHECKPOINT)[1]["epoch"]
+    assert main(["--resume", str(cut), "--epochs", str(saved + 1)]) == 0
     assert main([*common, "--epochs", str(saved + 1), "--out", str(tmp_path / "straight")]) == 0
     strip = lambda run: [{k: v for k, v in json.loads(line).items() if "second" not in k and k != "samples_per_s"}
                          for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert strip(tmp_path / "cut") == strip(tmp_path / "straight")
-    a, b = load_file(tmp_path / "cut" / CHECKPOINT), load_file(tmp_path / "straight" / CHECKPOINT)
+    assert strip(cut) == strip(tmp_path / "straight")
+    a, b = load_file(cut / CHECKPOINT), load_file(tmp_path / "straight" / CHECKPOINT)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not [p for p in cut.iterdir() if ".tmp-" in p.name]
+    return proc.returncode, err, saved
+
+
+def test_ctrl_c_in_an_epoch_keeps_the_last_checkpoint_and_resume_is_bit_exact(tmp_path):
+    import signal
+
+    code, err, saved = _stop_in_an_epoch_then_resume(tmp_path, signal.SIGINT)
+    assert code == 130 and err.count("\n") == 1, err
+    assert err.startswith(f"interrupted: stopped after epoch {saved} was saved; its checkpoint in {tmp_path / 'cut'} "
+                          f"is intact: continue with python -m tinyvae.train --resume {tmp_path / 'cut'}"), err
+
+
+def test_sigkill_in_an_epoch_keeps_the_last_checkpoint_and_resume_is_bit_exact(tmp_path):
+    import signal
+
+    code, _, _ = _stop_in_an_epoch_then_resume(tmp_path, signal.SIGKILL)
+    assert code == -signal.SIGKILL
 
 
 def test_a_temp_file_left_by_a_killed_save_is_removed_at_the_next(a_run):

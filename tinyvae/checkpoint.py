@@ -46,7 +46,7 @@ def atomic_write_bytes(path: str | os.PathLike, blob: bytes) -> None:
 
 def save_checkpoint(path, tensors: dict[str, np.ndarray], metadata: dict) -> None:
     """Save host arrays and JSON-serialisable ``metadata`` (one JSON value per key) atomically."""
-    meta = {"format": FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}}
+    meta = {"format": FORMAT, **{k: json.dumps(v, allow_nan=False) for k, v in metadata.items()}}  # strict JSON
     atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta))
 
 

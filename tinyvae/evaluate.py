@@ -159,7 +159,7 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         log("  ".join(cell.ljust(wi) if i == 0 else cell.rjust(wi) for i, (cell, wi) in enumerate(zip(r, w))))
-    atomic_write_bytes(Path(run_dir) / "evaluation.json", (json.dumps(result, indent=1) + "\n").encode())
+    atomic_write_bytes(Path(run_dir) / "evaluation.json", (json.dumps(result, indent=1, allow_nan=False) + "\n").encode())
     return result
 
 

@@ -21,6 +21,11 @@ Autoencoders (:mod:`tinyvae.autoencoders`): ``--model ae``, ``dae`` with
 ``--corruption`` and ``--noise``, ``sparse-ae`` with ``--rho`` and
 ``--sparsity-weight``, ``cae`` with ``--contractive-weight``; ``--code-activation``.
 A flag that does not apply to the chosen model is refused.
+
+``--out`` must be a new or empty folder; a run is continued with ``--resume``.
+Exit status: 0; 1 when the run diverged (stopped at the first non-finite loss,
+metric, weight or optimiser state, its last good checkpoint intact); 2 for an
+expected failure, in one ``error:`` line (:mod:`tinyvae.cli`); 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -261,7 +266,7 @@ class Trainer:
             "rng_state": self.rng.bit_generator.state,
         })
         self.saved_epoch = self.epoch
-        lines = "".join(json.dumps(m) + "\n" for m in self.settings.history)
+        lines = "".join(json.dumps(m, allow_nan=False) + "\n" for m in self.settings.history)
         atomic_write_bytes(self.run_dir / "metrics.jsonl", lines.encode())
 
     @classmethod
