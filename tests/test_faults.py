@@ -401,3 +401,13 @@ def test_a_resume_to_an_epoch_already_reached_says_so(a_run, capsys):
 def test_the_api_refuses_sizes_that_are_not_ints(kwargs):
     with pytest.raises(ValueError, match="ints"):
         VAEConfig(**{"input_dim": 6, "hidden": (4,), "latent_dim": 2, **kwargs})
+
+
+def test_a_non_finite_evaluation_is_not_written(a_run, monkeypatch, capsys):
+    from tinyvae import evaluate
+
+    monkeypatch.setattr(evaluate, "importance_weighted",
+                        lambda model, x, k, y, rng: (np.full(x.shape[0], -np.inf), np.zeros(x.shape[0])))
+    assert evaluate_main([str(a_run), "--k", "2", "--n-images", "2"]) == 2
+    _one_error_line(capsys, "the evaluation gave non-finite iwae_nll; evaluation.json not written")
+    assert not (a_run / "evaluation.json").exists()

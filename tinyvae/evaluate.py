@@ -148,6 +148,9 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         "elbo_nll": float(-np.concatenate(elbo).mean()),
         "iwae_nll": float(-np.concatenate(iwae).mean()),
     }
+    bad = [name for name, v in result.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{run_dir}: the evaluation gave non-finite {', '.join(bad)}; evaluation.json not written")
     rows = [
         ("test negative ELBO, 1 z per image", f"{result['test_loss']:.2f}", "nats/image", f"all {n_test}"),
         ("  reconstruction -log p(x|z)", f"{result['test_nll']:.2f}", "nats/image", ""),
