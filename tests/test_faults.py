@@ -411,3 +411,41 @@ def test_a_non_finite_evaluation_is_not_written(a_run, monkeypatch, capsys):
     assert evaluate_main([str(a_run), "--k", "2", "--n-images", "2"]) == 2
     _one_error_line(capsys, "the evaluation gave non-finite iwae_nll; evaluation.json not written")
     assert not (a_run / "evaluation.json").exists()
+
+
+# -- data files, through the command line -------------------------------------------
+def _corrupt_crc(path):
+    gz = bytearray(path.read_bytes())
+    gz[-8] ^= 1
+    path.write_bytes(bytes(gz))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _labels_200(path):
+    from tinyvae.data import write_idx
+
+    write_idx(path, np.full(256, 200, np.uint8))
+
+
+DATA_FAULTS = [
+    ("train-images-idx3-ubyte.gz", _corrupt_crc, "corrupt file (CRC check failed"),
+    ("train-images-idx3-ubyte.gz", _truncate, "truncated: the compressed data end after"),
+    ("train-labels-idx1-ubyte.gz", _labels_200, "label 200 at index 0 is not one of the dataset's 10 classes"),
+]
+
+
+@pytest.mark.parametrize("name,spoil,needle", DATA_FAULTS, ids=["crc", "truncated", "labels"])
+def test_bad_data_stops_a_new_run_and_a_resumed_one(name, spoil, needle, tiny_data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "1", "--out", str(run)]) == 0
+    before = _files(run)
+    spoil(tiny_data_dir / name)
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", str(tmp_path / "new")]) == 2
+    _one_error_line(capsys, f"{tiny_data_dir / name}: {needle}")
+    assert not (tmp_path / "new").exists()
+    assert main(["--resume", str(run), "--epochs", "2"]) == 2
+    _one_error_line(capsys, needle)
+    assert _files(run) == before
