@@ -61,7 +61,7 @@ def test_missing_foreign_and_mismatched(tmp_path):
     from safetensors.numpy import save_file
 
     save_file({"w": np.ones(2, np.float32)}, tmp_path / "foreign.safetensors")
-    with pytest.raises(CheckpointError, match="not a tinyvae checkpoint"):
+    with pytest.raises(CheckpointError, match="not a tinyvae file of format tinyvae-checkpoint-1"):
         load_checkpoint(tmp_path / "foreign.safetensors")
     save_checkpoint(tmp_path / "c.safetensors", {"w": np.ones(2, np.float32)}, {})
     with pytest.raises(CheckpointError, match="should be"):

@@ -16,7 +16,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
-FORMAT = "tinyvae-checkpoint-1"
+FORMAT = "tinyvae-checkpoint-1"  # a training checkpoint: weights, optimiser state, settings, generator
+MODEL_FORMAT = "tinyvae-model-1"  # weights and model config only (tinyvae.saving)
 
 
 class CheckpointError(ValueError):
@@ -44,18 +45,20 @@ def atomic_write_bytes(path: str | os.PathLike, blob: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_checkpoint(path, tensors: dict[str, np.ndarray], metadata: dict) -> None:
-    """Save host arrays and JSON-serialisable ``metadata`` (one JSON value per key) atomically."""
-    meta = {"format": FORMAT, **{k: json.dumps(v, allow_nan=False) for k, v in metadata.items()}}  # strict JSON
+def save_checkpoint(path, tensors: dict[str, np.ndarray], metadata: dict, fmt: str = FORMAT) -> None:
+    """Save host arrays and ``metadata`` (one strict-JSON value per key) atomically, marked ``fmt``."""
+    meta = {k: json.dumps(v, allow_nan=False) for k, v in metadata.items() if k != "format"} | {"format": fmt}
     atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=meta))
 
 
-def load_checkpoint(path, required: dict[str, tuple[tuple[int, ...], str]] | None = None):
+def load_checkpoint(path, required: dict[str, tuple[tuple[int, ...], str]] | None = None,
+                    formats: tuple[str, ...] = (FORMAT,)):
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Args:
         path: the ``.safetensors`` file.
         required: optional ``{name: (shape, dtype name)}`` that must be present.
+        formats: the formats accepted.
 
     Returns:
         ``(tensors, metadata)``: host arrays by name, and the decoded metadata.
@@ -72,8 +75,9 @@ def load_checkpoint(path, required: dict[str, tuple[tuple[int, ...], str]] | Non
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
             meta = json.loads(f.read(n)).get("__metadata__", {})
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not a tinyvae checkpoint (format {meta.get('format')!r})")
+        if meta.get("format") not in formats:
+            raise CheckpointError(f"{path}: not a tinyvae file of format {' or '.join(formats)} "
+                                  f"(format {meta.get('format')!r})")
         metadata = {k: json.loads(v) for k, v in meta.items() if k != "format"}
     except (SafetensorError, OSError, ValueError, UnicodeDecodeError, MemoryError, RecursionError) as e:
         if isinstance(e, CheckpointError):

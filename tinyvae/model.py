@@ -26,7 +26,6 @@ beta = 1 the negative ELBO (K&W eq. 10), beta-VAE otherwise (Higgins et al.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -330,13 +329,19 @@ class VAE(EncoderDecoder):
         self.likelihood(ws.logits, target, 0.0, ws.nll, ws.dlogits)
         return ws
 
-    def per_sample_loss(self, x, y=None):
+    def per_sample_loss(self, x, y=None, seed: int | None = None):
         """Per-data-point ``(nll, kl)`` of a batch, each ``(B,)`` host float arrays in nats.
 
-        The nll is averaged over the L draws. Raises like :meth:`loss_and_grad`.
+        The nll is averaged over the L draws of z, taken from ``numpy.random.default_rng(seed)`` (the same
+        numbers for the same seed), or from the model's own generator when ``seed`` is None.
+        Raises like :meth:`loss_and_grad`.
         """
         x = self.as_batch(x)
-        ws = self.forward_loss(x, self.as_labels(y, x.shape[0]))
+        eps = None
+        if seed is not None:
+            eps = self.xp.empty((self.config.mc_samples * x.shape[0], self.config.latent_dim), self.dtype)
+            self.draw_normal(eps, np.random.default_rng(seed))
+        ws = self.forward_loss(x, self.as_labels(y, x.shape[0]), eps)
         L, B = self.config.mc_samples, x.shape[0]
         host = self.backend.to_host
         return host(ws.nll).reshape(L, B).mean(axis=0), host(ws.kl)[:B].copy()
@@ -372,3 +377,18 @@ class VAE(EncoderDecoder):
     def reconstruct(self, x, y=None):
         """The mean of p(x|z = mu(x)), ``(B, D)`` host array. Raises like :meth:`loss_and_grad`."""
         return self.decode(self.encode(x, y)[0], y)
+
+    def sample(self, n: int, y=None, seed: int | None = None) -> np.ndarray:
+        """``n`` draws from the model: z ~ N(0, I) (from ``numpy.random.default_rng(seed)``, or the model's
+        generator when ``seed`` is None) decoded to the mean of p(x|z), a ``(n, D)`` host float array.
+
+        Args:
+            y: ``(n,)`` labels in [0, C) for a conditional VAE (required there, refused otherwise).
+
+        Raises:
+            ValueError: ``n`` < 1, or bad labels.
+        """
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        rng = self.rng if seed is None else np.random.default_rng(seed)
+        return self.decode(rng.standard_normal((n, self.config.latent_dim)), y)

@@ -152,6 +152,18 @@ class EncoderDecoder:
             self.decoder_dlogvar = None
         self._workspaces: dict = {}
 
+    def save(self, path, names: str | None = None):
+        """Write the weights and the config to ``path`` (safetensors, no optimiser state), for
+        :func:`tinyvae.load`; ``names="pytorch-example"`` writes a one-hidden-layer VAE under the names of
+        PyTorch's example VAE (see :mod:`tinyvae.saving`). Returns the path.
+
+        Raises:
+            ValueError: for other ``names``, or a model the example cannot hold; OSError: unwritable path.
+        """
+        from .saving import save_model
+
+        return save_model(self, path, names)
+
     def init_weights(self, rng: np.random.Generator):
         """PyTorch's ``nn.Linear`` default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 

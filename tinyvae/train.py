@@ -53,9 +53,9 @@ from .images import save_grid
 from .model import VAE, VAEConfig
 from .network import LIKELIHOODS
 from .optim import Adam
+from .saving import CHECKPOINT, load_weights
 from .sample import prior_samples
 
-CHECKPOINT = "checkpoint.safetensors"
 VAE_MODELS = ("vae", "cvae")
 MODELS = (*VAE_MODELS, *AE_MODELS)
 
@@ -298,9 +298,8 @@ class Trainer:
                 raise
             raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
         model, opt = trainer.model, trainer.optimizer
-        required = {n: (s, model.dtype.name) for n, s in model.params.shapes.items()}
         opt_arrays, _ = opt.state()
-        required |= {f"optimizer.{k}": ((model.params.size,), model.dtype.name) for k in opt_arrays}
+        required = {f"optimizer.{k}": ((model.params.size,), model.dtype.name) for k in opt_arrays}
         tensors, meta = load_checkpoint(path, required)
         bad = [k for k in required if not np.isfinite(tensors[k]).all()]
         if bad:
@@ -308,8 +307,7 @@ class Trainer:
                                   "a run that diverged cannot be resumed, evaluated or sampled")
         if meta.get("model_config") != model.config.to_dict():
             raise CheckpointError(f"{path}: model config {meta.get('model_config')} does not match its settings")
-        for name in model.params.names:
-            model.params.view(name)[...] = model.xp.asarray(tensors[name])
+        load_weights(model, tensors, path)
         t = meta["optimizer"].get("t", 0)
         if meta["optimizer"].get("name") != opt.name or not isinstance(t, int) or isinstance(t, bool) or t < 0:
             raise CheckpointError(f"{path}: metadata field 'optimizer' is {meta['optimizer']}, not the state of "

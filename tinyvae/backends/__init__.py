@@ -24,6 +24,7 @@ OPS = (
 )
 
 BACKENDS = ("numpy", "numba", "cuda", "cuda-sim")
+CHOICES = ("auto", *BACKENDS)  # what the command lines take; auto: cuda where it can run, else numba, else numpy
 
 
 class BackendUnavailable(RuntimeError):
@@ -87,7 +88,8 @@ def _cuda_sim() -> Backend:
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called ``name`` (one of :data:`BACKENDS`).
+    """The backend called ``name`` (one of :data:`BACKENDS`, or ``auto``: the first of cuda and numba
+    that can run here, else numpy).
 
     ``cuda-sim`` runs the cuda backend's kernels on NumPy arrays in tinyvae's CPU
     simulator of the CUDA execution model (:mod:`tinyvae.backends.cudasim`): slow,
@@ -98,6 +100,13 @@ def get_backend(name: str) -> Backend:
         BackendUnavailable: when the backend cannot run here (not built yet, a
             missing package, no usable GPU); the message says what is missing.
     """
+    if name == "auto":
+        for candidate in ("cuda", "numba"):
+            try:
+                return get_backend(candidate)
+            except BackendUnavailable:
+                continue
+        return get_backend("numpy")
     if name == "numpy":
         import numpy
 
@@ -116,4 +125,4 @@ def get_backend(name: str) -> Backend:
         return _cuda()
     if name == "cuda-sim":
         return _cuda_sim()
-    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(CHOICES)}")
