@@ -96,3 +96,48 @@ def test_check_model_restores_the_weights():
     before = model.params.data.copy()
     gradcheck.check_model(model, np.full((2, 6), 0.5), eps=np.ones((2, 2)))
     np.testing.assert_array_equal(model.params.data, before)
+
+
+# -- a check that cannot pass by accident -------------------------------------------
+def test_a_random_loss_is_refused_not_passed():
+    """Without eps a VAE draws new noise at every evaluation: the check refuses rather than reporting 0 error."""
+    model = VAE(VAEConfig(6, (4,), 2, "float64"), seed=0)
+    x = np.random.default_rng(0).random((3, 6))
+    with pytest.raises(ValueError, match="differs between two calls.*eps="):
+        gradcheck.check_model(model, x, max_per_tensor=10)
+
+
+def test_a_tensor_with_nothing_testable_is_an_error(monkeypatch):
+    model = VAE(VAEConfig(6, (4,), 2, "float64"), seed=0)
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((3, 6)), rng.standard_normal((3, 2))
+    patterns = iter(range(10**6))  # every evaluation sees another ReLU pattern: every element is skipped
+    monkeypatch.setattr(gradcheck, "_relu_pattern", lambda model, batch: next(patterns))
+    with pytest.raises(ValueError, match="no element of encoder.0.weight, .* could be tested"):
+        gradcheck.check_model(model, x, max_per_tensor=3, eps=eps)
+
+
+def test_assert_close_gives_a_pass_or_a_named_failure():
+    def softplus(x):  # the objective's terms, and the hand-derived gradient of their sum
+        return np.logaddexp(0, x), {"x": 1 / (1 + np.exp(-x))}
+
+    good = gradcheck.check_op(softplus, {"x": np.linspace(-5, 5, 11)}, wrt={"x": 1e-3})
+    gradcheck.assert_close(good, tol=1e-8)
+    assert good["x"].passed(1e-8) and good["x"].tested == 11
+
+    def wrong(x):
+        return np.logaddexp(0, x), {"x": 1 / (1 + np.exp(x))}
+
+    bad = gradcheck.check_op(wrong, {"x": np.linspace(-5, 5, 11)}, wrt={"x": 1e-3})
+    with pytest.raises(AssertionError, match=r"x: max_rel_error .* \(tested 11"):
+        gradcheck.assert_close(bad)
+    with pytest.raises(AssertionError, match="nothing tested"):
+        gradcheck.assert_close({"w": gradcheck.CheckResult(0.0, tested=0, skipped=4)})
+
+
+def test_check_op_takes_floats_and_refuses_float32_and_integers():
+    cube = lambda t: (np.array([t ** 3]), {"t": 3 * t ** 2})
+    assert gradcheck.check_op(cube, {"t": 2.0}, wrt={"t": 1e-3})["t"].passed(1e-10)
+    for bad in (np.float32(2.0), np.arange(3), np.arange(3, dtype=np.float32)):
+        with pytest.raises(TypeError, match="float64 inputs; 't' is"):
+            gradcheck.check_op(cube, {"t": bad}, wrt={"t": 1e-3})

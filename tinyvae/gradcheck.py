@@ -59,6 +59,22 @@ class CheckResult:
     noise_limited: int = 0
     max_noise_ratio: float = 0.0
 
+    def passed(self, tol: float = 1e-6) -> bool:
+        """True when elements were tested, every resolvable one within ``tol`` (relative, as
+        :attr:`max_rel_error`) and every noise-limited one within its rounding bound."""
+        return self.tested > 0 and self.max_rel_error <= tol and self.max_noise_ratio <= 1.0
+
+
+def assert_close(results: dict[str, CheckResult], tol: float = 1e-6) -> None:
+    """Raise ``AssertionError`` naming every check of ``results`` that did not pass (:meth:`CheckResult.passed`):
+    a gradient off by more than ``tol``, or a check that tested nothing."""
+    failed = {name: r for name, r in results.items() if not r.passed(tol)}
+    if failed:
+        lines = [f"  {name}: {'nothing tested' if not r.tested else f'max_rel_error {r.max_rel_error:.2e}'} "
+                 f"(tested {r.tested}, skipped {r.skipped}, noise-limited {r.noise_limited}, "
+                 f"max_noise_ratio {r.max_noise_ratio:.2f})" for name, r in failed.items()]
+        raise AssertionError(f"gradient check failed at tol={tol:g}:\n" + "\n".join(lines))
+
 
 def _compare(analytic, numeric, noise, skipped: int, floor: float) -> CheckResult:
     a, n, e = (np.asarray(v, np.float64).ravel() for v in (analytic, numeric, noise))
@@ -119,15 +135,21 @@ def check_model(model: EncoderDecoder, x, max_per_tensor: int | None = None, see
             autoencoder), and ``beta`` or labels ``y``.
 
     Returns:
-        ``{tensor name: CheckResult}``.
+        ``{tensor name: CheckResult}``; judge it with :func:`assert_close`.
 
     Raises:
-        ValueError: if the model is not float64.
+        ValueError: if the model is not float64; if its loss is not the same at
+            the same weights (its randomness is not fixed: pass ``eps`` for a VAE,
+            ``corrupted`` for a denoising autoencoder); if some tensor had no
+            element that could be tested (every one skipped at a ReLU kink).
     """
     if model.dtype != np.float64:
         raise ValueError("gradient checks need a float64 model")
-    model.loss_and_grad(x, **fixed)
+    first = model.loss_and_grad(x, **fixed)
     analytic = model.backend.to_host(model.grad).copy()
+    if model.loss_and_grad(x, **fixed) != first:
+        raise ValueError("the model's loss differs between two calls at the same weights, so finite differences "
+                         "mean nothing: fix its randomness (eps= for a VAE, corrupted= for a denoising autoencoder)")
     p = model.params.data
     batch = np.shape(x)[0]
     base = _relu_pattern(model, batch)
@@ -165,6 +187,10 @@ def check_model(model: EncoderDecoder, x, max_per_tensor: int | None = None, see
             noise_kept.append(noise)
         results[name] = _compare(a_kept, n_kept, noise_kept, skipped, floor)
     model.loss_and_grad(x, **fixed)  # leave grad consistent with the restored weights
+    untested = [name for name, r in results.items() if r.tested == 0]
+    if untested:
+        raise ValueError(f"no element of {', '.join(untested)} could be tested: the stencil crossed a ReLU kink "
+                         "at every one; check other elements (seed=, max_per_tensor=) or a smaller h")
     return results
 
 
@@ -175,14 +201,30 @@ def check_op(fun, inputs: dict, wrt: dict[str, float], floor: float = FLOOR) -> 
         fun: ``fun(**inputs) -> (terms, grads)`` where ``terms`` is a float64
             host array whose sum is the objective, and ``grads`` maps each name
             in ``wrt`` to its analytic gradient.
-        inputs: name -> float64 host array (or float); those in ``wrt`` are
-            perturbed in place and restored.
+        inputs: name -> host array or Python float; those in ``wrt`` must be
+            float64 (or a float) and are copied, the copies perturbed.
         wrt: name -> step ``h`` for each input to differentiate; the step is
             scaled by ``max(1, |t|)`` for each element ``t``.
 
     Returns:
-        ``{input name: CheckResult}``.
+        ``{input name: CheckResult}``; judge it with :func:`assert_close`.
+
+    Raises:
+        TypeError: an input in ``wrt`` that is float32, integer or not numeric:
+            float32 rounding (about 1e-7 relative) swamps a finite difference,
+            and an integer cannot be perturbed.
+        KeyError: ``fun`` returned no gradient for an input in ``wrt``.
     """
+    inputs = dict(inputs)
+    for name in wrt:
+        value = inputs[name]
+        if isinstance(value, float):
+            value = np.float64(value)
+        if np.asarray(value).dtype != np.float64:
+            raise TypeError(f"check_op differentiates float64 inputs; {name!r} is {np.asarray(value).dtype} "
+                            "(float32 rounding swamps the finite difference, an integer cannot be perturbed): "
+                            "pass it as np.float64")
+        inputs[name] = np.array(value, dtype=np.float64)
     _, grads = fun(**inputs)
     out = {}
     for name, h in wrt.items():
@@ -197,7 +239,7 @@ def check_op(fun, inputs: dict, wrt: dict[str, float], floor: float = FLOOR) -> 
 
             numeric[i], noise[i], _ = _stencil(f, t0, h * max(1.0, abs(t0)))
             flat[i] = t0
-        out[name] = _compare(grads[name], numeric, noise, 0, floor)
+        out[name] = _compare(np.asarray(grads[name]).reshape(-1), numeric, noise, 0, floor)
     return out
 
 
