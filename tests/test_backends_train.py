@@ -91,7 +91,7 @@ def test_cli_trains_to_the_numpy_numbers(name, tiny_data_dir, tmp_path):
 
     args = ["--dataset", "mnist", "--data-dir", str(tiny_data_dir), "--batch-size", "32", "--hidden", "32",
             "--latent-dim", "4", "--epochs", "3"]
-    assert main([*args, "--out", str(tmp_path / "np")]) == 0
+    assert main([*args, "--backend", "numpy", "--out", str(tmp_path / "np")]) == 0
     assert main([*args, "--backend", name, "--out", str(tmp_path / name)]) == 0
     loss = lambda d: [json.loads(l)["test_loss"] for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(loss(name), loss("np"), rtol=1e-3)

@@ -9,10 +9,12 @@ bugs.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable
 
-from .backends import BackendUnavailable
+from . import __version__
+from .backends import CHOICES, BackendUnavailable
 from .checkpoint import CheckpointError
 from .data import DataError
 
@@ -37,3 +39,19 @@ def run(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "nothi
     except EXPECTED as e:
         print(f"error: {message(e)}", file=sys.stderr)
         return 2
+
+
+def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A command's parser: its description from the module docstring ``doc``, ``--version``, ``--backend``."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"tinyvae {__version__}")
+    p.add_argument("--backend", choices=CHOICES, default="auto",
+                   help="where the ops run (default auto: cuda where CuPy and a GPU are present, else numba); numpy "
+                        "is the reference, cuda-sim runs the CUDA kernels in the CPU simulator (slow)")
+    return p
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="folder of the four IDX files, .gz or raw (default: the run's own folder, else "
+                        "$TINYVAE_DATA, else /usr/share/datasets/fashion-mnist)")

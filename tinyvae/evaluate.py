@@ -25,7 +25,6 @@ and written to ``RUN_DIR/evaluation.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cli
-from .backends import BACKENDS, reference
+from .backends import reference
 from .checkpoint import atomic_write_bytes
 from .model import VAE, repeat_rows
 
@@ -112,8 +111,10 @@ def active_units(mu: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> tuple[i
 
 
 def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images: int = 1000,
-                 seed: int = 0, log=print) -> dict:
+                 seed: int = 0, log=print, data_dir=None) -> dict:
     """Evaluate the checkpoint in ``run_dir``; print a table; write ``run_dir/evaluation.json``.
+
+    The test set is read from ``data_dir`` where given, else from where the run found its data.
 
     Raises:
         CheckpointError, DataError, FileNotFoundError, BackendUnavailable, ValueError:
@@ -123,7 +124,7 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
 
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    trainer = Trainer.resume(Path(run_dir), backend)
+    trainer = Trainer.resume(Path(run_dir), backend, data_dir)
     if not trainer.settings.is_vae:
         raise ValueError(f"{run_dir} holds a {trainer.settings.model} run; the ELBO and IWAE bounds need a VAE "
                          "(its test reconstruction loss is in metrics.jsonl)")
@@ -166,17 +167,22 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
     return result
 
 
+def build_parser():
+    p = cli.parser("python -m tinyvae.evaluate", __doc__)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run of python -m tinyvae.train")
+    cli.add_data_dir(p)
+    p.add_argument("--k", type=int, default=1000, help="draws of z per image for the IWAE bound (default 1000)")
+    p.add_argument("--n-images", type=int, default=1000,
+                   help="test images for the IWAE bound, the first ones (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the draws of z (default 0)")
+    return p
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tinyvae.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--backend", choices=BACKENDS, default="numpy")
-    p.add_argument("--k", type=int, default=1000, help="draws of z per image for the IWAE bound")
-    p.add_argument("--n-images", type=int, default=1000, help="test images for the IWAE bound (the first ones)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
-        evaluate_run(Path(args.run_dir), args.backend, args.k, args.n_images, args.seed)
+        evaluate_run(Path(args.run_dir), args.backend, args.k, args.n_images, args.seed, data_dir=args.data_dir)
         return 0
 
     return cli.run(body, lambda: f"nothing was written; {args.run_dir} is as it was")

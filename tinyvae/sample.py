@@ -18,8 +18,8 @@ to [0, 1]), written as PNG with Pillow into ``RUN_DIR/<what>.png`` unless ``--ou
 
 from __future__ import annotations
 
-import argparse
 import io
+import math
 import sys
 from pathlib import Path
 
@@ -27,7 +27,6 @@ import numpy as np
 from scipy.stats import norm
 
 from . import cli
-from .backends import BACKENDS
 from .checkpoint import atomic_write_bytes
 from .images import save_grid
 from .model import VAE
@@ -118,41 +117,60 @@ def scatter(path, mu: np.ndarray, labels: np.ndarray, names=None, title: str = "
     atomic_write_bytes(path, png.getvalue())
 
 
+def square_shape(input_dim: int) -> tuple[int, int]:
+    """``(side, side)`` for square images of ``input_dim`` pixels; ``ValueError`` otherwise."""
+    side = math.isqrt(input_dim)
+    if side * side != input_dim:
+        raise ValueError(f"cannot draw images of {input_dim} pixels without their dataset, which gives their shape")
+    return side, side
+
+
+def build_parser():
+    p = cli.parser("python -m tinyvae.sample", __doc__)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run of python -m tinyvae.train (a VAE or a conditional VAE)")
+    p.add_argument("--what", choices=WHAT, required=True,
+                   help="samples and manifold need only the model; interpolate and scatter read the test set")
+    cli.add_data_dir(p)
+    p.add_argument("--out", default=None, help="output PNG (default RUN_DIR/<what>.png)")
+    p.add_argument("--n", type=int, default=20, help="manifold: grid side (default 20)")
+    p.add_argument("--pairs", type=int, default=8, help="interpolate: number of image pairs (default 8)")
+    p.add_argument("--steps", type=int, default=10, help="interpolate: points on each line (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the draws of z and the choice of images (default 0)")
+    return p
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tinyvae.sample", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--what", choices=WHAT, required=True)
-    p.add_argument("--backend", choices=BACKENDS, default="numpy")
-    p.add_argument("--out", default=None, help="output PNG, default RUN_DIR/<what>.png")
-    p.add_argument("--n", type=int, default=20, help="manifold: grid side")
-    p.add_argument("--pairs", type=int, default=8, help="interpolate: number of image pairs")
-    p.add_argument("--steps", type=int, default=10, help="interpolate: points on each line")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    from .saving import load
     from .train import Trainer
 
     def body() -> int:
-        trainer = Trainer.resume(Path(args.run_dir), args.backend)
-        if not trainer.settings.is_vae:
-            raise ValueError(f"{args.run_dir} holds a {trainer.settings.model} run; these pictures need a VAE's "
-                             "prior and mean code (its reconstructions are written during training)")
-        model, host = trainer.model, trainer.backend.to_host
-        h, w = trainer.data.image_shape
         out = Path(args.out or Path(args.run_dir) / f"{args.what}.png")
         rng = np.random.default_rng(args.seed)
-        test_x = host(trainer.test_x)
-        test_y = host(trainer.test_y) if trainer.test_y is not None else None
+        if args.what in ("samples", "manifold"):  # the model alone
+            model = load(args.run_dir, args.backend)
+            trainer = None
+        else:
+            trainer = Trainer.resume(Path(args.run_dir), args.backend, args.data_dir)
+            model = trainer.model
+        if not isinstance(model, VAE):
+            raise ValueError(f"{args.run_dir} holds a {model.config.model} run; these pictures need a VAE's "
+                             "prior and mean code (its reconstructions are written during training)")
+        h, w = trainer.data.image_shape if trainer else square_shape(model.config.input_dim)
         if args.what == "samples":
             images, rows, cols = prior_samples(model, rng)
             save_grid(out, images.reshape(-1, h, w), rows, cols)
+        elif args.what == "manifold":
+            save_grid(out, manifold(model, args.n).reshape(-1, h, w), args.n, args.n)
         elif args.what == "interpolate":
+            host = trainer.backend.to_host
+            test_x = host(trainer.test_x)
+            test_y = host(trainer.test_y) if trainer.test_y is not None else None
             idx = rng.choice(len(test_x), 2 * args.pairs, replace=False)
             a, b = idx[:args.pairs], idx[args.pairs:]
             ya, yb = (test_y[a], test_y[b]) if test_y is not None else (None, None)
             lines = interpolate(model, test_x[a], test_x[b], args.steps, ya, yb)
             save_grid(out, lines.reshape(-1, h, w), args.pairs, args.steps + 2)
-        elif args.what == "manifold":
-            save_grid(out, manifold(model, args.n).reshape(-1, h, w), args.n, args.n)
         else:
             scatter(out, trainer.test_codes(), trainer.data.test_y, trainer.data.class_names,
                     f"{trainer.data.name} test set in z (epoch {trainer.epoch}, K = {model.config.latent_dim})")

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig, Autoencoder
 from . import cli
-from .backends import BACKENDS, get_backend
+from .backends import get_backend
 from .blas import avx512_hint, cpu_flags, numpy_blas
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .data import DATASETS, PIXEL_SCALE, DataError, Dataset, load_dataset
@@ -270,8 +270,10 @@ class Trainer:
         atomic_write_bytes(self.run_dir / "metrics.jsonl", lines.encode())
 
     @classmethod
-    def resume(cls, run_dir: Path, backend: str) -> "Trainer":
-        """Rebuild a run from ``run_dir/checkpoint.safetensors``.
+    def resume(cls, run_dir: Path, backend: str, data_dir: str | os.PathLike | None = None) -> "Trainer":
+        """Rebuild a run from ``run_dir/checkpoint.safetensors``, its data from ``data_dir`` where given
+        (the run's data have moved; stored, as an absolute path, at the next save), else from where the
+        run found them.
 
         Raises:
             CheckpointError: missing, unreadable or inconsistent checkpoint.
@@ -288,6 +290,8 @@ class Trainer:
             settings = TrainSettings(**meta["settings"])
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
+        if data_dir is not None:
+            settings.data_dir = str(Path(data_dir).resolve())
         if not 0 <= meta["epoch"] == len(settings.history):
             raise CheckpointError(f"{path}: metadata field 'epoch' is {meta['epoch']} but the run's history holds "
                                   f"{len(settings.history)} epochs")
@@ -438,11 +442,10 @@ class Trainer:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tinyvae.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", choices=BACKENDS, default="numpy")
+    p = cli.parser("python -m tinyvae.train", __doc__)
     p.add_argument("--dataset", choices=DATASETS, default=None, help="default fashion-mnist")
-    p.add_argument("--data-dir", default=None, help="directory of the four IDX files (.gz or raw)")
-    p.add_argument("--epochs", type=int, default=10, help="total epochs (also when resuming)")
+    cli.add_data_dir(p)
+    p.add_argument("--epochs", type=int, default=10, help="total epochs, also when resuming (default 10)")
     p.add_argument("--batch-size", type=int, default=None, help="default 128")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate, default 1e-3")
     p.add_argument("--latent-dim", type=int, default=None, help="default 20")
@@ -467,10 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     ae.add_argument("--contractive-weight", type=float, default=None,
                     help=f"cae: weight of ||dh/dx||_F^2, default {AEConfig.contractive_weight}")
     p.add_argument("--seed", type=int, default=None, help="default 1")
-    p.add_argument("--binarize", action="store_true", default=None, help="dynamic binarisation of the pixels")
+    p.add_argument("--binarize", action="store_true", default=None,
+                   help="dynamic binarisation of the pixels (default off: intensities in [0, 1])")
     p.add_argument("--out", default=None,
                    help="run directory, new or empty (default runs/<timestamp>); a run in it is continued with --resume")
-    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR with its own settings (default: a new run); --data-dir "
+                        "names where its data are now")
     return p
 
 
@@ -500,10 +506,11 @@ def main(argv=None) -> int:
         if args.epochs < 1:
             raise ValueError(f"--epochs is the total number of epochs, at least 1; got {args.epochs}")
         if args.resume:
-            if given or args.out:
+            ignored = [k for k in given if k != "data_dir"] + (["out"] if args.out else [])
+            if ignored:
                 print(f"resuming {args.resume}: its settings come from the checkpoint; "
-                      f"ignoring {', '.join('--' + k.replace('_', '-') for k in [*given, *(['out'] if args.out else [])])}")
-            trainer = Trainer.resume(Path(args.resume), args.backend)
+                      f"ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
+            trainer = Trainer.resume(Path(args.resume), args.backend, args.data_dir)
             if trainer.epoch >= args.epochs:
                 raise ValueError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the total, "
                                  f"so ask for more than {trainer.epoch}")
@@ -514,15 +521,17 @@ def main(argv=None) -> int:
             raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} does not apply to --model {model}")
         if "hidden" in given:
             given["hidden"] = _hidden_sizes(given["hidden"])
+        if "data_dir" in given:  # stored absolute, so the run can be resumed, evaluated and sampled from anywhere
+            given["data_dir"] = str(Path(given["data_dir"]).resolve())
         settings = TrainSettings(**given)
         run["dir"], run["created"] = new_run_dir(args.out)
         return Trainer(settings, args.backend, run["dir"])
 
     def body() -> int:
         trainer = run["trainer"] = start()
-        print(f"run directory: {trainer.run_dir}  (backend {args.backend}, {trainer.data.name} from "
+        print(f"run directory: {trainer.run_dir}  (backend {trainer.backend.name}, {trainer.data.name} from "
               f"{trainer.data.source})")
-        hint = avx512_hint(numpy_blas(), cpu_flags()) if args.backend != "cuda" else None
+        hint = avx512_hint(numpy_blas(), cpu_flags()) if trainer.backend.name != "cuda" else None
         if hint:
             print(hint)
         try:
