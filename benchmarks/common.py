@@ -42,16 +42,48 @@ def machine() -> dict:
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def report(name: str, rows: list[dict], columns: list[tuple[str, str]], meta: dict | None = None,
-           out_dir: Path = RESULTS) -> Path:
-    """Print ``rows`` as a table (``columns``: key, format spec) and save JSON to ``out_dir``/<name>.json."""
-    widths = [max(len(k), 12) for k, _ in columns]
-    print("  ".join(k.rjust(w) for (k, _), w in zip(columns, widths)))
-    for r in rows:
-        print("  ".join(format(r[k], f).rjust(w) if r.get(k) is not None else "-".rjust(w)
-                        for (k, f), w in zip(columns, widths)))
+def add_output_args(p) -> None:
+    """``--out`` and ``--publish`` for a benchmark's parser (see :func:`out_dir`)."""
+    p.add_argument("--out", type=Path, default=Path("benchmark-results"),
+                   help="folder the JSON result is written to (default ./benchmark-results)")
+    p.add_argument("--publish", action="store_true",
+                   help=f"write into {RESULTS} instead: the published record the docs cite (default off)")
+
+
+def out_dir(args) -> Path:
+    """Where a run writes: ``benchmarks/results`` when asked with ``--publish``, else ``--out``."""
+    return RESULTS if args.publish else args.out
+
+
+UNITS = {"_us": " (us)", "_ms": " (ms)", "_seconds": " (s)", "_s": " (s)", "_pct": " (%)", "_GBps": " (GB/s)"}
+
+
+def label(key: str) -> str:
+    """A column's header: the key with its unit suffix spelled out (``epoch_s`` -> ``epoch (s)``)."""
+    if key in ("samples_per_s", "GBps"):
+        return {"samples_per_s": "samples/s", "GBps": "GB/s"}[key]
+    for suffix, unit in UNITS.items():
+        if key.endswith(suffix):
+            return key[: -len(suffix)] + unit
+    return key
+
+
+def report(name: str, rows: list[dict], columns: list[tuple[str, str]], meta: dict | None, out_dir: Path) -> Path:
+    """Print ``rows`` as an aligned table and save them, with the machine and ``meta``, to ``out_dir``/<name>.json.
+
+    ``columns``: (key, format spec) pairs; ``"<"`` marks a text column (left-aligned), numbers are
+    right-aligned, and each header spells out the unit of its key's suffix (:func:`label`).
+    """
+    cells = [["-" if r.get(k) is None else format(r[k], "" if f == "<" else f) for k, f in columns] for r in rows]
+    heads = [label(k) for k, _ in columns]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
+    left = [f == "<" for _, f in columns]
+    fit = lambda text, i: text.ljust(widths[i]) if left[i] else text.rjust(widths[i])
+    for line in [heads, *cells]:
+        print("  ".join(fit(text, i) for i, text in enumerate(line)).rstrip())
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = Path(out_dir) / f"{name}.json"
+    path = out_dir / f"{name}.json"
     path.write_text(json.dumps({"meta": {**machine(), **(meta or {})}, "rows": rows}, indent=1))
     print(f"saved {path}")
     return path

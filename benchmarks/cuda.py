@@ -11,18 +11,17 @@ bandwidth, measured in the same run (``of_copy``: a 1 GiB copy, read plus write
 bytes over its median time). Epochs: the same model, batch, data (already on the
 GPU), Adam; the contenders take turns epoch by epoch, and each one's median counts.
 Writes ``kernels_cuda.json`` and ``train_cuda.json`` into ``--out``
-(default ``benchmarks/results``).
+(``benchmarks/results`` with ``--publish``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, median_time, report
+from benchmarks.common import add_output_args, median_time, out_dir, report
 from benchmarks.kernels import cases, optimizer_cases
 from benchmarks.train import rounds
 from tinyvae.backends import get_backend
@@ -54,11 +53,11 @@ def kernels(cuda, args, copy_gbs):
         t_numpy = median_time(lambda: getattr(ref, op)(*host), max(3, args.repeats // 10))
         rows.append({"op": op, "size": size, "numpy_us": 1e6 * t_numpy, "cupy_naive_us": 1e6 * t_cupy,
                      "cuda_us": 1e6 * t_fused, "vs_cupy": t_cupy / t_fused, "vs_numpy": t_numpy / t_fused,
-                     "GB/s": nbytes / t_fused / 1e9, "of_copy": nbytes / t_fused / 1e9 / copy_gbs})
-    report("kernels_cuda", rows, [("op", "<28"), ("size", ""), ("numpy_us", ".1f"), ("cupy_naive_us", ".1f"),
-                                  ("cuda_us", ".1f"), ("vs_cupy", ".1f"), ("vs_numpy", ".1f"), ("GB/s", ".0f"),
+                     "GBps": nbytes / t_fused / 1e9, "of_copy": nbytes / t_fused / 1e9 / copy_gbs})
+    report("kernels_cuda", rows, [("op", "<"), ("size", "<"), ("numpy_us", ".1f"), ("cupy_naive_us", ".1f"),
+                                  ("cuda_us", ".1f"), ("vs_cupy", ".1f"), ("vs_numpy", ".1f"), ("GBps", ".0f"),
                                   ("of_copy", ".2f")],
-           {"device": device_name(cupy), "copy_GB/s": copy_gbs}, args.out)
+           {"device": device_name(cupy), "copy_GBps": copy_gbs}, out_dir(args))
 
 
 def device_name(cupy) -> str:
@@ -117,9 +116,9 @@ def train(cuda, args):
     base = secs.get("pytorch eager")
     rows = [{"what": k, "epoch_s": v, "samples_per_s": n_steps * B / v, "vs_pytorch": v / base if base else None,
              "epochs_s": runs[k]} for k, v in secs.items()]
-    report("train_cuda", rows, [("what", "<14"), ("epoch_s", ".3f"), ("samples_per_s", ",.0f"), ("vs_pytorch", ".2f")],
+    report("train_cuda", rows, [("what", "<"), ("epoch_s", ".3f"), ("samples_per_s", ",.0f"), ("vs_pytorch", ".2f")],
            {"batch_size": B, "steps": n_steps, "device": device_name(cupy),
-            "pytorch": "not installed" if base is None else "eager, same data on the GPU"}, args.out)
+            "pytorch": "not installed" if base is None else "eager, same data on the GPU"}, out_dir(args))
 
 
 def main(argv=None):
@@ -129,7 +128,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128, help="batch of the training epochs")
     p.add_argument("--epochs", type=int, default=3, help="rounds; each contender runs one epoch per round")
     p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files (default: as the trainer)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON results")
+    add_output_args(p)
     args = p.parse_args(argv)
     cuda = get_backend("cuda")
     kernels(cuda, args, copy_bandwidth_gbs(cuda.xp))

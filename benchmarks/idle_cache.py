@@ -9,7 +9,7 @@ slower update means other programs on the machine evicted its buffers from the
 shared L3 meanwhile, and they came back from memory. The gap 0 row is Adam
 right after itself. In a training step Adam's moments m and v are touched
 once per step, about 2 ms apart (469 steps per 1 s epoch). Writes
-``benchmarks/results/idle_cache.json``.
+``idle_cache.json`` into ``--out`` (``benchmarks/results`` with ``--publish``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import report
+from benchmarks.common import add_output_args, out_dir, report
 from tinyvae.backends import get_backend
 
 P = 652824
@@ -46,15 +46,16 @@ def main(argv=None):
     p.add_argument("--backend", default="numba")
     p.add_argument("--gaps-ms", default="0,0.5,1,2,4,8")
     p.add_argument("--repeats", type=int, default=200)
+    add_output_args(p)
     args = p.parse_args(argv)
     backend, rng = get_backend(args.backend), np.random.default_rng(0)
     gaps = [float(g) for g in args.gaps_ms.split(",")]
     took = {gap: adam_after_gap(backend, gap / 1e3, args.repeats, rng) for gap in gaps}
     base = took[min(gaps)]
-    rows = [{"gap_ms": gap, "adam_us": 1e6 * t, "vs_shortest_gap": t / base, "GB_per_s": 7 * 4 * P / t / 1e9}
+    rows = [{"gap_ms": gap, "adam_us": 1e6 * t, "vs_shortest_gap": t / base, "GBps": 7 * 4 * P / t / 1e9}
             for gap, t in took.items()]
-    report("idle_cache", rows, [("gap_ms", ".1f"), ("adam_us", ".0f"), ("vs_shortest_gap", ".2f"), ("GB_per_s", ".0f")],
-           {"backend": args.backend, "parameters": P, "repeats": args.repeats})
+    report("idle_cache", rows, [("gap_ms", ".1f"), ("adam_us", ".0f"), ("vs_shortest_gap", ".2f"), ("GBps", ".0f")],
+           {"backend": args.backend, "parameters": P, "repeats": args.repeats}, out_dir(args))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Shapes: D = 784 (BCE; the batch gather, from N = 60,000 uint8 rows), K = 20
 parameters (optimiser steps). Each op runs again and again on the same inputs,
 so the gathered rows are in cache after the first run. Reports the median time
 of each, the speed-up, and the effective bandwidth (bytes each op must read and
-write once, over its time). Writes ``benchmarks/results/kernels_<backend>.json``.
+write once, over its time). Writes ``kernels_<backend>.json`` into ``--out``
+(``benchmarks/results`` with ``--publish``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 
 import numpy as np
 
-from benchmarks.common import median_time, report
+from benchmarks.common import add_output_args, median_time, out_dir, report
 from tinyvae.backends import get_backend
 
 D, K, H, P, N = 784, 20, 400, 652824, 60000
@@ -54,6 +55,7 @@ def main(argv=None):
     p.add_argument("--backend", default="numba")
     p.add_argument("--batches", default="128,1024,8192")
     p.add_argument("--repeats", type=int, default=30)
+    add_output_args(p)
     args = p.parse_args(argv)
     ref, fused = get_backend("numpy"), get_backend(args.backend)
     rng = np.random.default_rng(0)
@@ -65,9 +67,9 @@ def main(argv=None):
             a = make()  # fresh inputs for each, as in-place ops change theirs
             t[be.name] = median_time(lambda: getattr(be, op)(*a), args.repeats)
         rows.append({"op": op, "size": size, "numpy_us": 1e6 * t["numpy"], f"{fused.name}_us": 1e6 * t[fused.name],
-                     "speedup": t["numpy"] / t[fused.name], "GB/s": nbytes / t[fused.name] / 1e9})
-    report(f"kernels_{fused.name}", rows, [("op", "<28"), ("size", ""), ("numpy_us", ".1f"),
-                                          (f"{fused.name}_us", ".1f"), ("speedup", ".1f"), ("GB/s", ".1f")])
+                     "speedup": t["numpy"] / t[fused.name], "GBps": nbytes / t[fused.name] / 1e9})
+    report(f"kernels_{fused.name}", rows, [("op", "<"), ("size", "<"), ("numpy_us", ".1f"),
+                                          (f"{fused.name}_us", ".1f"), ("speedup", ".1f"), ("GBps", ".1f")], None, out_dir(args))
 
 
 if __name__ == "__main__":

@@ -3,27 +3,23 @@
     python -m benchmarks.parity [--epochs 10]
 
 Both start from the same weights and see the same batches in the same order;
-each draws its own eps. Prints a table and writes
-``benchmarks/results/parity.json``.
+each draws its own eps. Prints a table and writes ``parity.json`` into ``--out``
+(``benchmarks/results`` with ``--publish``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.common import add_output_args, out_dir, report
 from benchmarks.torch_reference import load_from, loss_of
 from tinyvae.data import load_dataset
 from tinyvae.model import VAE
 from tinyvae.optim import Adam
-
-RESULTS = Path(__file__).parent / "results"
-
 
 def run_parity(data, epochs=10, batch_size=128, seed=1, n_train=None, threads=2) -> list[dict]:
     torch.set_num_threads(threads)
@@ -63,15 +59,12 @@ def run_parity(data, epochs=10, batch_size=128, seed=1, n_train=None, threads=2)
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=10)
+    add_output_args(p)
     args = p.parse_args(argv)
     rows = run_parity(load_dataset("fashion-mnist"), args.epochs)
-    print(f"{'epoch':>5} {'tinyvae':>10} {'pytorch':>10} {'ratio':>8} {'tinyvae s':>10} {'pytorch s':>10}")
-    for r in rows:
-        print(f"{r['epoch']:5d} {r['tinyvae_test_loss']:10.3f} {r['torch_test_loss']:10.3f} {r['ratio']:8.4f}"
-              f" {r['tinyvae_seconds']:10.2f} {r['torch_seconds']:10.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    meta = {"torch": torch.__version__, "numpy": np.__version__, "threads": 2, "when": time.strftime("%Y-%m-%d %H:%M")}
-    (RESULTS / "parity.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    report("parity", rows, [("epoch", "d"), ("tinyvae_test_loss", ".3f"), ("torch_test_loss", ".3f"), ("ratio", ".4f"),
+                            ("tinyvae_seconds", ".2f"), ("torch_seconds", ".2f")],
+           {"torch": torch.__version__, "threads": 2, "losses": "nats per test image"}, out_dir(args))
 
 
 if __name__ == "__main__":

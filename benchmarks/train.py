@@ -11,7 +11,7 @@ times the step's eleven BLAS calls alone (4 forward; 4 weight-gradient and 3
 input-gradient GEMMs backward), with tinyvae's buffers and layouts; the
 GEMM + Adam floor adds numba's Adam update of the flat buffers to each step,
 the one part of the step bound by memory bandwidth. Writes
-``benchmarks/results/train_<kernels>.json``, named after the kernels NumPy's
+``train_<kernels>.json`` into ``--out`` (``benchmarks/results`` with ``--publish``), named after the kernels NumPy's
 OpenBLAS runs (``haswell``: AVX2, ``skylakex``: AVX-512; ``OPENBLAS_CORETYPE``
 picks them, see README), or ``train.json`` where no BLAS names them.
 """
@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import report
+from benchmarks.common import add_output_args, out_dir, report
 from tinyvae.blas import numpy_blas
 from tinyvae.data import PIXEL_SCALE, load_dataset, pixels_to_unit
 from tinyvae.model import VAE
@@ -171,6 +171,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--repeats", type=int, default=3, help="rounds; each contender runs one epoch per round")
+    add_output_args(p)
     args = p.parse_args(argv)
     data = load_dataset("fashion-mnist")
     n = (len(data.train_pixels) // args.batch_size) * args.batch_size
@@ -192,10 +193,11 @@ def main(argv=None):
              "epochs_s": runs[k]} for k in runs]
     kernels = (numpy_blas() or {}).get("architecture")
     name = f"train_{kernels.lower()}" if kernels else "train"
-    report(name, rows, [("what", "<15"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"),
+    report(name, rows, [("what", "<"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"),
                         ("vs_pytorch", ".2f"), ("vs_gemm_floor", ".2f"), ("best_epoch_s", ".2f"),
                         ("best_vs_pytorch", ".2f"), ("best_vs_gemm_floor", ".2f")],
-           {"batch_size": args.batch_size, "threads": args.threads, "samples": n, "repeats": args.repeats})
+           {"batch_size": args.batch_size, "threads": args.threads, "samples": n, "repeats": args.repeats},
+           out_dir(args))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Only that they run: their timings are the benchmark's business, not a test's.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,3 +21,29 @@ def test_train_benchmark_contenders_run_in_turns():
     times = rounds(contenders, 2)
     assert list(times) == list(contenders)
     assert all(len(t) == 2 and min(t) > 0 for t in times.values())
+
+
+def test_a_report_is_aligned_names_its_units_and_writes_where_it_is_told(tmp_path, capsys):
+    from benchmarks.common import RESULTS, report
+
+    before = sorted(RESULTS.iterdir())
+    rows = [{"op": "bce_with_logits", "size": "128x784", "numpy_us": 1373.6, "GBps": 13.8},
+            {"op": "adam_step", "size": "652824", "numpy_us": 2312.9, "GBps": None}]
+    path = report("demo", rows, [("op", "<"), ("size", "<"), ("numpy_us", ".1f"), ("GBps", ".1f")], {"x": 1}, tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("  ")[0] == "op" and "numpy (us)" in lines[0] and lines[0].endswith("GB/s")
+    assert len({len(line) for line in lines[:3]}) == 1  # every row as wide as the header
+    assert lines[1].startswith("bce_with_logits  128x784") and lines[2].endswith("-")
+    assert path == tmp_path / "demo.json" and sorted(RESULTS.iterdir()) == before
+
+
+def test_only_publish_writes_the_published_record(tmp_path):
+    import argparse
+
+    from benchmarks.common import RESULTS, add_output_args, out_dir
+
+    p = argparse.ArgumentParser()
+    add_output_args(p)
+    assert out_dir(p.parse_args([])) == Path("benchmark-results")
+    assert out_dir(p.parse_args(["--out", str(tmp_path)])) == tmp_path
+    assert out_dir(p.parse_args(["--publish"])) == RESULTS
