@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from tinyvae.model import VAE, VAEConfig
-from tinyvae.sample import interpolate, main, manifold, prior_samples
+from tinyvae.images import interpolate, manifold, prior_samples
+from tinyvae.sample import main
 from tinyvae.train import main as train_main
 
 
@@ -47,7 +48,7 @@ def test_sample_cli(what, latent, tiny_data_dir, tmp_path, capsys):
     assert main([str(run), "--what", what, "--n", "5", "--pairs", "3", "--steps", "4"]) == 0
     with Image.open(run / f"{what}.png") as im:
         size = im.size
-    side = 8 + 2  # 8x8 test images plus padding
+    side = 8 * 7 + 2  # 8x8 test images scaled 7x to reach 56 pixels, plus padding
     expected = {"samples": (8 * side + 2, 8 * side + 2), "interpolate": (6 * side + 2, 3 * side + 2),
                 "manifold": (5 * side + 2, 5 * side + 2)}
     if what in expected:

@@ -28,9 +28,9 @@ def test_training_writes_everything(tiny_data_dir, tmp_path, capsys):
         assert np.isfinite(r["test_loss"]) and r["samples_per_s"] > 0
     assert m[-1]["train_loss"] < m[0]["train_loss"]  # it learns
     with Image.open(run / "reconstruction_3.png") as im:
-        assert im.size == (8 * 10 + 2, 2 * 10 + 2)
+        assert im.size == (8 * 58 + 2, 2 * 58 + 2)  # 8x8 images scaled 7x (at least 56 pixels), 2 of padding
     with Image.open(run / "sample_3.png") as im:
-        assert im.size == (8 * 10 + 2, 8 * 10 + 2)
+        assert im.size == (8 * 58 + 2, 8 * 58 + 2)
     tensors = load_file(run / CHECKPOINT)
     assert tensors["encoder.0.weight"].shape == (16, 64) and "optimizer.m" in tensors
 
@@ -109,7 +109,7 @@ def test_cvae_draws_one_row_per_class(tiny_data_dir, tmp_path):
     run = tmp_path / "run"
     assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "2", "--out", str(run), "--model", "cvae"]) == 0
     with Image.open(run / "sample_2.png") as im:
-        assert im.size == (8 * 10 + 2, 10 * 10 + 2)  # 10 classes in the test data, 8 draws each
+        assert im.size == (8 * 58 + 2, 10 * 58 + 2)  # 10 classes in the test data, 8 draws each
     assert load_file(run / CHECKPOINT)["encoder.0.weight"].shape == (16, 64 + 10)
 
 
@@ -121,3 +121,20 @@ def test_beta_warmup_rises_linearly_then_holds():
     np.testing.assert_allclose(betas[:20], 2.0 * np.arange(1, 21) / 20)
     assert betas[20:] == [2.0] * 10
     assert TrainSettings(beta=0.5).beta_at(0, 10) == 0.5
+
+
+def test_each_run_plots_its_loss_curves(tiny_data_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "2", "--out", str(run)]) == 0
+    with Image.open(run / "loss.png") as im:
+        assert im.size[0] >= 400
+
+
+def test_train_does_not_import_sample():
+    """The pictures live in tinyvae.images; sample (a command line over a run) uses train, not the reverse."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).parents[1] / "tinyvae" / "train.py").read_text())
+    assert not {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} & {"sample", "tinyvae.sample"}

@@ -12,7 +12,8 @@ for an autoencoder), both in nats per sample, and writes into the run directory:
   and ``sample_{epoch}.png`` (an 8x8 grid of decoded z ~ N(0, I); for
   ``--model cvae`` one row per class, the same 8 draws of z in every row; VAEs only);
 * ``denoising_{epoch}.png`` (``--model dae``): 8 test images corrupted, their
-  reconstructions, and the originals, row by row.
+  reconstructions, and the originals, row by row;
+* ``loss.png``: the train and test loss per epoch (where matplotlib is installed).
 
 Variants: ``--likelihood {bernoulli,gaussian,gaussian-learned}``, ``--beta``
 with a linear KL warm-up over ``--warmup-epochs``, ``--mc-samples L`` draws of
@@ -49,12 +50,11 @@ from .backends import get_backend
 from .blas import avx512_hint, cpu_flags, numpy_blas
 from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .data import DATASETS, PIXEL_SCALE, DataError, Dataset, load_dataset
-from .images import save_grid
+from .images import loss_curves, prior_samples, save_grid
 from .model import VAE, VAEConfig
 from .network import LIKELIHOODS
 from .optim import Adam
 from .saving import CHECKPOINT, load_weights
-from .sample import prior_samples
 
 VAE_MODELS = ("vae", "cvae")
 MODELS = (*VAE_MODELS, *AE_MODELS)
@@ -435,6 +435,10 @@ class Trainer:
                       "samples_per_s": self.train_pixels.shape[0] / seconds, "seconds": seconds,
                       "eval_seconds": time.perf_counter() - t0, "backend": self.backend.name}
             self.settings.history.append(record)
+            try:
+                loss_curves(self.run_dir / "loss.png", self.settings.history)
+            except ImportError:  # matplotlib is an optional extra
+                pass
             self.save()
             log(f"epoch {self.epoch:3d}  train {train_loss:9.4f}  test {metrics['test_loss']:9.4f} nats/sample"
                 f"  ({record['samples_per_s']:,.0f} samples/s, {seconds:.1f} s)")
