@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import tinyvae
@@ -63,6 +64,16 @@ def test_a_run_outlives_the_folder_of_its_data(tiny_data_dir, tmp_path, monkeypa
         assert sample.main(["run", "--what", what, "--backend", "numpy"]) == 0
     assert sample.main(["run", "--what", "interpolate", "--backend", "numpy"]) == 2
     assert "no directory holds" in capsys.readouterr().err
+    from PIL import Image
+
+    for i, name in enumerate(("a.png", "b.png")):  # interpolating between given images needs no dataset either
+        Image.fromarray(np.full((8, 8), 60 * i + 30, np.uint8), mode="L").save(name)
+    assert sample.main(["run", "--what", "interpolate", "--images", "a.png", "b.png", "--steps", "3",
+                        "--backend", "numpy", "--out", "ab.png"]) == 0
+    with Image.open("ab.png") as im:
+        assert im.size == (5 * 58 + 2, 1 * 58 + 2)  # a, 3 decoded points, b; 8x8 images scaled 7x
+    assert sample.main(["run", "--what", "interpolate", "--images", "a.png", "--backend", "numpy"]) == 2
+    assert "pairs of images" in capsys.readouterr().err
     assert sample.main(["run", "--what", "interpolate", "--backend", "numpy", "--data-dir", "moved"]) == 0
     assert evaluate.main(["run", "--k", "3", "--n-images", "4", "--backend", "numpy", "--data-dir", "moved"]) == 0
     assert train.main(["--resume", "run", "--epochs", "2", "--backend", "numpy", "--data-dir", "moved"]) == 0

@@ -4,7 +4,8 @@
   row per class, the same eight draws of z in every row.
 * ``interpolate``: for ``--pairs`` pairs of test images (a, b), the decoded
   ``(1 - t) mu(a) + t mu(b)`` for ``--steps`` values of t in [0, 1], one row per pair,
-  with a and b themselves at the ends.
+  with a and b themselves at the ends; or for the pairs of ``--images A.png B.png
+  ...`` (grey PNGs of the model's image size, taken two by two; no dataset needed).
 * ``manifold`` (latent size 2 only): the decoded grid ``z = (Phi^-1(u), Phi^-1(v))``
   for u, v evenly spaced in (0, 1), as in Kingma & Welling (2014), Fig. 4: the
   inverse CDF of the prior maps equal probability mass to each cell.
@@ -39,16 +40,34 @@ def square_shape(input_dim: int) -> tuple[int, int]:
     return side, side
 
 
+def read_grey(path, shape: tuple[int, int]) -> np.ndarray:
+    """A PNG (or any image Pillow reads) as grey intensities in [0, 1], flattened; ``ValueError`` unless it
+    is ``shape`` (height, width)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            grey = np.asarray(im.convert("L"), np.float32) / 255
+    except UnidentifiedImageError as e:
+        raise ValueError(f"{path}: not an image Pillow can read") from e
+    if grey.shape != shape:
+        raise ValueError(f"{path}: {grey.shape[1]}x{grey.shape[0]} pixels; the model draws {shape[1]}x{shape[0]}")
+    return grey.ravel()
+
+
 def build_parser():
     p = cli.parser("python -m tinyvae.sample", __doc__)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run of python -m tinyvae.train (a VAE or a conditional VAE)")
     p.add_argument("--what", choices=WHAT, required=True,
-                   help="samples and manifold need only the model; interpolate and scatter read the test set")
+                   help="samples, manifold and interpolate --images need only the model; interpolate and scatter "
+                        "otherwise read the test set")
     cli.add_data_dir(p)
     p.add_argument("--out", default=None, help="output PNG (default RUN_DIR/<what>.png)")
     p.add_argument("--n", type=int, default=20, help="manifold: grid side (default 20)")
     p.add_argument("--pairs", type=int, default=8, help="interpolate: number of image pairs (default 8)")
     p.add_argument("--steps", type=int, default=10, help="interpolate: points on each line (default 10)")
+    p.add_argument("--images", nargs="+", default=None, metavar="PNG",
+                   help="interpolate: between these images, two by two, instead of test images (default: test images)")
     p.add_argument("--seed", type=int, default=0, help="seeds the draws of z and the choice of images (default 0)")
     return p
 
@@ -61,7 +80,7 @@ def main(argv=None) -> int:
     def body() -> int:
         out = Path(args.out or Path(args.run_dir) / f"{args.what}.png")
         rng = np.random.default_rng(args.seed)
-        if args.what in ("samples", "manifold"):  # the model alone
+        if args.what in ("samples", "manifold") or (args.what == "interpolate" and args.images):  # the model alone
             model = load(args.run_dir, args.backend)
             trainer = None
         else:
@@ -76,6 +95,12 @@ def main(argv=None) -> int:
             save_grid(out, images.reshape(-1, h, w), rows, cols)
         elif args.what == "manifold":
             save_grid(out, manifold(model, args.n).reshape(-1, h, w), args.n, args.n)
+        elif args.what == "interpolate" and args.images:
+            if len(args.images) % 2:
+                raise ValueError(f"--images takes pairs of images, got {len(args.images)}")
+            x = np.stack([read_grey(path, (h, w)) for path in args.images])
+            lines = interpolate(model, x[0::2], x[1::2], args.steps)
+            save_grid(out, lines.reshape(-1, h, w), len(x) // 2, args.steps + 2)
         elif args.what == "interpolate":
             host = trainer.backend.to_host
             test_x = host(trainer.test_x)
