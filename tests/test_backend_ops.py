@@ -289,3 +289,24 @@ def test_numba_kernels_load_from_the_cache_in_a_second_process():
                                  capture_output=True, text=True, check=True).stdout.strip()
     run()  # compiles whatever is not cached yet
     assert run() == "{}", "kernels compiled again in a second process"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_optimisers_store_subnormal_moments_as_zero(dtype):
+    """A moment below the dtype's smallest normal number is stored as 0 (see numba_ops: subnormal arithmetic
+    is microcoded on Intel CPUs); it could not have moved its weight; a NaN still goes through."""
+    be = backend_or_skip("numba")
+    tiny = np.finfo(dtype).tiny
+    m = np.array([tiny * 0.5, tiny * 4, -tiny * 0.25, 0.1, np.nan], dtype)
+    v = np.array([tiny * 0.5, tiny * 4, tiny * 0.25, 0.2, 0.2], dtype)
+    g = np.zeros(5, dtype)
+    p = np.full(5, 0.5, dtype)
+    want_p = p.copy()
+    ref.adam_step(want_p, g.copy(), m.copy(), v.copy(), 1e-3, 0.9, 0.999, 1e-8, 3)
+    be.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 3)
+    assert m[0] == m[2] == v[0] == v[2] == 0 and m[1] != 0 and v[1] != 0 and np.isnan(m[4])
+    np.testing.assert_array_equal(p[:4], want_p[:4])  # the flushed moments moved nothing
+    assert np.isnan(p[4])
+    buf = np.array([tiny * 0.5, 1.0], dtype)
+    be.sgd_step(np.ones(2, dtype), np.zeros(2, dtype), buf, 0.1, 0.9, False)
+    assert buf[0] == 0 and buf[1] == dtype(0.9)
