@@ -80,7 +80,7 @@ def test_evaluate_cli_writes_a_table_and_json(tiny_data_dir, tmp_path, capsys):
     assert train_main(args) == 0
     assert main([str(run), "--k", "64", "--n-images", "20"]) == 0
     out = capsys.readouterr().out
-    assert "IWAE" in out and "active units" in out
+    assert "IWAE" in out and "active units" in out and f"{run}: epoch 2, backend " in out
     r = json.loads((run / "evaluation.json").read_text())
     assert r["n_images"] == 20 and r["k"] == 64 and 0 <= r["active_units"] <= 3
     assert r["iwae_nll"] <= r["elbo_nll"]

@@ -129,6 +129,7 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         raise ValueError(f"{run_dir} holds a {trainer.settings.model} run; the ELBO and IWAE bounds need a VAE "
                          "(its test reconstruction loss is in metrics.jsonl)")
     model = trainer.model
+    log(f"{run_dir}: epoch {trainer.epoch}, backend {trainer.backend.name}")
     metrics = trainer.evaluate()
     n_active, _ = active_units(trainer.test_codes())
     n_test = trainer.test_x.shape[0]

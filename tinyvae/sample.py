@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         else:
             scatter(out, trainer.test_codes(), trainer.data.test_y, trainer.data.class_names,
                     f"{trainer.data.name} test set in z (epoch {trainer.epoch}, K = {model.config.latent_dim})")
-        print(f"wrote {out}")
+        print(f"wrote {out}  (backend {model.backend.name})")
         return 0
 
     return cli.run(body, lambda: "no picture was written")
