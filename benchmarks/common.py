@@ -30,6 +30,15 @@ def median_time(fn, repeats: int = 20, warmup: int = 3, sync=lambda: None) -> fl
     return statistics.median(times)
 
 
+def cpu_vendor() -> str:
+    """``intel``, ``amd``, or the ``vendor_id`` of ``/proc/cpuinfo`` in lower case (``unknown`` without it)."""
+    vendor = "unknown"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            vendor = next((l.split(":", 1)[1].strip() for l in f if l.startswith("vendor_id")), vendor)
+    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, vendor.lower())
+
+
 def machine() -> dict:
     """The CPU, NumPy and the kernels its BLAS runs (:func:`tinyvae.blas.numpy_blas`), for a result's metadata."""
     model = platform.processor()

@@ -11,9 +11,11 @@ times the step's eleven BLAS calls alone (4 forward; 4 weight-gradient and 3
 input-gradient GEMMs backward), with tinyvae's buffers and layouts; the
 GEMM + Adam floor adds numba's Adam update of the flat buffers to each step,
 the one part of the step bound by memory bandwidth. Writes
-``train_<kernels>.json`` into ``--out`` (``benchmarks/results`` with ``--publish``), named after the kernels NumPy's
-OpenBLAS runs (``haswell``: AVX2, ``skylakex``: AVX-512; ``OPENBLAS_CORETYPE``
-picks them, see README), or ``train.json`` where no BLAS names them.
+``train_<vendor>-<kernels>.json`` into ``--out`` (``benchmarks/results`` with
+``--publish``), named after the CPU's maker (``intel``, ``amd``) and the kernels
+NumPy's OpenBLAS runs (``haswell``: AVX2, ``skylakex``: AVX-512;
+``OPENBLAS_CORETYPE`` picks them, see docs/performance.md), so each machine's
+record stands beside the others'.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import add_output_args, out_dir, report
+from benchmarks.common import add_output_args, cpu_vendor, out_dir, report
 from tinyvae.blas import numpy_blas
 from tinyvae.data import PIXEL_SCALE, load_dataset, pixels_to_unit
 from tinyvae.model import VAE
@@ -192,7 +194,7 @@ def main(argv=None):
     rows = [{"what": k, **ratios(median, k, ""), "samples_per_s": n / median[k], **ratios(best, k, "best_"),
              "epochs_s": runs[k]} for k in runs]
     kernels = (numpy_blas() or {}).get("architecture")
-    name = f"train_{kernels.lower()}" if kernels else "train"
+    name = f"train_{cpu_vendor()}" + (f"-{kernels.lower()}" if kernels else "")
     report(name, rows, [("what", "<"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"),
                         ("vs_pytorch", ".2f"), ("vs_gemm_floor", ".2f"), ("best_epoch_s", ".2f"),
                         ("best_vs_pytorch", ".2f"), ("best_vs_gemm_floor", ".2f")],
