@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from tinyvae import train as train_module
+from tinyvae import rundir
 from tinyvae.checkpoint import load_checkpoint, save_checkpoint
 from tinyvae.evaluate import main as evaluate_main
 from tinyvae.model import VAE, VAEConfig
@@ -171,7 +171,7 @@ def test_a_folder_with_files_is_refused_an_empty_one_is_used(tiny_data_dir, tmp_
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(train_module.time, "strftime", lambda fmt: "20261130-101010")
+    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20261130-101010")
     for _ in range(3):
         assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "1"]) == 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
@@ -195,7 +195,7 @@ def test_a_run_directory_that_cannot_be_written_is_refused_before_training(tiny_
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(train_module.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(rundir.tempfile, "TemporaryFile", read_only)
     run = tmp_path / "run"
     assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", str(run)]) == 2
     _one_error_line(capsys, f"cannot write in the run directory {run}: Read-only file system")
