@@ -65,7 +65,8 @@ def load_checkpoint(path, required: dict[str, tuple[tuple[int, ...], str]] | Non
 
     Raises:
         CheckpointError: missing or unreadable file, not a safetensors file,
-            not a tinyvae checkpoint, or tensors missing or of the wrong shape.
+            not a tinyvae checkpoint, or a required tensor missing, of the wrong
+            shape or non-finite (:func:`check_tensors`).
     """
     path = Path(path)
     if not path.is_file():
@@ -83,9 +84,18 @@ def load_checkpoint(path, required: dict[str, tuple[tuple[int, ...], str]] | Non
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
-    for name, (shape, dtype) in (required or {}).items():
+    check_tensors(path, tensors, required or {})
+    return tensors, metadata
+
+
+def check_tensors(path, tensors: dict[str, np.ndarray], required: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """``CheckpointError`` naming ``path`` and the tensor unless every tensor in ``required``
+    (``{name: (shape, dtype name)}``) is present, of that shape and dtype, and finite."""
+    for name, (shape, dtype) in required.items():
         t = tensors.get(name)
         if t is None or t.shape != tuple(shape) or t.dtype != np.dtype(dtype):
             got = None if t is None else (t.shape, t.dtype.name)
             raise CheckpointError(f"{path}: tensor {name!r} should be {tuple(shape)} {dtype}, found {got}")
-    return tensors, metadata
+        if not np.isfinite(t).all():
+            raise CheckpointError(f"{path}: non-finite values in {name}; "
+                                  "a run that diverged cannot be resumed, evaluated, sampled or loaded")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import MODEL_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import MODEL_FORMAT, CheckpointError, check_tensors, load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.safetensors"
 PYTORCH_EXAMPLE = {"encoder.0": "fc1", "encoder.mu": "fc21", "encoder.logvar": "fc22", "decoder.0": "fc3",
@@ -61,14 +61,8 @@ def save_model(model, path, names: str | None = None) -> Path:
 
 def load_weights(model, tensors: dict, path) -> None:
     """Copy the checkpoint's ``tensors`` into ``model``'s parameters; ``CheckpointError`` for a missing,
-    misshapen or non-finite tensor."""
-    for name, shape in model.params.shapes.items():
-        t = tensors.get(name)
-        if t is None or t.shape != tuple(shape) or t.dtype != model.dtype:
-            got = None if t is None else (t.shape, t.dtype.name)
-            raise CheckpointError(f"{path}: tensor {name!r} should be {tuple(shape)} {model.dtype.name}, found {got}")
-        if not np.isfinite(t).all():
-            raise CheckpointError(f"{path}: non-finite values in {name}; a run that diverged cannot be used")
+    misshapen or non-finite tensor (:func:`tinyvae.checkpoint.check_tensors`)."""
+    check_tensors(path, tensors, {name: (shape, model.dtype.name) for name, shape in model.params.shapes.items()})
     for name in model.params.names:
         model.params.view(name)[...] = model.xp.asarray(tensors[name])
 

@@ -47,7 +47,7 @@ from . import cli
 from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig
 from .backends import get_backend
 from .blas import avx512_hint, cpu_flags, numpy_blas
-from .checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write_bytes, check_tensors, load_checkpoint, save_checkpoint
 from .data import DATASETS, PIXEL_SCALE, DataError, Dataset, load_dataset
 from .images import loss_curves, prior_samples, save_grid
 from .network import LIKELIHOODS
@@ -122,7 +122,7 @@ class Trainer:
             CheckpointError: missing, unreadable or inconsistent checkpoint.
         """
         path = Path(run_dir) / CHECKPOINT
-        _, meta = load_checkpoint(path)
+        tensors, meta = load_checkpoint(path)
         for key, kind in (("settings", dict), ("model_config", dict), ("optimizer", dict), ("epoch", int),
                           ("rng_state", dict)):
             value = meta.get(key)
@@ -146,12 +146,7 @@ class Trainer:
             raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
         model, opt = trainer.model, trainer.optimizer
         opt_arrays, _ = opt.state()
-        required = {f"optimizer.{k}": ((model.params.size,), model.dtype.name) for k in opt_arrays}
-        tensors, meta = load_checkpoint(path, required)
-        bad = [k for k in required if not np.isfinite(tensors[k]).all()]
-        if bad:
-            raise CheckpointError(f"{path}: non-finite values in {', '.join(bad)}; "
-                                  "a run that diverged cannot be resumed, evaluated or sampled")
+        check_tensors(path, tensors, {f"optimizer.{k}": ((model.params.size,), model.dtype.name) for k in opt_arrays})
         if meta.get("model_config") != model.config.to_dict():
             raise CheckpointError(f"{path}: model config {meta.get('model_config')} does not match its settings")
         load_weights(model, tensors, path)
