@@ -92,7 +92,7 @@ class Trainer:
         self.epoch = 0
         self.saved_epoch = 0  # the epoch of the checkpoint in run_dir (0: none yet)
         # The epoch's running loss stays non-finite once a batch loss is. It is read, and checked, every step
-        # on the host; on a GPU every 50 steps (a read is a sync), the first bad step kept on the device.
+        # on the host; on a GPU every 50 steps (a read is a sync), the window's batch losses kept on the device.
         self.check_every = 1 if xp is np else 50
 
     # -- persistence -----------------------------------------------------------
@@ -173,7 +173,8 @@ class Trainer:
         batches: dict[int, object] = {}  # batch size -> its x buffer
         total = xp.zeros((), dtype=self.model.dtype)
         check_every = self.check_every
-        first_bad = None if check_every == 1 else xp.full((), -1, np.int64)
+        # Between two reads (on a GPU) the batch losses stay on the device, so the first bad step can be named.
+        window = None if check_every == 1 else xp.empty(check_every, dtype=self.model.dtype)
         running, y = 0.0, None
         start = time.perf_counter()
         with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=None) as bar:
@@ -189,15 +190,19 @@ class Trainer:
                 if self.train_y is not None:
                     y = self.train_y[idx]
                 if s.is_vae:
-                    total += self.model.train_step(x, self.optimizer, s.beta_at(self.epoch * n_batches + i, n_batches), y)
+                    loss = self.model.train_step(x, self.optimizer, s.beta_at(self.epoch * n_batches + i, n_batches), y)
                 else:
-                    total += self.model.train_step(x, self.optimizer)
-                if first_bad is not None:
-                    first_bad = xp.where((first_bad < 0) & ~xp.isfinite(total), i, first_bad)
+                    loss = self.model.train_step(x, self.optimizer)
+                total += loss
+                if window is not None:
+                    window[i % check_every] = loss
                 if i % check_every == check_every - 1 or i == n_batches - 1:
                     running = float(total)
                     if not math.isfinite(running):
-                        step = i if first_bad is None else int(first_bad)
+                        step = i
+                        if window is not None:
+                            bad = np.flatnonzero(~np.isfinite(self.backend.to_host(window[:i % check_every + 1])))
+                            step = i - i % check_every + int(bad[0]) if bad.size else i
                         raise Diverged(self.stopped(f"the training loss became {running} at epoch {self.epoch + 1}, "
                                                     f"step {step + 1} of {n_batches}"))
                 if i % 50 == 49 or i == n_batches - 1:
