@@ -50,6 +50,7 @@ HEADER = Path(__file__).with_name("cudasim.h")
 FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-fno-gnu-unique", "-fvisibility=hidden", "-w")
 MAX_THREADS, MAX_BLOCK, MAX_GRID = 1024, (1024, 1024, 64), (2**31 - 1, 65535, 65535)
 MAX_SHARED_BYTES = 48 * 1024
+WORKERS = len(os.sched_getaffinity(0))  # OS threads a block's warps are dealt out over (cudasim.h)
 
 _modules: dict = {}
 
@@ -232,6 +233,6 @@ class Kernel:
         dims = (ctypes.c_uint * 6)(*grid, *block)
         failed = self.module.lib.tinyvae_sim_launch(
             self._entry, argv, self.name.encode(), ctypes.addressof(dims), ctypes.addressof(dims) + 3 * 4,
-            len(os.sched_getaffinity(0)), error, len(error))
+            WORKERS, error, len(error))
         if failed:
             raise LaunchError(error.value.decode(errors="replace"))
