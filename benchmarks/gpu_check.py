@@ -98,8 +98,10 @@ def junit_counts(path: Path) -> dict:
 
 
 def sanitizer_errors(output: str) -> int | None:
-    """The count in compute-sanitizer's ``ERROR SUMMARY: N errors`` line; ``None`` where it printed none."""
-    found = re.findall(r"ERROR SUMMARY: (\d+) error", output)
+    """The error count in compute-sanitizer's summary line: memcheck's ``ERROR SUMMARY: N errors``,
+    racecheck's ``RACECHECK SUMMARY: H hazards displayed (N errors, W warnings)``; ``None`` where it printed
+    neither."""
+    found = re.findall(r"(?:ERROR SUMMARY: |RACECHECK SUMMARY: \d+ hazards? displayed \()(\d+) error", output)
     return int(found[-1]) if found else None
 
 

@@ -47,3 +47,14 @@ def test_only_publish_writes_the_published_record(tmp_path):
     assert out_dir(p.parse_args([])) == Path("benchmark-results")
     assert out_dir(p.parse_args(["--out", str(tmp_path)])) == tmp_path
     assert out_dir(p.parse_args(["--publish"])) == RESULTS
+
+
+def test_every_kernel_case_runs_even_with_more_rows_than_the_dataset(monkeypatch):
+    # benchmarks.cuda asks for B = 65,536 rows of the 60,000: the gather must draw with repetition.
+    from benchmarks import kernels
+    from tinyvae.backends import get_backend
+
+    monkeypatch.setattr(kernels, "N", 100)
+    ref, rng = get_backend("numpy"), np.random.default_rng(0)
+    for op, _, make, _ in kernels.cases(130, rng) + kernels.optimizer_cases(rng):
+        getattr(ref, op)(*make())

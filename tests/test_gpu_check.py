@@ -68,6 +68,8 @@ def test_pytest_results_are_read_from_junit_xml(tmp_path):
 def test_sanitizer_summary_and_loss_comparison():
     assert gpu_check.sanitizer_errors("========= ERROR SUMMARY: 0 errors\n") == 0
     assert gpu_check.sanitizer_errors("...\n========= ERROR SUMMARY: 12 errors\n") == 12
+    assert gpu_check.sanitizer_errors("========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)\n") == 0
+    assert gpu_check.sanitizer_errors("RACECHECK SUMMARY: 3 hazards displayed (2 errors, 1 warnings)") == 2
     assert gpu_check.sanitizer_errors("Traceback ...") is None
     ok = gpu_check.compare_losses([100.0, 90.0], [100.2, 90.0], rtol=0.005)
     assert ok["passed"] and ok["max_rel_diff"] == pytest.approx(0.2 / 100.2)
