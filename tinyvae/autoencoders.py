@@ -246,7 +246,7 @@ class Autoencoder(EncoderDecoder):
         """Write a fresh corruption of ``x`` (``dae``) drawn from ``rng`` into ``ws.xin``."""
         cfg, xp = self.config, self.xp
         if cfg.corruption == "gaussian":
-            self.draw_normal(ws.xin, rng)
+            self.draw(ws.xin, rng=rng)
             ws.xin *= cfg.noise
             ws.xin += x
             return
@@ -256,7 +256,7 @@ class Autoencoder(EncoderDecoder):
             return
         # A uniformly random choice of m pixels per row: the m smallest of D uniform draws,
         # those at or below the row's m-th smallest (float64 draws: ties have probability ~D / 2^53).
-        rng.random(out=ws.draws)
+        self.draw(ws.draws, "random", rng)
         ws.order[...] = ws.draws
         ws.order.partition(m - 1, axis=1)
         np.less_equal(ws.draws, ws.order[:, m - 1:m], out=ws.corrupt)
@@ -264,7 +264,7 @@ class Autoencoder(EncoderDecoder):
         if cfg.corruption == "mask":
             xp.copyto(ws.xin, 0, where=corrupt)
         else:  # salt-and-pepper: 0 or 1 by a fair coin
-            rng.random(out=ws.draws)
+            self.draw(ws.draws, "random", rng)
             np.less(ws.draws, 0.5, out=ws.order, casting="unsafe")
             xp.copyto(ws.xin, ws.order if xp is np else xp.asarray(ws.order), where=corrupt)
 

@@ -214,7 +214,7 @@ class VAE(EncoderDecoder):
         B, K, L = x.shape[0], self.config.latent_dim, self.config.mc_samples
         ws = self.workspace(B)
         if eps is None:
-            self.draw_normal(ws.eps)
+            self.draw(ws.eps)
         else:
             ws.eps[...] = eps
         self.encode_into(ws, x, y)
@@ -340,7 +340,7 @@ class VAE(EncoderDecoder):
         eps = None
         if seed is not None:
             eps = self.xp.empty((self.config.mc_samples * x.shape[0], self.config.latent_dim), self.dtype)
-            self.draw_normal(eps, np.random.default_rng(seed))
+            self.draw(eps, rng=np.random.default_rng(seed))
         ws = self.forward_loss(x, self.as_labels(y, x.shape[0]), eps)
         L, B = self.config.mc_samples, x.shape[0]
         host = self.backend.to_host

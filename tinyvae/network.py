@@ -151,6 +151,7 @@ class EncoderDecoder:
             self.decoder_logvar = xp.full(config.input_dim, config.decoder_logvar, self.dtype)
             self.decoder_dlogvar = None
         self._workspaces: dict = {}
+        self.row_slice: tuple[int, int, int] | None = None  # data parallel: see draw()
 
     def save(self, path, names: str | None = None):
         """Write the weights and the config to ``path`` (safetensors, no optimiser state), for
@@ -191,13 +192,27 @@ class EncoderDecoder:
         """The ReLU layers ``{side}.0 ...`` of the encoder or decoder."""
         return [self.layer(f"{side}.{i}", relu=True) for i in range(len(self.config.hidden))]
 
-    def draw_normal(self, out, rng: np.random.Generator | None = None):
-        """Fill ``out`` with N(0, 1) noise from ``rng`` (default: the model's generator), drawn on the host."""
+    def draw(self, out, kind: str = "standard_normal", rng: np.random.Generator | None = None):
+        """Fill ``out`` with ``rng.standard_normal`` (N(0, 1)) or ``rng.random`` (U[0, 1)) draws of its dtype,
+        drawn on the host from ``rng`` (default: the model's generator).
+
+        ``out`` is ``(L*b, ...)``, draw l of row j in row ``l*b + j`` (L = 1 for most draws). Under
+        data-parallel training (:mod:`tinyvae.distributed`) :attr:`row_slice` is ``(lo, hi, n)``: this
+        rank holds rows lo:hi of a batch of n. The draw is then the whole batch's, ``(L*n, ...)``, and
+        ``out`` receives rows lo:hi of each of its L blocks, so every rank makes the draws of a
+        one-process run, and keeps its own.
+        """
         rng = self.rng if rng is None else rng
-        if self.xp is np:
-            rng.standard_normal(dtype=self.dtype, out=out)
+        fill = getattr(rng, kind)
+        if self.row_slice is not None:
+            lo, hi, n = self.row_slice
+            whole = fill((out.shape[0] // (hi - lo), n, *out.shape[1:]), dtype=out.dtype)
+            mine = whole[:, lo:hi].reshape(out.shape)
+            out[...] = mine if isinstance(out, np.ndarray) else self.xp.asarray(mine)
+        elif isinstance(out, np.ndarray):
+            fill(dtype=out.dtype, out=out)
         else:
-            out[...] = self.xp.asarray(rng.standard_normal(out.shape, dtype=self.dtype))
+            out[...] = self.xp.asarray(fill(out.shape, dtype=out.dtype))
 
     def likelihood(self, out, x, scale, nll_out, dout_out, dlogvar_out=None):
         """``nll_out (N,) = -log p(x|z)`` per row in nats and ``dout_out = scale * d nll / d out``.
