@@ -28,16 +28,18 @@ def message(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-def run(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "nothing was written") -> int:
+def run(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "nothing was written",
+        where: Callable[[], str] = lambda: "") -> int:
     """``body()``'s exit status, or 2 after an ``error:`` line for an expected failure, or 130 after an
-    ``interrupted:`` line (``interrupted()`` says what is intact) for Ctrl-C."""
+    ``interrupted:`` line (``interrupted()`` says what is intact) for Ctrl-C; ``where()`` prefixes the
+    line's text (a data-parallel rank names itself)."""
     try:
         return body()
     except KeyboardInterrupt:
-        print(f"interrupted: {interrupted()}", file=sys.stderr)
+        print(f"interrupted: {where()}{interrupted()}", file=sys.stderr)
         return 130
     except EXPECTED as e:
-        print(f"error: {message(e)}", file=sys.stderr)
+        print(f"error: {where()}{message(e)}", file=sys.stderr)
         return 2
 
 

@@ -27,6 +27,11 @@ A flag that does not apply to the chosen model is refused.
 Exit status: 0; 1 when the run diverged (stopped at the first non-finite loss,
 metric, weight or optimiser state, its last good checkpoint intact); 2 for an
 expected failure, in one ``error:`` line (:mod:`tinyvae.cli`); 130 for Ctrl-C.
+
+Data parallel: started by ``mpirun -np P`` (P > 1), the run trains over the P
+ranks (:mod:`tinyvae.distributed`): ``--batch-size`` stays the global batch,
+the training is the one-process run's up to the order of floating-point sums,
+and rank 0 alone writes the run directory. A rank that fails ends the job.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from .backends import get_backend
 from .blas import avx512_hint, cpu_flags, numpy_blas
 from .checkpoint import CheckpointError, atomic_write_bytes, check_tensors, load_checkpoint, save_checkpoint
 from .data import DATASETS, PIXEL_SCALE, DataError, Dataset, load_dataset
+from .distributed import DataParallel, DataParallelError, DataParallelOptimizer, from_environment
 from .images import loss_curves, prior_samples, save_grid
 from .network import LIKELIHOODS
 from .optim import Adam
@@ -69,16 +75,33 @@ class Trainer:
         backend: backend name.
         run_dir: output directory (created).
         data: a loaded :class:`Dataset`; loaded from ``settings`` when None.
+        group: the :class:`tinyvae.distributed.DataParallel` ranks this one trains with, or None (alone).
+            Rank 0 alone creates and writes ``run_dir``.
+
+    Raises:
+        ValueError: settings that do not fit the data, or (data parallel) a batch that does not split
+            over the ranks, or a model whose loss is not a mean over rows (sparse-ae).
     """
 
-    def __init__(self, settings: TrainSettings, backend: str, run_dir: Path, data: Dataset | None = None):
-        self.settings, self.run_dir = settings, Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, settings: TrainSettings, backend: str, run_dir: Path, data: Dataset | None = None,
+                 group: DataParallel | None = None):
+        self.settings, self.run_dir, self.group = settings, Path(run_dir), group
+        self.writes = group is None or group.is_root
+        if self.writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.backend = get_backend(backend)
         self.data = data if data is not None else load_dataset(settings.dataset, settings.data_dir)
         settings.check_fits(self.data.train_pixels.shape[1], self.data.n_classes)
+        if group is not None:
+            if settings.model == "sparse-ae":
+                raise DataParallelError("sparse-ae cannot train data-parallel: its penalty is a function of the whole "
+                                 "batch's mean activation, not a mean over rows; run it in one process")
+            group.check_batches(self.data.train_pixels.shape[0], settings.batch_size, self.data.test_x.shape[0],
+                                settings.eval_batch_size)
         self.model = settings.build_model(self.data.train_pixels.shape[1], self.data.n_classes, self.backend)
         self.optimizer = Adam(self.model.params, self.backend, lr=settings.lr)
+        # The optimiser the training step calls: with ranks, it first averages the gradient over them.
+        self.stepper = self.optimizer if group is None else DataParallelOptimizer(self.optimizer, group)
         self.rng = self.model.rng
         xp = self.backend.xp
         self.train_pixels = xp.asarray(self.data.train_pixels)  # uint8; each batch is scaled on its own
@@ -94,6 +117,22 @@ class Trainer:
         # The epoch's running loss stays non-finite once a batch loss is. It is read, and checked, every step
         # on the host; on a GPU every 50 steps (a read is a sync), the window's batch losses kept on the device.
         self.check_every = 1 if xp is np else 50
+        self.broadcast_state()
+
+    def broadcast_state(self):
+        """Data parallel: every rank takes rank 0's weights and optimiser state (at the start, and on resume)."""
+        if self.group is not None:
+            for buf in (self.model.params.data, *self.optimizer.state()[0].values()):
+                self.group.buffers.broadcast_(buf)
+
+    def check_ranks_agree(self):
+        """Data parallel: :class:`DataParallelError` unless every rank holds the same weights, bit for bit (a CRC-32 of
+        them, compared after every epoch)."""
+        sums = self.group.checksums(self.backend.to_host(self.model.params.data))
+        if len(set(sums)) > 1:
+            raise DataParallelError(f"after epoch {self.epoch}, the ranks' weights differ (CRC-32 per rank: "
+                             f"{', '.join(f'{c:08x}' for c in sums)}); the run stopped; the checkpoint of epoch "
+                             f"{self.saved_epoch} in {self.run_dir} is intact")
 
     # -- persistence -----------------------------------------------------------
     def save(self):
@@ -113,10 +152,12 @@ class Trainer:
         atomic_write_bytes(self.run_dir / "metrics.jsonl", lines.encode())
 
     @classmethod
-    def resume(cls, run_dir: Path, backend: str, data_dir: str | os.PathLike | None = None) -> "Trainer":
+    def resume(cls, run_dir: Path, backend: str, data_dir: str | os.PathLike | None = None,
+               group: DataParallel | None = None) -> "Trainer":
         """Rebuild a run from ``run_dir/checkpoint.safetensors``, its data from ``data_dir`` where given
         (the run's data have moved; stored, as an absolute path, at the next save), else from where the
-        run found them.
+        run found them. A checkpoint does not depend on the number of ranks that wrote it: ``group``
+        may have any size (every rank reads the checkpoint).
 
         Raises:
             CheckpointError: missing, unreadable or inconsistent checkpoint.
@@ -139,9 +180,9 @@ class Trainer:
             raise CheckpointError(f"{path}: metadata field 'epoch' is {meta['epoch']} but the run's history holds "
                                   f"{len(settings.history)} epochs")
         try:
-            trainer = cls(settings, backend, run_dir)
+            trainer = cls(settings, backend, run_dir, group=group)
         except ValueError as e:
-            if isinstance(e, DataError):
+            if isinstance(e, (DataError, DataParallelError)):
                 raise
             raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
         model, opt = trainer.model, trainer.optimizer
@@ -161,15 +202,27 @@ class Trainer:
             raise CheckpointError(f"{path}: metadata field 'rng_state' is not a {type(trainer.rng.bit_generator).__name__} "
                                   f"state ({type(e).__name__}: {e})") from e
         trainer.epoch = trainer.saved_epoch = meta["epoch"]
+        trainer.broadcast_state()
         return trainer
 
     # -- one epoch -------------------------------------------------------------
     def train_epoch(self) -> tuple[float, float]:
-        """One pass over the shuffled training set. Returns (mean loss in nats per sample, seconds)."""
-        xp, s = self.backend.xp, self.settings
+        """One pass over the shuffled training set. Returns (mean loss in nats per sample, seconds).
+
+        Data parallel: this rank takes its rows of each global batch, and the loss is summed over the ranks.
+        """
+        xp, s, group = self.backend.xp, self.settings, self.group
         N, D = self.train_pixels.shape
         perm = xp.asarray(self.rng.permutation(N))
         n_batches = -(-N // s.batch_size)
+
+        def rows(i):  # this rank's rows of batch i: indices into perm, and the model's row slice (for its draws)
+            start, n = i * s.batch_size, min(s.batch_size, N - i * s.batch_size)
+            if group is None:
+                return perm[start:start + n], None
+            lo, hi = group.rows(n)
+            return perm[start + lo:start + hi], (lo, hi, n)
+
         batches: dict[int, object] = {}  # batch size -> its x buffer
         total = xp.zeros((), dtype=self.model.dtype)
         check_every = self.check_every
@@ -177,37 +230,45 @@ class Trainer:
         window = None if check_every == 1 else xp.empty(check_every, dtype=self.model.dtype)
         running, y = 0.0, None
         start = time.perf_counter()
-        with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=None) as bar:
-            for i in range(n_batches):
-                idx = perm[i * s.batch_size:(i + 1) * s.batch_size]
-                x = batches.get(idx.shape[0])
-                if x is None:
-                    x = batches[idx.shape[0]] = xp.empty((idx.shape[0], D), self.model.dtype)
-                self.backend.gather_pixels(self.train_pixels, idx, PIXEL_SCALE, x,
-                                           perm[(i + 1) * s.batch_size:(i + 2) * s.batch_size])
-                if s.binarize:  # dynamic binarisation: a fresh Bernoulli draw each time
-                    x[...] = xp.asarray(self.rng.random(x.shape, dtype=np.float32)) < x
-                if self.train_y is not None:
-                    y = self.train_y[idx]
-                if s.is_vae:
-                    loss = self.model.train_step(x, self.optimizer, s.beta_at(self.epoch * n_batches + i, n_batches), y)
-                else:
-                    loss = self.model.train_step(x, self.optimizer)
-                total += loss
-                if window is not None:
-                    window[i % check_every] = loss
-                if i % check_every == check_every - 1 or i == n_batches - 1:
-                    running = float(total)
-                    if not math.isfinite(running):
-                        step = i
-                        if window is not None:
-                            bad = np.flatnonzero(~np.isfinite(self.backend.to_host(window[:i % check_every + 1])))
-                            step = i - i % check_every + int(bad[0]) if bad.size else i
-                        raise Diverged(self.stopped(f"the training loss became {running} at epoch {self.epoch + 1}, "
-                                                    f"step {step + 1} of {n_batches}"))
-                if i % 50 == 49 or i == n_batches - 1:
-                    bar.set_postfix(loss=f"{running / min(N, (i + 1) * s.batch_size):.2f}")
-                bar.update()
+        quiet = None if self.writes else True
+        idx, self.model.row_slice = rows(0)
+        try:
+            with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=quiet) as bar:
+                for i in range(n_batches):
+                    x = batches.get(idx.shape[0])
+                    if x is None:
+                        x = batches[idx.shape[0]] = xp.empty((idx.shape[0], D), self.model.dtype)
+                    next_idx, next_slice = rows(i + 1) if i + 1 < n_batches else (perm[:0], None)
+                    self.backend.gather_pixels(self.train_pixels, idx, PIXEL_SCALE, x, next_idx)
+                    if s.binarize:  # dynamic binarisation: a fresh Bernoulli draw each time
+                        u = xp.empty(x.shape, np.float32)
+                        self.model.draw(u, "random")
+                        x[...] = u < x
+                    if self.train_y is not None:
+                        y = self.train_y[idx]
+                    if s.is_vae:
+                        beta = s.beta_at(self.epoch * n_batches + i, n_batches)
+                        loss = self.model.train_step(x, self.stepper, beta, y)
+                    else:
+                        loss = self.model.train_step(x, self.stepper)
+                    idx, self.model.row_slice = next_idx, next_slice
+                    total += loss
+                    if window is not None:
+                        window[i % check_every] = loss
+                    if i % check_every == check_every - 1 or i == n_batches - 1:
+                        running = float(total) if group is None else float(group.sum(float(total))[0])
+                        if not math.isfinite(running):
+                            step = i
+                            if window is not None:
+                                bad = np.flatnonzero(~np.isfinite(self.backend.to_host(window[:i % check_every + 1])))
+                                step = i - i % check_every + int(bad[0]) if bad.size else i
+                            raise Diverged(self.stopped(f"the training loss became {running} at epoch {self.epoch + 1}, "
+                                                        f"step {step + 1} of {n_batches}"))
+                    if i % 50 == 49 or i == n_batches - 1:
+                        bar.set_postfix(loss=f"{running / min(N, (i + 1) * s.batch_size):.2f}")
+                    bar.update()
+        finally:
+            self.model.row_slice = None
         return running / N, time.perf_counter() - start
 
     def check_finite(self, metrics: dict) -> None:
@@ -244,25 +305,49 @@ class Trainer:
                                for i in range(0, self.test_x.shape[0], B)])
 
     def evaluate(self) -> dict:
-        """The model's test metrics (see ``VAE.evaluate``, ``Autoencoder.evaluate``), nats per sample."""
-        B, n = self.settings.eval_batch_size, self.test_x.shape[0]
-        return self.model.evaluate((self.test_x[i:i + B], self.test_labels(i, i + B)) for i in range(0, n, B))
+        """The model's test metrics (see ``VAE.evaluate``, ``Autoencoder.evaluate``), nats per sample.
+
+        Data parallel: each rank evaluates its rows of every test batch (with the noise a one-process run
+        draws for them), and the metrics, each a mean over images, are combined weighted by the ranks' counts.
+        """
+        B, n, group = self.settings.eval_batch_size, self.test_x.shape[0], self.group
+        if group is None:
+            return self.model.evaluate((self.test_x[i:i + B], self.test_labels(i, i + B)) for i in range(0, n, B))
+        counted = [0]
+
+        def my_rows():
+            for i in range(0, n, B):
+                lo, hi = group.rows(min(B, n - i))
+                self.model.row_slice = (lo, hi, min(B, n - i))  # for the draws of the batch about to be evaluated
+                counted[0] += hi - lo
+                yield self.test_x[i + lo:i + hi], self.test_labels(i + lo, i + hi)
+
+        try:
+            local = self.model.evaluate(my_rows())
+        finally:
+            self.model.row_slice = None
+        names = list(local)
+        sums = group.sum([counted[0]] + [local[k] * counted[0] for k in names])
+        return {k: float(v / sums[0]) for k, v in zip(names, sums[1:])}
 
     def write_images(self):
+        """The epoch's pictures. Data parallel: every rank makes them (so that every generator draws the
+        same numbers), rank 0 alone saves them."""
         h, w = self.data.image_shape
+        save = save_grid if self.writes else lambda *args: None
         x = self.backend.to_host(self.test_x[:8])
         y = self.test_labels(0, 8)
         recon = self.model.reconstruct(x, y)
-        save_grid(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
+        save(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
         if self.settings.model == "dae":
             ws = self.model.forward(self.model.as_batch(x), train=True)
             corrupted = np.clip(self.backend.to_host(ws.xin), 0, 1)
             denoised = self.model.output_mean(ws.logits)
-            save_grid(self.run_dir / f"denoising_{self.epoch}.png",
+            save(self.run_dir / f"denoising_{self.epoch}.png",
                       np.concatenate([corrupted, denoised, x]).reshape(24, h, w), 3, 8)
         if self.settings.is_vae:
             images, rows, cols = prior_samples(self.model, self.rng)
-            save_grid(self.run_dir / f"sample_{self.epoch}.png", images.reshape(rows * cols, h, w), rows, cols)
+            save(self.run_dir / f"sample_{self.epoch}.png", images.reshape(rows * cols, h, w), rows, cols)
 
     def run(self, epochs: int, log=print) -> list[dict]:
         """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
@@ -273,11 +358,16 @@ class Trainer:
                 metrics = self.evaluate()
             self.check_finite(metrics)
             self.epoch += 1
+            if self.group is not None:
+                self.check_ranks_agree()
             self.write_images()
             record = {"epoch": self.epoch, "train_loss": train_loss, **metrics,
                       "samples_per_s": self.train_pixels.shape[0] / seconds, "seconds": seconds,
                       "eval_seconds": time.perf_counter() - t0, "backend": self.backend.name}
             self.settings.history.append(record)
+            if not self.writes:  # rank 0 saves the epoch
+                self.saved_epoch = self.epoch
+                continue
             try:
                 loss_curves(self.run_dir / "loss.png", self.settings.history)
             except ImportError:  # matplotlib is an optional extra
@@ -354,10 +444,10 @@ def main(argv=None) -> int:
             raise ValueError(f"--epochs is the total number of epochs, at least 1; got {args.epochs}")
         if args.resume:
             ignored = [k for k in given if k != "data_dir"] + (["out"] if args.out else [])
-            if ignored:
+            if ignored and (group is None or group.is_root):
                 print(f"resuming {args.resume}: its settings come from the checkpoint; "
                       f"ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
-            trainer = Trainer.resume(Path(args.resume), args.backend, args.data_dir)
+            trainer = Trainer.resume(Path(args.resume), args.backend, args.data_dir, group)
             if trainer.epoch >= args.epochs:
                 raise ValueError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the total, "
                                  f"so ask for more than {trainer.epoch}")
@@ -371,20 +461,30 @@ def main(argv=None) -> int:
         if "data_dir" in given:  # stored absolute, so the run can be resumed, evaluated and sampled from anywhere
             given["data_dir"] = str(Path(given["data_dir"]).resolve())
         settings = TrainSettings(**given)
-        run["dir"], run["created"] = new_run_dir(args.out)
-        return Trainer(settings, args.backend, run["dir"])
+        if group is None or group.is_root:
+            run["dir"], run["created"] = new_run_dir(args.out)
+        if group is not None:  # rank 0 names the run directory (a new timestamped one by default)
+            run["dir"] = Path(group.share(str(run["dir"]) if group.is_root else None))
+        return Trainer(settings, args.backend, run["dir"], group=group)
 
     def body() -> int:
+        nonlocal group
+        group = from_environment(args.backend)
+        if group is not None:
+            sys.excepthook = abort_on_exception(group)
         trainer = run["trainer"] = start()
-        print(f"run directory: {trainer.run_dir}  (backend {trainer.backend.name}, {trainer.data.name} from "
-              f"{trainer.data.source})")
-        hint = avx512_hint(numpy_blas(), cpu_flags()) if trainer.backend.name != "cuda" else None
+        say = print if trainer.writes else lambda *a, **k: None
+        say(f"run directory: {trainer.run_dir}  (backend {trainer.backend.name}, {trainer.data.name} from "
+            f"{trainer.data.source})")
+        if group is not None:
+            say(f"data-parallel over {group.size} ranks ({group.name})")
+        hint = avx512_hint(numpy_blas(), cpu_flags()) if trainer.backend.name != "cuda" and group is None else None
         if hint:
-            print(hint)
+            say(hint)
         try:
-            trainer.run(args.epochs)
-        except Diverged as e:
-            print(f"error: {e}", file=sys.stderr)
+            trainer.run(args.epochs, log=say)
+        except Diverged as e:  # every rank stops at the same step: the loss is summed over them
+            say(f"error: {e}", file=sys.stderr)
             return 1
         return 0
 
@@ -395,11 +495,24 @@ def main(argv=None) -> int:
         return (f"stopped after epoch {trainer.saved_epoch} was saved; its checkpoint in {trainer.run_dir} is intact: "
                 f"continue with python -m tinyvae.train --resume {trainer.run_dir} --epochs {args.epochs}")
 
-    code = cli.run(body, interrupted)
+    group = None
+    code = cli.run(body, interrupted, where=lambda: "" if group is None else f"rank {group.rank} of {group.size}: ")
     trainer = run["trainer"]
     if code and (trainer is None or trainer.saved_epoch == 0) and run["dir"] is not None:
         remove_if_empty(run["dir"], run["created"])  # a start that failed leaves nothing behind
+    if group is not None and code not in (0, 1):
+        group.abort(code)  # the other ranks may wait in a collective for this one: end them all
     return code
+
+
+def abort_on_exception(group: DataParallel):
+    """A ``sys.excepthook`` for a rank: the traceback (a bug), then ``MPI_Abort``, so that no rank waits
+    for this one."""
+    def hook(kind, value, tb):
+        sys.__excepthook__(kind, value, tb)
+        group.abort(1)
+
+    return hook
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""What tests/test_distributed.py runs under ``mpirun -np P`` (and alone, as P = 1).
+
+    python tests/mpi_worker.py float64 OUT DATA    # one epoch of 5 steps of each model, float64; rank 0 saves
+                                                   # the weights to OUT/<model>.npy
+    python tests/mpi_worker.py fail KIND STEP -- TRAIN_ARGS...
+                                                   # tinyvae.train's main with TRAIN_ARGS, rank 1 raising
+                                                   # (KIND: data, an expected failure; bug, a RuntimeError)
+                                                   # at its training step STEP (1-based, counted over epochs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tinyvae import train
+from tinyvae.data import DataError
+from tinyvae.distributed import from_environment
+from tinyvae.settings import TrainSettings
+
+# Every draw the models make: eps with L = 2 and binarisation, labels, a dae's mask and Gaussian corruption,
+# the contractive penalty.
+MODELS = {
+    "vae": dict(mc_samples=2, binarize=True),
+    "cvae": dict(model="cvae"),
+    "gaussian-learned": dict(likelihood="gaussian-learned"),
+    "dae-mask": dict(model="dae", corruption="mask"),
+    "dae-gaussian": dict(model="dae", corruption="gaussian"),
+    "cae": dict(model="cae", hidden=()),
+}
+
+
+def float64(out: Path, data: Path):
+    build = TrainSettings.build_model
+
+    def build_float64(self, input_dim, n_classes, backend):
+        model = build(self, input_dim, n_classes, backend)
+        return type(model)(dataclasses.replace(model.config, dtype="float64"), backend, self.seed)
+
+    TrainSettings.build_model = build_float64
+    group = from_environment("numpy")
+    for name, extra in MODELS.items():
+        settings = TrainSettings(**{**dict(data_dir=str(data), batch_size=64, hidden=(16,), latent_dim=3,
+                                           eval_batch_size=40), **extra})
+        trainer = train.Trainer(settings, "numpy", out / name, group=group)
+        trainer.train_epoch()
+        metrics = trainer.evaluate()
+        if trainer.writes:
+            np.save(out / f"{name}.npy", trainer.model.params.data)
+            np.save(out / f"{name}_metrics.npy", np.array([metrics[k] for k in sorted(metrics)]))
+
+
+def fail(kind: str, step: int, argv: list[str]) -> int:
+    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
+    calls = [0]
+    original = train.Trainer.train_epoch
+
+    def train_epoch(self):
+        step_fn = self.model.train_step
+
+        def planted(*args, **kwargs):
+            calls[0] += 1
+            if rank == 1 and calls[0] == step:
+                if kind == "data":
+                    raise DataError(f"planted: rank 1 cannot read batch {step}")
+                raise RuntimeError(f"planted bug at step {step}")
+            return step_fn(*args, **kwargs)
+
+        self.model.train_step = planted
+        try:
+            return original(self)
+        finally:
+            del self.model.train_step
+
+    train.Trainer.train_epoch = train_epoch
+    return train.main(argv)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "float64":
+        float64(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        sys.exit(fail(sys.argv[2], int(sys.argv[3]), sys.argv[5:]))
