@@ -285,3 +285,48 @@ def test_a_run_that_cannot_be_data_parallel_is_refused(tmp_path, data_dir, extra
     assert f"of 2: {message}" in done.stderr and "error: rank " in done.stderr
     assert "Traceback" not in done.stderr
     assert not out.exists()
+
+
+def test_a_launch_of_several_ranks_without_mpi4py_is_an_error_not_p_separate_runs(monkeypatch):
+    from tinyvae.distributed import from_environment
+
+    assert from_environment("numpy", env={}) is None  # no launcher: mpi4py is not even imported
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    assert from_environment("numpy", env={"OMPI_COMM_WORLD_SIZE": "1"}) is None
+    with pytest.raises(ImportError, match="started by MPI with 2 ranks, but mpi4py is not installed"):
+        from_environment("numpy", env={"OMPI_COMM_WORLD_SIZE": "2"})
+
+
+@needs_mpi
+def test_ranks_whose_weights_differ_stop_the_run(tmp_path, monkeypatch):
+    from tinyvae.settings import TrainSettings
+    from tinyvae.train import Trainer
+
+    data = write_dataset(tmp_path, n_train=128, n_test=32, side=6)
+    group = group_of_one("MPI")
+    monkeypatch.setattr(group, "checksums", lambda host: [0x1234, 0xBEEF])
+    trainer = Trainer(TrainSettings(data_dir=str(data), batch_size=64, hidden=(8,), latent_dim=2, eval_batch_size=16),
+                      "numpy", tmp_path / "run", group=group)
+    with pytest.raises(DataParallelError, match="after epoch 1, the ranks' weights differ .*00001234, 0000beef"):
+        trainer.run(2, log=lambda *_: None)
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+@needs_mpi
+def test_ctrl_c_under_mpirun_names_the_checkpoint_on_every_rank(tmp_path, data_dir):
+    import signal
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    job = subprocess.Popen([MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, *TRAIN,
+                            "--data-dir", str(data_dir), "--out", str(out), "--epochs", "100000"],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.1)
+    job.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends mpirun
+    _, err = job.communicate(timeout=60)
+    assert job.returncode != 0
+    assert "interrupted: rank " in err and "of 2: stopped after epoch" in err and "is intact: continue with" in err
+    _, meta = load_checkpoint(out / "checkpoint.safetensors")
+    assert meta["epoch"] == len(losses_of(out)) >= 1

@@ -40,6 +40,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -472,6 +473,7 @@ def main(argv=None) -> int:
         group = from_environment(args.backend)
         if group is not None:
             sys.excepthook = abort_on_exception(group)
+            signal.signal(signal.SIGTERM, interrupt)  # mpirun passes Ctrl-C on to the ranks as SIGTERM
         trainer = run["trainer"] = start()
         say = print if trainer.writes else lambda *a, **k: None
         say(f"run directory: {trainer.run_dir}  (backend {trainer.backend.name}, {trainer.data.name} from "
@@ -503,6 +505,11 @@ def main(argv=None) -> int:
     if group is not None and code not in (0, 1):
         group.abort(code)  # the other ranks may wait in a collective for this one: end them all
     return code
+
+
+def interrupt(signum, frame):
+    """A signal handler: the signal as Ctrl-C (``KeyboardInterrupt``), which the command reports."""
+    raise KeyboardInterrupt
 
 
 def abort_on_exception(group: DataParallel):
