@@ -16,6 +16,7 @@ import argparse
 import numpy as np
 
 from tinyvae.backends import get_backend
+from tinyvae.backends.reference import ConvGeometry
 
 
 def launch_each_kernel(be, B: int = 37, D: int = 45, K: int = 5, H: int = 33, P: int = 1000) -> None:
@@ -38,6 +39,10 @@ def launch_each_kernel(be, B: int = 37, D: int = 45, K: int = 5, H: int = 33, P:
         h = normal(B, H)
         be.bias_act(h, normal(H), True)
         be.bias_act_backward(normal(B, H), h, True, xp.empty(H, dtype))
+        g = ConvGeometry(H=7, W=5, C=3, kh=3, kw=2, stride=2, padding=1)  # odd sizes, a window not square
+        images, cols = normal(4, g.H * g.W * g.C), xp.empty((4 * g.H_out * g.W_out, g.patch), dtype)
+        be.unfold(images, g, cols)
+        be.fold(cols, g, images)
         be.adam_step(normal(P), normal(P), normal(P), xp.abs(normal(P)), 1e-3, 0.9, 0.999, 1e-8, 1)
         be.sgd_step(normal(P), normal(P), normal(P), 0.1, 0.9, True)
     if hasattr(xp, "cuda"):

@@ -19,6 +19,8 @@ OPS = (
     "reparameterize_kl_backward",
     "bias_act",
     "bias_act_backward",
+    "unfold",
+    "fold",
     "adam_step",
     "sgd_step",
 )
@@ -44,6 +46,8 @@ class Backend:
     reparameterize_kl_backward: Callable
     bias_act: Callable
     bias_act_backward: Callable
+    unfold: Callable
+    fold: Callable
     adam_step: Callable
     sgd_step: Callable
 

@@ -42,6 +42,7 @@ FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
     "reparameterize_kl": "latent", "reparameterize_kl_backward": "latent",
     "bias_act": "linear", "bias_act_backward": "linear",
+    "unfold": "conv", "fold": "conv",
     "adam_step": "optim", "sgd_step": "optim",
 }
 THREADS = 256     # threads per block of the row and elementwise kernels
@@ -193,6 +194,20 @@ class CudaOps:
             (math.ceil(H / COLUMNS),), (COLUMNS, COLUMN_ROWS),
             (dout, np.int64(row_stride(dout)), out, np.int64(row_stride(out)), np.int32(bool(relu)), db_out,
              np.int32(B), np.int32(H)))
+
+    def _window(self, op, src, dst, g, images):
+        """Launch ``unfold`` or ``fold``: a grid-stride loop over the ``dst`` values of ``images`` images."""
+        sfx = _check(src, dst)
+        self.kernel(op, sfx)(
+            (grid_for(dst.shape[0] * dst.shape[1]),), (THREADS,),
+            (src, np.int64(row_stride(src)), dst, np.int64(row_stride(dst)), np.int64(images),
+             *(np.int32(v) for v in (g.H, g.W, g.C, g.kh, g.kw, g.stride, g.padding, g.H_out, g.W_out))))
+
+    def unfold(self, x, g, cols_out):
+        self._window("unfold", x, cols_out, g, x.shape[0])
+
+    def fold(self, cols, g, x_out):
+        self._window("fold", cols, x_out, g, x_out.shape[0])
 
     def adam_step(self, p, g, m, v, lr, beta1, beta2, eps, step):
         sfx = _check(p, g, m, v)

@@ -292,6 +292,71 @@ def bias_act_backward(dout, out, relu, db_out):
             db_out[j] += v
 
 
+@njit(parallel=True, **_JIT)
+def _unfold(x, H, W, C, kh, kw, s, p, Ho, Wo, cols):
+    # A row per window position, in kh runs of kw * C values, each a contiguous run of the image where
+    # the window row lies inside it. At B = 128, 4x4 windows, stride 2: 1.0 ms through 14x14x32 images
+    # (12.8 MB of patches) and 0.5 ms through 28x28x1 ones; 2.0 and 1.3 ms with PyTorch's (c, i, j)
+    # column order, whose runs are one value long.
+    run = kw * C
+    zero = cols.dtype.type(0.0)
+    for r in prange(x.shape[0] * Ho):
+        b, oy = r // Ho, r % Ho
+        for ox in range(Wo):
+            row = cols[r * Wo + ox]
+            x0 = ox * s - p
+            for i in range(kh):
+                iy = oy * s - p + i
+                if iy < 0 or iy >= H:
+                    for t in range(run):
+                        row[i * run + t] = zero
+                elif x0 >= 0 and x0 + kw <= W:
+                    start = (iy * W + x0) * C
+                    for t in range(run):
+                        row[i * run + t] = x[b, start + t]
+                else:
+                    for j in range(kw):
+                        ix = x0 + j
+                        for c in range(C):
+                            row[(i * kw + j) * C + c] = x[b, (iy * W + ix) * C + c] if 0 <= ix < W else zero
+
+
+def unfold(x, g, cols_out):
+    _unfold(x, g.H, g.W, g.C, g.kh, g.kw, g.stride, g.padding, g.H_out, g.W_out, cols_out)
+
+
+@njit(parallel=True, **_JIT)
+def _fold(cols, H, W, C, kh, kw, s, p, Ho, Wo, x):
+    # Each image is summed on its own (no two iterations write one pixel), patch by patch in the
+    # order unfold wrote them, a window row's kw * C values at a time.
+    run = kw * C
+    for b in prange(x.shape[0]):
+        img = x[b]
+        img[:] = 0
+        for oy in range(Ho):
+            for ox in range(Wo):
+                row = cols[(b * Ho + oy) * Wo + ox]
+                x0 = ox * s - p
+                for i in range(kh):
+                    iy = oy * s - p + i
+                    if iy < 0 or iy >= H:
+                        continue
+                    if x0 >= 0 and x0 + kw <= W:
+                        start = (iy * W + x0) * C
+                        for t in range(run):
+                            img[start + t] += row[i * run + t]
+                    else:
+                        for j in range(kw):
+                            ix = x0 + j
+                            if 0 <= ix < W:
+                                for c in range(C):
+                                    img[(iy * W + ix) * C + c] += row[(i * kw + j) * C + c]
+
+
+def fold(cols, g, x_out):
+    _fold(cols, g.H, g.W, g.C, g.kh, g.kw, g.stride, g.padding, g.H_out, g.W_out, x_out)
+
+
 # The optimisers store a moment smaller in magnitude than the dtype's smallest normal number
 # (``tiny``: 1.2e-38 in float32) as 0. A weight whose gradient is 0 step after step (one fed by a
 # pixel that is 0 in every image of the batch) has its first moment m decay by beta1 = 0.9 a step

@@ -27,6 +27,7 @@ folded into the step size and the denominator).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 
 def array_module(a):
@@ -204,6 +205,85 @@ def bias_act_backward(dout, out, relu, db_out):
     if relu:
         xp.multiply(dout, out > 0, out=dout)
     xp.sum(dout, axis=0, out=db_out)
+
+
+class ConvGeometry(NamedTuple):
+    """A convolution's image and window: ``(H, W, C)`` input images, a ``(kh, kw)`` window moved by
+    ``stride`` over the image padded with ``padding`` zeros on each side (the same in both directions).
+
+    Images are stored channels-last, each a row of ``H * W * C`` values, ``(y, x, c)`` at ``(y * W + x) * C + c``.
+    """
+
+    H: int
+    W: int
+    C: int
+    kh: int
+    kw: int
+    stride: int = 1
+    padding: int = 0
+
+    @property
+    def H_out(self) -> int:
+        """Window positions down: ``(H + 2 padding - kh) // stride + 1`` (PyTorch's ``Conv2d``)."""
+        return (self.H + 2 * self.padding - self.kh) // self.stride + 1
+
+    @property
+    def W_out(self) -> int:
+        return (self.W + 2 * self.padding - self.kw) // self.stride + 1
+
+    @property
+    def patch(self) -> int:
+        """Values under one window position: ``kh * kw * C``."""
+        return self.kh * self.kw * self.C
+
+
+def unfold(x, g: ConvGeometry, cols_out):
+    """im2col: every window position's patch as a row, so that a convolution is one GEMM.
+
+    ``cols[(b * H_out + oy) * W_out + ox, (i * kw + j) * C + c] = x_b[oy * stride - padding + i,
+    ox * stride - padding + j, c]``, 0 where that falls in the padding. A patch row is channels-last
+    like the image, so each of its kh window rows is one contiguous run of ``kw * C`` image values. The
+    convolution is then ``cols @ W_r^T`` with ``W_r`` a PyTorch ``Conv2d`` weight ``(C_out, C, kh, kw)``
+    permuted to ``(C_out, kh, kw, C)`` and flattened (Chellapilla, Puri & Simard 2006, "High
+    Performance Convolutional Neural Networks for Document Processing", Sec. 2.1).
+
+    Args:
+        x: ``(B, H * W * C)`` images, channels-last (:class:`ConvGeometry`).
+        g: the geometry.
+        cols_out: ``(B * H_out * W_out, kh * kw * C)`` receives the patches.
+    """
+    xp = array_module(x)
+    B, s, p = x.shape[0], g.stride, g.padding
+    padded = xp.zeros((B, g.H + 2 * p, g.W + 2 * p, g.C), x.dtype)
+    padded[:, p:p + g.H, p:p + g.W] = x.reshape(B, g.H, g.W, g.C)
+    cols = cols_out.reshape(B, g.H_out, g.W_out, g.kh, g.kw, g.C)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            cols[:, :, :, i, j] = padded[:, i:i + s * (g.H_out - 1) + 1:s, j:j + s * (g.W_out - 1) + 1:s]
+
+
+def fold(cols, g: ConvGeometry, x_out):
+    """col2im, the adjoint of :func:`unfold`: each patch added back where :func:`unfold` read it.
+
+    ``x_out`` is the sum, over the window positions that cover a pixel, of the entries of ``cols`` that
+    :func:`unfold` would have copied from it (<unfold(x), c> = <x, fold(c)> for every x and c). It is
+    the input gradient of a convolution, given the patches' gradient, and the forward map of a
+    transposed convolution (Dumoulin & Visin 2016, "A guide to convolution arithmetic for deep
+    learning", Sec. 4).
+
+    Args:
+        cols: ``(B * H_out * W_out, kh * kw * C)``, laid out as :func:`unfold` writes.
+        g: the geometry.
+        x_out: ``(B, H * W * C)`` receives the images (overwritten, not accumulated).
+    """
+    xp = array_module(cols)
+    B, s, p = x_out.shape[0], g.stride, g.padding
+    padded = xp.zeros((B, g.H + 2 * p, g.W + 2 * p, g.C), x_out.dtype)
+    patches = cols.reshape(B, g.H_out, g.W_out, g.kh, g.kw, g.C)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            padded[:, i:i + s * (g.H_out - 1) + 1:s, j:j + s * (g.W_out - 1) + 1:s] += patches[:, :, :, i, j]
+    x_out.reshape(B, g.H, g.W, g.C)[...] = padded[:, p:p + g.H, p:p + g.W]
 
 
 def adam_step(p, g, m, v, lr, beta1, beta2, eps, step):
