@@ -1,4 +1,4 @@
-"""The MLP VAE of PyTorch's examples (examples/vae/main.py), as the oracle for tinyvae.
+"""The MLP VAE of PyTorch's examples (examples/vae/main.py), as the oracle for tinyvae, and tinyvae's conv VAE in PyTorch.
 
 Only benchmarks and tests import this; the tinyvae package never imports torch.
 Layer names follow the example (fc1, fc21, fc22, fc3, fc4); :func:`load_from`
@@ -44,6 +44,13 @@ def loss_of(model: TorchVAE, x, eps=None):
     return loss_function(recon, x, mu, logvar)
 
 
+def loss_of_logits(model, x, eps=None):
+    """The same loss for a model whose decoder gives logits (:class:`TorchConvVAE`): BCE from logits."""
+    logits, mu, logvar = model(x, eps)
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
 NAMES = {"fc1": "encoder.0", "fc21": "encoder.mu", "fc22": "encoder.logvar", "fc3": "decoder.0", "fc4": "decoder.logits"}
 
 
@@ -57,3 +64,50 @@ def load_from(tv_model, dtype=torch.float32) -> TorchVAE:
             layer.weight.copy_(torch.from_numpy(np.array(tv_model.params.view(name + ".weight"))))
             layer.bias.copy_(torch.from_numpy(np.array(tv_model.params.view(name + ".bias"))))
     return m
+
+
+class TorchConvVAE(nn.Module):
+    """tinyvae's conv VAE (``--arch conv``) as PyTorch modules under tinyvae's parameter names, so a tinyvae
+    model's weights load with ``load_state_dict(strict=True)``: 4x4 convolutions of stride 2 and padding 1
+    with ReLU, the latent heads on the channels-first flattening, a Linear + ReLU back to the last
+    convolution's output, and transposed convolutions (``output_padding`` restoring each size) to logits."""
+
+    def __init__(self, image_shape=(28, 28), channels=(32, 64), latent_dim=20):
+        super().__init__()
+        sizes = [tuple(image_shape)]
+        for _ in channels:
+            sizes.append(tuple((n + 2 - 4) // 2 + 1 for n in sizes[-1]))
+        chans = (1, *channels)
+        self.last = (channels[-1], *sizes[-1])
+        flat = channels[-1] * sizes[-1][0] * sizes[-1][1]
+        enc = {str(i): nn.Conv2d(chans[i], chans[i + 1], 4, 2, 1) for i in range(len(channels))}
+        self.encoder = nn.ModuleDict({**enc, "mu": nn.Linear(flat, latent_dim), "logvar": nn.Linear(flat, latent_dim)})
+        dec = {"0": nn.Linear(latent_dim, flat)}
+        n = len(channels)
+        for i in range(1, n + 1):  # mirrors convolution n - i
+            (h, w), (hi, wi) = sizes[n - i], sizes[n - i + 1]
+            pad = (h - ((hi - 1) * 2 - 2 + 4), w - ((wi - 1) * 2 - 2 + 4))
+            dec["logits" if i == n else str(i)] = nn.ConvTranspose2d(chans[n - i + 1], chans[n - i], 4, 2, 1,
+                                                                     output_padding=pad)
+        self.decoder = nn.ModuleDict(dec)
+        self.n, self.image_shape = n, tuple(image_shape)
+
+    def encode(self, x):
+        """``(mu, logvar)`` of flat ``(B, H W)`` images."""
+        h = x.view(x.shape[0], 1, *self.image_shape)
+        for i in range(self.n):
+            h = F.relu(self.encoder[str(i)](h))
+        h = h.flatten(1)
+        return self.encoder["mu"](h), self.encoder["logvar"](h)
+
+    def decode(self, z):
+        """The logits, flat ``(B, H W)``."""
+        h = F.relu(self.decoder["0"](z)).view(z.shape[0], *self.last)
+        for i in range(1, self.n):
+            h = F.relu(self.decoder[str(i)](h))
+        return self.decoder["logits"](h).flatten(1)
+
+    def forward(self, x, eps=None):
+        mu, logvar = self.encode(x)
+        eps = torch.randn_like(mu) if eps is None else eps
+        return self.decode(mu + eps * torch.exp(0.5 * logvar)), mu, logvar

@@ -380,7 +380,7 @@ def test_evaluate_and_sample_say_an_os_error_or_ctrl_c_in_one_line(a_run, monkey
 # -- flags and the Python API ------------------------------------------------------
 @pytest.mark.parametrize("extra,needles", [
     (["--epochs", "0"], ["--epochs is the total number of epochs, at least 1"]),
-    (["--hidden", "abc"], ["--hidden takes layer sizes separated by commas", "'abc'"]),
+    (["--hidden", "abc"], ["--hidden takes sizes separated by commas", "'abc'"]),
     (["--seed", "-1"], ["seed must be >= 0"]),
 ])
 def test_flags_are_refused_by_name(extra, needles, tiny_data_dir, tmp_path, capsys):

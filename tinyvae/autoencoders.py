@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend
-from .layers import MLP
+from .layers import Sequential
 from .network import DecoderOutputs, EncoderDecoder, NetworkConfig
 
 AE_MODELS = ("ae", "dae", "sparse-ae", "cae")
@@ -98,6 +98,9 @@ class AEConfig(NetworkConfig):
             raise ValueError("sparsity_weight and contractive_weight must be >= 0")
         if self.model in ("sparse-ae", "cae") and self.code_activation != "sigmoid":
             raise ValueError(f"{self.model} needs a sigmoid code (its penalty is defined for units in (0, 1))")
+        if self.model == "cae" and self.arch != "mlp":
+            raise ValueError("cae: the contractive penalty is in closed form for an encoder that is one sigmoid "
+                             f"layer (Rifai et al. 2011); arch {self.arch} puts convolutions in front. Use arch mlp")
         if self.model == "cae" and self.hidden:
             raise ValueError(
                 "cae: the contractive penalty is in closed form for an encoder that is one sigmoid layer "
@@ -106,7 +109,7 @@ class AEConfig(NetworkConfig):
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, shape)`` of every parameter tensor, in storage order."""
-        out, H = self.encoder_layout(self.input_dim)
+        out, H = self.encoder_layout()
         K = self.latent_dim
         out += [("encoder.code.weight", (K, H)), ("encoder.code.bias", (K,))]
         return out + self.decoder_layout(K)
@@ -211,12 +214,12 @@ class Autoencoder(EncoderDecoder):
         seed: seeds the generator of the initial weights and of the corruption.
 
     Attributes:
-        params, grad: flat ``(P,)`` buffers; encoder, decoder: :class:`tinyvae.layers.MLP`.
+        params, grad: flat ``(P,)`` buffers; encoder, decoder: :class:`tinyvae.layers.Sequential`.
     """
 
     def __init__(self, config: AEConfig = AEConfig(), backend: Backend | str = "numpy", seed: int = 1):
         super().__init__(config, backend, seed)
-        self.encoder = MLP([*self.hidden_layers("encoder"), self.layer("encoder.code", relu=False)])
+        self.encoder = Sequential([*self.encoder_body(), self.layer("encoder.code", relu=False)])
         self.sigmoid = config.code_activation == "sigmoid"
 
     def workspace(self, batch: int) -> _Workspace:

@@ -114,8 +114,8 @@ def _relu_pattern(model: EncoderDecoder, batch: int):
     pairs = [(model.encoder, ws.enc_outs), (model.decoder, ws.dec_outs)]
     return tuple(
         bytes(np.asarray(model.backend.to_host(out) > 0).ravel())
-        for mlp, outs in pairs
-        for layer, out in zip(mlp.layers, outs) if layer.relu
+        for net, outs in pairs
+        for layer, out in zip(net.layers, outs) if getattr(layer, "relu", False)
     )
 
 

@@ -1,15 +1,28 @@
-"""Fully connected layers: forward and hand-derived backward side by side.
+"""The layers: forward and hand-derived backward side by side.
 
-A :class:`Linear` layer computes ``y = act(x W^T + b)`` with ``W`` of shape
-``(out, in)`` (PyTorch's ``nn.Linear`` layout) and ``act`` ReLU or identity.
+* :class:`Linear`: ``y = act(x W^T + b)`` with ``W`` of shape ``(out, in)``
+  (PyTorch's ``nn.Linear`` layout) and ``act`` ReLU or identity.
+* :class:`Conv2d` and :class:`ConvTranspose2d`: a convolution and its adjoint,
+  each one GEMM over the whole batch and one :func:`unfold` (im2col) or
+  :func:`fold` (col2im) op, with PyTorch's weight layouts; the derivation is in
+  docs/derivations.md.
+* :class:`Permute`: the change between a channels-last image and PyTorch's
+  channels-first flattening, where convolutions meet fully connected layers.
+
+Every layer takes and gives a batch as a 2-D ``(B, features)`` array: an image is
+one row, channels-last (``(y, x, c)`` at ``(y W + x) C + c``), so that a
+convolution's GEMM writes its ``(B H_out W_out, C_out)`` result straight into
+the next layer's input and the bias ops of :class:`Linear` serve it unchanged.
 Weights and gradients are views into the model's flat buffers
 (:class:`tinyvae.params.FlatParams`), so every GEMM writes its result in place.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from .backends.reference import ConvGeometry
 
 
 @dataclass
@@ -53,10 +66,164 @@ class Linear:
             backend.xp.matmul(dout, self.W, out=dx)
 
 
-class MLP:
-    """A stack of :class:`Linear` layers with per-batch-size activation buffers."""
+@dataclass
+class _WindowLayer:
+    """What :class:`Conv2d` and :class:`ConvTranspose2d` share: parameter views, the geometry, and
+    buffers made once per batch size (the patches) or once (the weight permuted to the patches' order)."""
 
-    def __init__(self, layers: list[Linear]):
+    W: Any
+    b: Any
+    gW: Any
+    gb: Any
+    g: ConvGeometry
+    relu: bool
+    cols: dict = field(default_factory=dict, repr=False)  # batch size -> (rows, kh kw C) patches
+    Wr: Any = field(default=None, repr=False)   # W (A, B, kh, kw) as (A, kh kw B), the patches' column order
+    gWr: Any = field(default=None, repr=False)  # its gradient, in the same order
+
+    def patches(self, xp, batch: int, dtype):
+        """The batch size's ``(B H_out W_out, kh kw C)`` patch buffer, made on first use."""
+        if batch not in self.cols:
+            self.cols[batch] = xp.empty((batch * self.g.H_out * self.g.W_out, self.g.patch), dtype)
+        return self.cols[batch]
+
+    def permute_weight(self, xp):
+        """``Wr = W`` permuted from PyTorch's ``(A, B, kh, kw)`` to ``(A, kh, kw, B)`` and flattened to
+        ``(A, kh kw B)``: the column order of :func:`unfold`'s patches (a copy of the weight, made every
+        forward pass; it is small beside the patches)."""
+        A, B, kh, kw = self.W.shape
+        if self.Wr is None:
+            self.Wr, self.gWr = xp.empty((A, kh * kw * B), self.W.dtype), xp.empty((A, kh * kw * B), self.W.dtype)
+        self.Wr.reshape(A, kh, kw, B)[...] = self.W.transpose(0, 2, 3, 1)
+        return self.Wr
+
+    def store_weight_grad(self):
+        """``gW`` from ``gWr``, permuted back to PyTorch's layout."""
+        A, B, kh, kw = self.W.shape
+        self.gW[...] = self.gWr.reshape(A, kh, kw, B).transpose(0, 3, 1, 2)
+
+
+@dataclass
+class Conv2d(_WindowLayer):
+    """A 2-D convolution (cross-correlation, as PyTorch's ``nn.Conv2d``) with bias and ReLU or identity.
+
+    ``y[b, oy, ox, o] = act(b_o + sum_{c,i,j} W[o, c, i, j] x[b, oy s - p + i, ox s - p + j, c])``,
+    computed as ``A = unfold(x) W_r^T``, one GEMM of the ``(B H_out W_out, kh kw C)`` patches by
+    ``(kh kw C, C_out)``, ``W_r`` the weight permuted to the patches' order (Chellapilla et al. 2006,
+    Sec. 2.1). Backward, with ``dA`` the gradient at the pre-activation: ``gW_r = dA^T unfold(x)``,
+    ``gb = sum dA`` over batch and positions, ``dx = fold(dA W_r)`` (docs/derivations.md).
+
+    Attributes:
+        W, gW: ``(C_out, C, kh, kw)`` weight and its gradient (PyTorch's layout).
+        b, gb: ``(C_out,)`` bias and its gradient.
+        g: the input's :class:`ConvGeometry` (image size, channels C, window, stride, padding).
+        relu: whether a ReLU follows.
+    """
+
+    @property
+    def in_features(self) -> int:
+        return self.g.H * self.g.W * self.g.C
+
+    @property
+    def out_features(self) -> int:
+        return self.g.H_out * self.g.W_out * self.W.shape[0]
+
+    def forward(self, backend, x, out):
+        """``out`` ``(B, H_out W_out C_out)`` from ``x`` ``(B, H W C)``; keeps the patches for :meth:`backward`."""
+        xp = backend.xp
+        cols = self.patches(xp, x.shape[0], x.dtype)
+        backend.unfold(x, self.g, cols)
+        a = out.reshape(cols.shape[0], self.W.shape[0])
+        xp.matmul(cols, self.permute_weight(xp).T, out=a)
+        backend.bias_act(a, self.b, self.relu)
+
+    def backward(self, backend, x, out, dout, dx=None):
+        """As :meth:`Linear.backward`; needs the patches of the :meth:`forward` of the same batch."""
+        xp, cols = backend.xp, self.cols[x.shape[0]]
+        da = dout.reshape(cols.shape[0], self.W.shape[0])
+        backend.bias_act_backward(da, out.reshape(da.shape), self.relu, self.gb)
+        xp.matmul(da.T, cols, out=self.gWr)
+        self.store_weight_grad()
+        if dx is not None:
+            xp.matmul(da, self.Wr, out=cols)  # the patches' gradient, in the patches' buffer
+            backend.fold(cols, self.g, dx)
+
+
+@dataclass
+class ConvTranspose2d(_WindowLayer):
+    """A transposed 2-D convolution (PyTorch's ``nn.ConvTranspose2d``) with bias and ReLU or identity:
+    exactly the map that takes a :class:`Conv2d`'s output gradient to its input gradient.
+
+    With ``g`` the geometry of the convolution from this layer's *output* (``H x W x C_out``) to its
+    input grid (``g.H_out x g.W_out``, ``C_in`` channels): ``y = act(fold(x W_r) + b)``, ``W_r`` the
+    weight ``(C_in, C_out, kh, kw)`` permuted to ``(C_in, kh kw C_out)``. An output
+    ``H = (H_in - 1) s - 2 p + kh + output_padding`` names PyTorch's ``output_padding`` (< s): the rows
+    a strided convolution of H would not reach. Backward: ``dC = unfold(dA)``, ``gW_r = x^T dC``,
+    ``dx = dC W_r^T`` (Dumoulin & Visin 2016, Sec. 4).
+
+    Attributes:
+        W, gW: ``(C_in, C_out, kh, kw)`` weight and its gradient (PyTorch's layout).
+        b, gb: ``(C_out,)`` bias and its gradient.
+        g: the geometry of the output image (its C is C_out) and the window.
+        relu: whether a ReLU follows.
+    """
+
+    @property
+    def in_features(self) -> int:
+        return self.g.H_out * self.g.W_out * self.W.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.g.H * self.g.W * self.g.C
+
+    def forward(self, backend, x, out):
+        xp = backend.xp
+        cols = self.patches(xp, x.shape[0], x.dtype)
+        xp.matmul(x.reshape(cols.shape[0], self.W.shape[0]), self.permute_weight(xp), out=cols)
+        backend.fold(cols, self.g, out)
+        backend.bias_act(out.reshape(-1, self.g.C), self.b, self.relu)
+
+    def backward(self, backend, x, out, dout, dx=None):
+        xp = backend.xp
+        cols = self.patches(xp, x.shape[0], x.dtype)
+        da = dout.reshape(-1, self.g.C)
+        backend.bias_act_backward(da, out.reshape(da.shape), self.relu, self.gb)
+        backend.unfold(dout, self.g, cols)
+        xm = x.reshape(cols.shape[0], self.W.shape[0])
+        xp.matmul(xm.T, cols, out=self.gWr)
+        self.store_weight_grad()
+        if dx is not None:
+            xp.matmul(cols, self.Wr.T, out=dx.reshape(xm.shape))
+
+
+@dataclass
+class Permute:
+    """Each row ``(m, n)`` becomes ``(n, m)``: with ``m = H W`` pixels and ``n = C`` channels, a
+    channels-last image becomes PyTorch's channels-first flattening (``Flatten`` after a convolution);
+    with ``m = C, n = H W``, back (``Unflatten`` before one). Its gradient is the inverse permutation.
+    """
+
+    m: int
+    n: int
+
+    @property
+    def out_features(self) -> int:
+        return self.m * self.n
+
+    def forward(self, backend, x, out):
+        B = x.shape[0]
+        out.reshape(B, self.n, self.m)[...] = x.reshape(B, self.m, self.n).transpose(0, 2, 1)
+
+    def backward(self, backend, x, out, dout, dx=None):
+        if dx is not None:
+            B = dout.shape[0]
+            dx.reshape(B, self.m, self.n)[...] = dout.reshape(B, self.n, self.m).transpose(0, 2, 1)
+
+
+class Sequential:
+    """Layers applied in order, with per-batch-size activation buffers: every model's encoder and decoder."""
+
+    def __init__(self, layers: list):
         self.layers = layers
 
     def buffers(self, xp, batch: int, dtype) -> list:

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backends import Backend
-from .layers import MLP, Linear
+from .layers import Linear, Sequential
 from .network import DecoderOutputs, EncoderDecoder, NetworkConfig
 
 
@@ -57,7 +57,7 @@ class VAEConfig(NetworkConfig):
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, shape)`` of every parameter tensor, in storage order."""
         K, C = self.latent_dim, self.n_classes
-        out, H = self.encoder_layout(self.input_dim + C)
+        out, H = self.encoder_layout(C)
         # mu and logvar stored back to back so the heads run as one (2K, H) GEMM.
         out += [
             ("encoder.mu.weight", (K, H)),
@@ -86,7 +86,8 @@ class _Workspace(DecoderOutputs):
 
     batch: int
     rows: object         # arange(B), to scatter one-hot labels without allocating
-    xin: object          # (B, D + C) encoder input [x | y], or None for C = 0
+    onehot: object       # (B, C) the labels one-hot, or None for C = 0
+    xin: object          # encoder input: (B, D + C) [x | y] (mlp), (B, D (1 + C)) channels [x, y] (conv); None for C = 0
     target: object       # (N, D) x repeated L times, or None for L = 1
     enc_outs: list
     enc_douts: list
@@ -154,7 +155,7 @@ class VAE(EncoderDecoder):
     Attributes:
         params: :class:`tinyvae.params.FlatParams`; ``params.data`` is the flat ``(P,)`` buffer.
         grad: ``(P,)`` gradient buffer, same layout, filled by :meth:`loss_and_grad`.
-        encoder, decoder: the two :class:`tinyvae.layers.MLP`; the encoder ends in the
+        encoder, decoder: the two :class:`tinyvae.layers.Sequential`; the encoder ends in the
             ``(2K, H)`` head layer giving ``[mu | logvar]``.
         rng: the model's ``numpy.random.Generator``.
     """
@@ -166,7 +167,7 @@ class VAE(EncoderDecoder):
         w = ("encoder.mu.weight", "encoder.logvar.weight", (K2, H))
         b = ("encoder.mu.bias", "encoder.logvar.bias", (K2,))
         heads = Linear(p.span(*w), p.span(*b), p.span(*w, buffer=g), p.span(*b, buffer=g), relu=False)
-        self.encoder = MLP([*self.hidden_layers("encoder"), heads])
+        self.encoder = Sequential([*self.encoder_body(config.n_classes), heads])
 
     def workspace(self, batch: int) -> _Workspace:
         """The buffers for batch size ``batch``, made on first use and kept."""
@@ -176,8 +177,8 @@ class VAE(EncoderDecoder):
             D, K, C, L = cfg.input_dim, cfg.latent_dim, cfg.n_classes, cfg.mc_samples
             N = L * batch
             ws = _Workspace(
-                batch=batch, rows=xp.arange(batch),
-                xin=xp.empty((batch, D + C), dt) if C else None,
+                batch=batch, rows=xp.arange(batch), onehot=xp.empty((batch, C), dt) if C else None,
+                xin=xp.empty((batch, D * (1 + C) if cfg.arch == "conv" else D + C), dt) if C else None,
                 target=xp.empty((N, D), dt) if L > 1 else None,
                 enc_outs=self.encoder.buffers(xp, batch, dt), enc_douts=self.encoder.buffers(xp, batch, dt),
                 heads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
@@ -191,11 +192,20 @@ class VAE(EncoderDecoder):
 
     # -- the pass -------------------------------------------------------------
     def encode_into(self, ws: _Workspace, x, y=None):
-        """Run the encoder on ``x`` (and labels ``y``); leaves ``[mu | logvar]`` in ``ws.enc_outs[-1]``."""
+        """Run the encoder on ``x`` (and labels ``y``); leaves ``[mu | logvar]`` in ``ws.enc_outs[-1]``.
+
+        A conditional model's encoder sees the one-hot label as more input columns (mlp), or as that many
+        more channels, constant over the image (conv)."""
         D = self.config.input_dim
         if ws.xin is not None:
-            ws.xin[:, :D] = x
-            one_hot_into(ws.xin[:, D:], y, ws.rows)
+            one_hot_into(ws.onehot, y, ws.rows)
+            if self.config.arch == "conv":
+                pixels = ws.xin.reshape(x.shape[0], D, -1)  # channels-last: channel 0 the image, then the label
+                pixels[:, :, 0] = x
+                pixels[:, :, 1:] = ws.onehot[:, None, :]
+            else:
+                ws.xin[:, :D] = x
+                ws.xin[:, D:] = ws.onehot
             x = ws.xin
         self.encoder.forward(self.backend, x, ws.enc_outs)
 
@@ -221,8 +231,8 @@ class VAE(EncoderDecoder):
         if L > 1:
             repeat_rows(ws.heads_rep, ws.enc_outs[-1])
             repeat_rows(ws.target, x)
-        if ws.xin is not None:
-            repeat_rows(ws.zin[:, K:], ws.xin[:, self.config.input_dim:])
+        if ws.onehot is not None:
+            repeat_rows(ws.zin[:, K:], ws.onehot)
         self.backend.reparameterize_kl(ws.heads, ws.eps, ws.z, ws.kl)
         self.decoder.forward(self.backend, ws.zin, ws.dec_outs)
         return ws

@@ -1,8 +1,20 @@
 """What the VAE and the autoencoders share: flat parameters, an encoder and a
-decoder MLP, the likelihood p(x|z) of the decoder's output, and the checks on input.
+decoder (:class:`tinyvae.layers.Sequential`), the likelihood p(x|z) of the
+decoder's output, and the checks on input.
 
-A model is ``encoder: x -> [Linear + ReLU] * n -> its own head`` and
-``decoder: z -> [Linear + ReLU] * n (hidden sizes reversed) -> Linear -> (B, D)``.
+Two architectures (``arch``), each a sequence of layers with shapes:
+
+* ``mlp``: ``encoder: x -> [Linear + ReLU] * n -> its own head`` and
+  ``decoder: z -> [Linear + ReLU] * n (hidden sizes reversed) -> Linear -> (B, D)``;
+* ``conv``: for images ``(H, W)`` and ``channels`` c_1..c_n, ``encoder: x ->
+  [Conv2d(4x4, stride 2, padding 1) + ReLU] * n -> its own head`` (28x28 ->
+  14x14 -> 7x7 for two), the convolutions' output flattened channels-first as
+  PyTorch's ``Flatten``; ``decoder: z -> Linear + ReLU to c_n x H_n x W_n ->
+  [ConvTranspose2d + ReLU] * (n - 1) -> ConvTranspose2d -> (B, D)``, mirroring
+  it (each ``output_padding`` restores the size its convolution halved,
+  so any image size works). The layers of DCGAN (Radford et al. 2016) as
+  pythae and most VAE courses use them.
+
 The head and the terms of the loss are each model's own (:mod:`tinyvae.model`
 for the VAE, :mod:`tinyvae.autoencoders` for the autoencoders). The decoder's
 output parametrises p(x|z):
@@ -23,10 +35,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .backends import Backend, get_backend
-from .layers import MLP, Linear
+from .backends.reference import ConvGeometry
+from .layers import Conv2d, ConvTranspose2d, Linear, Permute, Sequential
 from .params import FlatParams
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
+ARCHS = ("mlp", "conv")
+KERNEL, STRIDE, PADDING = 4, 2, 1  # every convolution of the conv architecture
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,13 @@ class NetworkConfig:
         dtype: ``"float32"`` (training) or ``"float64"`` (gradient checks).
         likelihood: one of :data:`LIKELIHOODS`.
         decoder_logvar: the fixed log sigma^2 of the ``gaussian`` likelihood.
+        arch: one of :data:`ARCHS` (see the module doc).
+        channels: ``conv``: the convolutions' output channels, input side first.
+        image_shape: ``conv``: ``(H, W)`` of the images, ``H * W = input_dim``.
+
+    Raises:
+        ValueError: a size that is not an int >= 1, an unknown name, or (conv) images that the
+            convolutions halve below 1 pixel, ``hidden`` layers or no ``channels``.
     """
 
     input_dim: int = 784
@@ -48,12 +70,30 @@ class NetworkConfig:
     dtype: str = "float32"
     likelihood: str = "bernoulli"
     decoder_logvar: float = 0.0
+    arch: str = "mlp"
+    channels: tuple[int, ...] = ()
+    image_shape: tuple[int, ...] = ()
 
     def __post_init__(self):
-        sizes = (self.input_dim, self.latent_dim, *self.hidden)
+        sizes = (self.input_dim, self.latent_dim, *self.hidden, *self.channels, *self.image_shape)
         if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in sizes):
-            raise ValueError(f"input_dim, latent_dim and hidden must be ints >= 1, got {self}")
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+            raise ValueError(f"input_dim, latent_dim, hidden, channels and image_shape must be ints >= 1, got {self}")
+        for name in ("hidden", "channels", "image_shape"):
+            object.__setattr__(self, name, tuple(int(h) for h in getattr(self, name)))
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.arch == "conv":
+            if self.hidden or not self.channels:
+                raise ValueError(f"the conv architecture takes channels (e.g. (32, 64)) and no hidden layers; got "
+                                 f"channels {self.channels}, hidden {self.hidden}")
+            if len(self.image_shape) != 2 or math.prod(self.image_shape) != self.input_dim:
+                raise ValueError(f"the conv architecture needs image_shape (H, W) with H * W = input_dim "
+                                 f"{self.input_dim}; got {self.image_shape}")
+            if min(self.conv_sizes()[-1]) < 1:
+                raise ValueError(f"{len(self.channels)} stride-2 convolutions halve {self.image_shape} images to "
+                                 f"{self.conv_sizes()[-1]}; use fewer channels")
+        elif self.channels or self.image_shape:
+            raise ValueError("channels and image_shape are for arch conv")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.likelihood not in LIKELIHOODS:
@@ -63,12 +103,33 @@ class NetworkConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["hidden"] = list(self.hidden)
+        for name in ("hidden", "channels", "image_shape"):
+            d[name] = list(d[name])
         return d
 
-    def encoder_layout(self, inputs: int) -> tuple[list, int]:
-        """The encoder's hidden layers for ``inputs`` input columns: ``(layout, width of the last)``."""
-        sizes = (inputs, *self.hidden)
+    def conv_sizes(self) -> list[tuple[int, int]]:
+        """``conv``: the image size ``(H, W)`` before each convolution and after the last."""
+        sizes = [tuple(self.image_shape)]
+        for _ in self.channels:
+            sizes.append(tuple((n + 2 * PADDING - KERNEL) // STRIDE + 1 for n in sizes[-1]))
+        return sizes
+
+    def conv_geometry(self, i: int, in_channels: int) -> ConvGeometry:
+        """``conv``: the geometry of the encoder's convolution i (and of the decoder's layer mirroring it)."""
+        H, W = self.conv_sizes()[i]
+        return ConvGeometry(H, W, in_channels, KERNEL, KERNEL, STRIDE, PADDING)
+
+    def encoder_layout(self, n_classes: int = 0) -> tuple[list, int]:
+        """The encoder's layers before its head: ``(layout, width of their output)``. The input is the
+        image and, for a conditional model, its one-hot label of ``n_classes``: more columns (mlp), or as
+        many constant channels (conv)."""
+        if self.arch == "conv":
+            chans = (1 + n_classes, *self.channels)
+            out = []
+            for i, (a, b) in enumerate(zip(chans, chans[1:])):
+                out += [(f"encoder.{i}.weight", (b, a, KERNEL, KERNEL)), (f"encoder.{i}.bias", (b,))]
+            return out, self.channels[-1] * math.prod(self.conv_sizes()[-1])
+        sizes = (self.input_dim + n_classes, *self.hidden)
         out = []
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
             out += [(f"encoder.{i}.weight", (b, a)), (f"encoder.{i}.bias", (b,))]
@@ -76,11 +137,18 @@ class NetworkConfig:
 
     def decoder_layout(self, inputs: int) -> list:
         """The decoder (and the learned log-variance) for ``inputs`` input columns."""
-        sizes = (inputs, *reversed(self.hidden))
         out = []
-        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-            out += [(f"decoder.{i}.weight", (b, a)), (f"decoder.{i}.bias", (b,))]
-        out += [("decoder.logits.weight", (self.input_dim, sizes[-1])), ("decoder.logits.bias", (self.input_dim,))]
+        if self.arch == "conv":  # Linear to the last convolution's output, then transposed convolutions
+            c = self.channels
+            out += [("decoder.0.weight", (self.encoder_layout()[1], inputs)), ("decoder.0.bias", (self.encoder_layout()[1],))]
+            for i in range(1, len(c)):
+                out += [(f"decoder.{i}.weight", (c[-i], c[-i - 1], KERNEL, KERNEL)), (f"decoder.{i}.bias", (c[-i - 1],))]
+            out += [("decoder.logits.weight", (c[0], 1, KERNEL, KERNEL)), ("decoder.logits.bias", (1,))]
+        else:
+            sizes = (inputs, *reversed(self.hidden))
+            for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+                out += [(f"decoder.{i}.weight", (b, a)), (f"decoder.{i}.bias", (b,))]
+            out += [("decoder.logits.weight", (self.input_dim, sizes[-1])), ("decoder.logits.bias", (self.input_dim,))]
         if self.likelihood == "gaussian-learned":
             out.append(("decoder.logvar", (self.input_dim,)))
         return out
@@ -130,7 +198,7 @@ class EncoderDecoder:
     Attributes:
         params: :class:`FlatParams`; ``params.data`` is the flat ``(P,)`` buffer.
         grad: ``(P,)`` gradient buffer, same layout.
-        decoder: the decoder :class:`MLP`.
+        decoder: the decoder :class:`tinyvae.layers.Sequential`.
         rng: the model's ``numpy.random.Generator``.
     """
 
@@ -143,7 +211,7 @@ class EncoderDecoder:
         self.params = FlatParams(config.layout(), xp, self.dtype)
         self.grad = self.params.zeros_like()
         self.init_weights(self.rng)
-        self.decoder = MLP([*self.hidden_layers("decoder"), self.layer("decoder.logits", relu=False)])
+        self.decoder = Sequential(self.decoder_layers())
         if config.likelihood == "gaussian-learned":
             self.decoder_logvar = self.params.view("decoder.logvar")
             self.decoder_dlogvar = self.params.view("decoder.logvar", self.grad)
@@ -166,7 +234,9 @@ class EncoderDecoder:
         return save_model(self, path, names)
 
     def init_weights(self, rng: np.random.Generator):
-        """PyTorch's ``nn.Linear`` default: W and b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        """PyTorch's default for ``nn.Linear``, ``nn.Conv2d`` and ``nn.ConvTranspose2d``: W and b ~
+        U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in the product of the weight's shape after its first axis
+        (``in``; ``C_in kh kw``; for the transposed convolution, as PyTorch counts it, ``C_out kh kw``).
 
         (Kaiming-uniform with a = sqrt(5), He et al. 2015, reduces to this bound.)
         A learned decoder log-variance starts at 0 (sigma = 1). Drawn on the host
@@ -178,7 +248,7 @@ class EncoderDecoder:
             if weight not in self.params.shapes:
                 continue
             lo, hi = self.params.offsets[name]
-            bound = 1.0 / math.sqrt(self.params.shapes[weight][1])
+            bound = 1.0 / math.sqrt(math.prod(self.params.shapes[weight][1:]))
             host[lo:hi] = rng.uniform(-bound, bound, size=hi - lo)
         self.params.data[...] = self.xp.asarray(host.astype(self.dtype))
 
@@ -188,9 +258,37 @@ class EncoderDecoder:
         w, b = f"{prefix}.weight", f"{prefix}.bias"
         return Linear(p.view(w), p.view(b), p.view(w, g), p.view(b, g), relu=relu)
 
-    def hidden_layers(self, side: str) -> list[Linear]:
-        """The ReLU layers ``{side}.0 ...`` of the encoder or decoder."""
-        return [self.layer(f"{side}.{i}", relu=True) for i in range(len(self.config.hidden))]
+    def conv(self, prefix: str, g: ConvGeometry, relu: bool, transposed: bool = False):
+        """The :class:`Conv2d` (or :class:`ConvTranspose2d`) of parameters ``{prefix}.weight`` and ``.bias``."""
+        p, gr = self.params, self.grad
+        w, b = f"{prefix}.weight", f"{prefix}.bias"
+        kind = ConvTranspose2d if transposed else Conv2d
+        return kind(p.view(w), p.view(b), p.view(w, gr), p.view(b, gr), g, relu=relu)
+
+    def encoder_body(self, n_classes: int = 0) -> list:
+        """The encoder's layers before its head (see the module doc), for inputs with ``n_classes`` label
+        columns (mlp) or channels (conv)."""
+        cfg = self.config
+        if cfg.arch == "mlp":
+            return [self.layer(f"encoder.{i}", relu=True) for i in range(len(cfg.hidden))]
+        chans = (1 + n_classes, *cfg.channels)
+        convs = [self.conv(f"encoder.{i}", cfg.conv_geometry(i, chans[i]), relu=True) for i in range(len(cfg.channels))]
+        H, W = cfg.conv_sizes()[-1]
+        return [*convs, Permute(H * W, chans[-1])]  # to PyTorch's channels-first flattening
+
+    def decoder_layers(self) -> list:
+        """The decoder's layers, its output ``(B, D)`` last (see the module doc)."""
+        cfg = self.config
+        if cfg.arch == "mlp":
+            hidden = [self.layer(f"decoder.{i}", relu=True) for i in range(len(cfg.hidden))]
+            return [*hidden, self.layer("decoder.logits", relu=False)]
+        c, n = cfg.channels, len(cfg.channels)
+        H, W = cfg.conv_sizes()[-1]
+        layers = [self.layer("decoder.0", relu=True), Permute(c[-1], H * W)]  # from channels-first
+        for i in range(1, n + 1):  # mirrors encoder convolution n - i, to its input size and channels
+            name, out_channels = (f"decoder.{i}", c[n - i - 1]) if i < n else ("decoder.logits", 1)
+            layers.append(self.conv(name, cfg.conv_geometry(n - i, out_channels), relu=i < n, transposed=True))
+        return layers
 
     def draw(self, out, kind: str = "standard_normal", rng: np.random.Generator | None = None):
         """Fill ``out`` with ``rng.standard_normal`` (N(0, 1)) or ``rng.random`` (U[0, 1)) draws of its dtype,

@@ -13,6 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from .autoencoders import AE_MODELS, AEConfig, Autoencoder
 from .model import VAE, VAEConfig
+from .network import ARCHS
 
 VAE_MODELS = ("vae", "cvae")
 MODELS = (*VAE_MODELS, *AE_MODELS)
@@ -28,6 +29,8 @@ class TrainSettings:
     lr: float = 1e-3
     latent_dim: int = 20
     hidden: tuple[int, ...] = (400,)
+    arch: str = "mlp"
+    channels: tuple[int, ...] = (32, 64)
     beta: float = 1.0
     warmup_epochs: float = 0.0
     model: str = "vae"
@@ -52,11 +55,17 @@ class TrainSettings:
                     list: (list,), type(None): (str, type(None))}[type(default)]
             if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
                 raise ValueError(f"{f.name} must be a {' or '.join(k.__name__ for k in kind)}, got {value!r}")
-        if not all(isinstance(h, int) and not isinstance(h, bool) for h in self.hidden):
-            raise ValueError(f"hidden must be a list of ints, got {self.hidden!r}")
+        for name in ("hidden", "channels"):
+            if not all(isinstance(h, int) and not isinstance(h, bool) for h in getattr(self, name)):
+                raise ValueError(f"{name} must be a list of ints, got {getattr(self, name)!r}")
         if not all(isinstance(r, dict) for r in self.history):
             raise ValueError("history must be a list of one JSON object per epoch")
-        self.hidden = tuple(self.hidden)
+        self.hidden, self.channels = tuple(self.hidden), tuple(self.channels)
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.arch == "conv" and self.hidden:
+            raise ValueError(f"hidden layers ({list(self.hidden)}) are for arch mlp; arch conv has its channels "
+                             f"(--hidden does not apply to --arch conv)")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
         finite = all(math.isfinite(v) for v in (self.lr, self.beta, self.warmup_epochs))
@@ -72,39 +81,54 @@ class TrainSettings:
     def is_vae(self) -> bool:
         return self.model in VAE_MODELS
 
-    def build_model(self, input_dim: int, n_classes: int, backend) -> VAE | Autoencoder:
-        """The model these settings describe (``n_classes`` is used by ``cvae`` only).
+    def build_model(self, image_shape: tuple[int, int], n_classes: int, backend) -> VAE | Autoencoder:
+        """The model these settings describe for images of ``image_shape`` (``n_classes`` is used by
+        ``cvae`` only).
 
         Raises:
             ValueError: for sizes or settings the model refuses.
         """
-        common = dict(input_dim=input_dim, hidden=self.hidden, latent_dim=self.latent_dim,
-                      likelihood=self.likelihood, decoder_logvar=self.decoder_logvar)
-        if self.is_vae:
-            config = VAEConfig(**common, mc_samples=self.mc_samples,
-                               n_classes=n_classes if self.model == "cvae" else 0)
-            return VAE(config, backend, self.seed)
-        config = AEConfig(**common, model=self.model, code_activation=self.code_activation,
-                          corruption=self.corruption, noise=self.noise, rho=self.rho,
-                          sparsity_weight=self.sparsity_weight, contractive_weight=self.contractive_weight)
-        return Autoencoder(config, backend, self.seed)
+        return (VAE if self.is_vae else Autoencoder)(self.model_config(image_shape, n_classes), backend, self.seed)
 
-    def check_fits(self, input_dim: int, n_classes: int) -> None:
-        """``ValueError`` when the model and its batches would not fit in this machine's memory.
+    def model_config(self, image_shape: tuple[int, int], n_classes: int) -> VAEConfig | AEConfig:
+        """The model's config (``ValueError`` for sizes or settings the model refuses)."""
+        common = dict(input_dim=math.prod(image_shape), hidden=self.hidden, latent_dim=self.latent_dim,
+                      likelihood=self.likelihood, decoder_logvar=self.decoder_logvar, arch=self.arch)
+        if self.arch == "conv":
+            common |= dict(channels=self.channels, image_shape=tuple(image_shape))
+        if self.is_vae:
+            return VAEConfig(**common, mc_samples=self.mc_samples, n_classes=n_classes if self.model == "cvae" else 0)
+        return AEConfig(**common, model=self.model, code_activation=self.code_activation,
+                        corruption=self.corruption, noise=self.noise, rho=self.rho,
+                        sparsity_weight=self.sparsity_weight, contractive_weight=self.contractive_weight)
+
+    def check_fits(self, image_shape: tuple[int, int], n_classes: int) -> None:
+        """``ValueError`` when the model and its batches would not fit in this machine's memory (or the
+        model refuses its settings).
 
         The estimate: weights, gradients and the optimiser's two moments (4 bytes each, 4 buffers) and
-        each layer's output and gradient for a training and an evaluation batch; a bound for settings
-        read from a checkpoint or typed by hand, so an absurd size is refused before anything is allocated.
+        each layer's output and gradient for a training and an evaluation batch (for a convolution also
+        its patches, kh kw times its input); a bound for settings read from a checkpoint or typed by hand,
+        so an absurd size is refused before anything is allocated.
         """
         extra = n_classes if self.model == "cvae" else 0
-        widths = [input_dim + extra, *self.hidden, 2 * self.latent_dim, self.latent_dim + extra,
-                  *reversed(self.hidden), input_dim]
-        params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+        input_dim = math.prod(image_shape)
+        if self.arch == "conv":
+            config = self.model_config(image_shape, n_classes)
+            params = sum(math.prod(shape) for _, shape in config.layout())
+            images = [(h * w, c) for (h, w), c in zip(config.conv_sizes(), (1 + extra, *self.channels))]
+            widths = [2 * self.latent_dim, self.latent_dim + extra, input_dim,
+                      *(2 * n * c + n * c * 16 for n, c in images)]  # encoder and decoder images, and patches
+        else:
+            widths = [input_dim + extra, *self.hidden, 2 * self.latent_dim, self.latent_dim + extra,
+                      *reversed(self.hidden), input_dim]
+            params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
         rows = max(self.batch_size * self.mc_samples, self.eval_batch_size)
         need = 4 * (4 * params + 2 * rows * sum(widths))
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if need > have:
             raise ValueError(f"these sizes need about {need / 2**30:.1f} GiB (hidden {list(self.hidden)}, "
+                             f"{'channels ' + str(list(self.channels)) + ', ' if self.arch == 'conv' else ''}"
                              f"latent_dim {self.latent_dim}, batch_size {self.batch_size}), more than this "
                              f"machine's {have / 2**30:.1f} GiB")
 

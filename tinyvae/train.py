@@ -57,7 +57,7 @@ from .checkpoint import CheckpointError, atomic_write_bytes, check_tensors, load
 from .data import DATASETS, PIXEL_SCALE, DataError, Dataset, load_dataset
 from .distributed import DataParallel, DataParallelError, DataParallelOptimizer, from_environment
 from .images import loss_curves, prior_samples, save_grid
-from .network import LIKELIHOODS
+from .network import ARCHS, LIKELIHOODS
 from .optim import Adam
 from .rundir import new_run_dir, remove_if_empty
 from .saving import CHECKPOINT, load_weights
@@ -92,14 +92,14 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.backend = get_backend(backend)
         self.data = data if data is not None else load_dataset(settings.dataset, settings.data_dir)
-        settings.check_fits(self.data.train_pixels.shape[1], self.data.n_classes)
+        settings.check_fits(self.data.image_shape, self.data.n_classes)
         if group is not None:
             if settings.model == "sparse-ae":
                 raise DataParallelError("sparse-ae cannot train data-parallel: its penalty is a function of the whole "
                                  "batch's mean activation, not a mean over rows; run it in one process")
             group.check_batches(self.data.train_pixels.shape[0], settings.batch_size, self.data.test_x.shape[0],
                                 settings.eval_batch_size)
-        self.model = settings.build_model(self.data.train_pixels.shape[1], self.data.n_classes, self.backend)
+        self.model = settings.build_model(self.data.image_shape, self.data.n_classes, self.backend)
         self.optimizer = Adam(self.model.params, self.backend, lr=settings.lr)
         # The optimiser the training step calls: with ranks, it first averages the gradient over them.
         self.stepper = self.optimizer if group is None else DataParallelOptimizer(self.optimizer, group)
@@ -189,7 +189,8 @@ class Trainer:
         model, opt = trainer.model, trainer.optimizer
         opt_arrays, _ = opt.state()
         check_tensors(path, tensors, {f"optimizer.{k}": ((model.params.size,), model.dtype.name) for k in opt_arrays})
-        if meta.get("model_config") != model.config.to_dict():
+        config = model.config.to_dict()  # a checkpoint from before a field existed holds its default
+        if not isinstance(meta["model_config"], dict) or {**config, **meta["model_config"]} != config:
             raise CheckpointError(f"{path}: model config {meta.get('model_config')} does not match its settings")
         load_weights(model, tensors, path)
         t = meta["optimizer"].get("t", 0)
@@ -387,7 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="default 128")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate, default 1e-3")
     p.add_argument("--latent-dim", type=int, default=None, help="default 20")
-    p.add_argument("--hidden", default=None, help="hidden sizes, comma separated, default 400")
+    p.add_argument("--arch", choices=ARCHS, default=None,
+                   help="mlp (default): fully connected layers; conv: 4x4 stride-2 convolutions (see --channels)")
+    p.add_argument("--hidden", default=None, help="mlp: hidden sizes, comma separated, default 400")
+    p.add_argument("--channels", default=None,
+                   help="conv: the convolutions' channels, comma separated, default 32,64 (28x28 -> 14x14 -> 7x7)")
     p.add_argument("--model", choices=MODELS, default=None,
                    help="vae (default), cvae (label-conditional), or an autoencoder: ae, dae, sparse-ae, cae")
     p.add_argument("--likelihood", choices=LIKELIHOODS, default=None, help="decoder p(x|z), default bernoulli")
@@ -418,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-SETTING_FLAGS = ("dataset", "data_dir", "batch_size", "lr", "latent_dim", "hidden", "beta", "warmup_epochs", "model",
+SETTING_FLAGS = ("dataset", "data_dir", "batch_size", "lr", "latent_dim", "hidden", "arch", "channels", "beta", "warmup_epochs", "model",
                  "likelihood", "decoder_logvar", "mc_samples", "code_activation", "corruption", "noise", "rho",
                  "sparsity_weight", "contractive_weight", "seed", "binarize")
 # The flags that apply to some models only.
@@ -427,11 +432,14 @@ ONLY_FOR = {"beta": VAE_MODELS, "warmup_epochs": VAE_MODELS, "mc_samples": VAE_M
             "contractive_weight": ("cae",)}
 
 
-def _hidden_sizes(text: str) -> tuple[int, ...]:
+ONLY_FOR_ARCH = {"hidden": ("mlp",), "channels": ("conv",)}
+
+
+def _sizes(flag: str, text: str) -> tuple[int, ...]:
     try:
         return tuple(int(h) for h in text.split(",") if h.strip())
     except ValueError:
-        raise ValueError(f"--hidden takes layer sizes separated by commas (e.g. 512,256, or '' for none), "
+        raise ValueError(f"--{flag} takes sizes separated by commas (e.g. 512,256, or '' for none), "
                          f"got {text!r}") from None
 
 
@@ -457,8 +465,15 @@ def main(argv=None) -> int:
         wrong = [k for k in given if model not in ONLY_FOR.get(k, MODELS)]
         if wrong:
             raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} does not apply to --model {model}")
-        if "hidden" in given:
-            given["hidden"] = _hidden_sizes(given["hidden"])
+        for flag in ("hidden", "channels"):
+            if flag in given:
+                given[flag] = _sizes(flag, given[flag])
+        arch = given.get("arch", TrainSettings.arch)
+        wrong = [k for k in given if k in ONLY_FOR_ARCH and arch not in ONLY_FOR_ARCH[k]]
+        if wrong:
+            raise ValueError(f"{', '.join('--' + k for k in wrong)} does not apply to --arch {arch}")
+        if arch == "conv":
+            given["hidden"] = ()
         if "data_dir" in given:  # stored absolute, so the run can be resumed, evaluated and sampled from anywhere
             given["data_dir"] = str(Path(given["data_dir"]).resolve())
         settings = TrainSettings(**given)
