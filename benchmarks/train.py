@@ -33,14 +33,14 @@ import numpy as np
 from benchmarks.common import add_output_args, cpu_vendor, out_dir, report
 from tinyvae.blas import numpy_blas
 from tinyvae.data import PIXEL_SCALE, load_dataset, pixels_to_unit
-from tinyvae.model import VAE
+from tinyvae.model import VAE, VAEConfig
 from tinyvae.optim import Adam
 
 
-def tinyvae_epoch(backend, data, batch_size, seed=1):
-    """A function running one training epoch of tinyvae on ``backend`` (compiled and warmed),
-    its batches gathered as the trainer does (the ``gather_pixels`` op on the uint8 pixels)."""
-    model = VAE(backend=backend, seed=seed)
+def tinyvae_epoch(backend, data, batch_size, seed=1, config=VAEConfig()):
+    """A function running one training epoch of tinyvae's VAE of ``config`` on ``backend`` (compiled and
+    warmed), its batches gathered as the trainer does (the ``gather_pixels`` op on the uint8 pixels)."""
+    model = VAE(config, backend=backend, seed=seed)
     opt = Adam(model.params, model.backend)
     X = data.train_pixels
     model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile (numba) and make buffers outside the clock
@@ -95,23 +95,24 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     return epoch
 
 
-def _torch_worker(conn, batch_size, threads, seed):
-    """Child process: PyTorch's example VAE with Adam; times one epoch per request."""
+def _torch_worker(conn, batch_size, threads, seed, conv):
+    """Child process: PyTorch's example VAE (or tinyvae's conv VAE, as :class:`TorchConvVAE`) with Adam;
+    times one epoch per request."""
     import torch
 
-    from benchmarks.torch_reference import TorchVAE, loss_of
+    from benchmarks.torch_reference import TorchConvVAE, TorchVAE, loss_of, loss_of_logits
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     data = load_dataset("fashion-mnist")
-    model = TorchVAE()
+    model = TorchConvVAE(data.image_shape, *conv) if conv else TorchVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     X = torch.from_numpy(data.train_x)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(X)))
 
     def step(x):
         opt.zero_grad()
-        loss_of(model, x).backward()
+        (loss_of_logits(model, x) if conv else loss_of(model, x)).backward()
         opt.step()
 
     step(X[:batch_size])
@@ -123,8 +124,9 @@ def _torch_worker(conn, batch_size, threads, seed):
         conn.send(time.perf_counter() - t0)
 
 
-def torch_epoch(batch_size, threads, seed=1):
-    """A function asking a PyTorch child process for one timed epoch, or None without torch.
+def torch_epoch(batch_size, threads, seed=1, conv=None):
+    """A function asking a PyTorch child process for one timed epoch, or None without torch; ``conv``:
+    ``(channels, latent_dim)`` of the conv VAE instead of the example's MLP.
 
     PyTorch runs in its own process: in this one, NumPy's OpenBLAS threads spin
     between GEMMs and slow PyTorch's threads down (seen: 11.1 s per epoch after
@@ -134,7 +136,7 @@ def torch_epoch(batch_size, threads, seed=1):
         return None
     ctx = multiprocessing.get_context("spawn")
     conn, child_conn = ctx.Pipe()
-    child = ctx.Process(target=_torch_worker, args=(child_conn, batch_size, threads, seed), daemon=True)
+    child = ctx.Process(target=_torch_worker, args=(child_conn, batch_size, threads, seed, conv), daemon=True)
     child.start()
     if conn.recv() != "ready":
         raise RuntimeError("the PyTorch worker did not start")

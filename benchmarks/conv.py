@@ -1,0 +1,97 @@
+"""The conv VAE (``--arch conv``): an epoch on the numba backend against the same model in PyTorch CPU,
+and where tinyvae's step spends its time.
+
+    python -m benchmarks.conv [--repeats 3] [--threads 2] [--channels 32,64] [--batch-size 128]
+
+Same model (4x4 stride-2 convolutions of ``--channels``, the latent heads, the mirrored transposed
+convolutions), batch, data and thread count for both; PyTorch (as
+:class:`benchmarks.torch_reference.TorchConvVAE`, oneDNN's convolutions) runs in a child process
+with Adam. The contenders take turns, one epoch each, for ``--repeats`` rounds; the median and the
+best epoch of each are reported (:func:`benchmarks.train.rounds` says why both). Then 50 steps of
+tinyvae's with every layer timed: each layer kind's share of the step, its GEMMs and its
+unfold/fold included. Writes ``conv_<vendor>-<kernels>.json`` into ``--out`` (``benchmarks/results``
+with ``--publish``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections import defaultdict
+
+from benchmarks.common import add_output_args, cpu_vendor, out_dir, report
+from benchmarks.train import rounds, tinyvae_epoch, torch_epoch
+from tinyvae.blas import numpy_blas
+from tinyvae.data import load_dataset, pixels_to_unit
+from tinyvae.model import VAE, VAEConfig
+from tinyvae.optim import Adam
+
+
+def layer_shares(config: VAEConfig, data, batch_size: int, steps: int = 50) -> tuple[float, dict]:
+    """Seconds per training step on numba, and the seconds per step inside each layer kind's forward and
+    backward (``Conv2d``, ``ConvTranspose2d``, ``Linear``, ``Permute``)."""
+    model = VAE(config, "numba", seed=1)
+    opt = Adam(model.params, model.backend)
+    spent: dict[str, float] = defaultdict(float)
+    for layer in (*model.encoder.layers, *model.decoder.layers):
+        for method in ("forward", "backward"):
+            def timed(*args, f=getattr(layer, method), kind=type(layer).__name__):
+                t0 = time.perf_counter()
+                f(*args)
+                spent[kind] += time.perf_counter() - t0
+            setattr(layer, method, timed)
+    x = pixels_to_unit(data.train_pixels[:batch_size])
+    for _ in range(3):
+        model.train_step(x, opt)
+    spent.clear()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model.train_step(x, opt)
+    return (time.perf_counter() - t0) / steps, {k: v / steps for k, v in spent.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--repeats", type=int, default=3, help="rounds; each contender runs one epoch per round")
+    p.add_argument("--channels", default="32,64", help="the convolutions' channels")
+    p.add_argument("--latent-dim", type=int, default=20)
+    add_output_args(p)
+    args = p.parse_args(argv)
+    data = load_dataset("fashion-mnist")
+    channels = tuple(int(c) for c in args.channels.split(","))
+    config = VAEConfig(input_dim=data.train_pixels.shape[1], hidden=(), latent_dim=args.latent_dim, arch="conv",
+                       channels=channels, image_shape=tuple(data.image_shape))
+    n = (len(data.train_pixels) // args.batch_size) * args.batch_size
+    contenders = {"pytorch": torch_epoch(args.batch_size, args.threads, conv=(channels, args.latent_dim)),
+                  "numba": tinyvae_epoch("numba", data, args.batch_size, config=config)}
+    runs = rounds({k: f for k, f in contenders.items() if f is not None}, args.repeats)
+    median = {k: statistics.median(v) for k, v in runs.items()}
+    best = {k: min(v) for k, v in runs.items()}
+    base = median.get("pytorch")
+    rows = [{"what": k, "epoch_s": median[k], "samples_per_s": n / median[k],
+             "vs_pytorch": median[k] / base if base else None, "best_epoch_s": best[k],
+             "best_vs_pytorch": best[k] / best["pytorch"] if base else None, "epochs_s": runs[k]} for k in runs]
+    step, spent = layer_shares(config, data, args.batch_size)
+    rest = step - sum(spent.values())
+    shares = [{"what": f"tinyvae numba step: {k}", "ms": 1e3 * v, "share_pct": 100 * v / step}
+              for k, v in sorted(spent.items(), key=lambda kv: -kv[1])]
+    shares += [{"what": "tinyvae numba step: the rest (latent, likelihood, Adam)", "ms": 1e3 * rest,
+                "share_pct": 100 * rest / step}, {"what": "tinyvae numba step: all", "ms": 1e3 * step,
+                                                   "share_pct": 100.0}]
+    kernels = (numpy_blas() or {}).get("architecture")
+    name = f"conv_{cpu_vendor()}" + (f"-{kernels.lower()}" if kernels else "")
+    meta = {"batch_size": args.batch_size, "threads": args.threads, "samples": n, "repeats": args.repeats,
+            "channels": list(channels), "latent_dim": args.latent_dim, "step_shares": shares}
+    report(name, rows, [("what", "<"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"), ("vs_pytorch", ".2f"),
+                        ("best_epoch_s", ".2f"), ("best_vs_pytorch", ".2f")], meta, out_dir(args))
+    print()
+    for row in shares:
+        print(f"{row['what']:58s} {row['ms']:7.2f} ms  {row['share_pct']:5.1f} %")
+
+
+if __name__ == "__main__":
+    main()
