@@ -13,7 +13,22 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from tinyvae.backends.reference import ConvGeometry
 from tinyvae.data import FILES, write_idx
+
+
+@st.composite
+def conv_geometries(draw, side: int = 9, channels: int = 4):
+    """Random convolution geometries (:class:`ConvGeometry`): images up to ``side`` square and ``channels``
+    deep, windows of 1 to 5, strides of 1 to 3, padding of 0 to 2, at least one window position."""
+    g = ConvGeometry(H=draw(st.integers(1, side)), W=draw(st.integers(1, side)), C=draw(st.integers(1, channels)),
+                     kh=draw(st.integers(1, 5)), kw=draw(st.integers(1, 5)), stride=draw(st.integers(1, 3)),
+                     padding=draw(st.integers(0, 2)))
+    assume(g.H_out >= 1 and g.W_out >= 1)
+    return g
 
 
 def write_dataset(directory, n_train=256, n_test=64, side=8, seed=0, compress=True):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import conv_geometries
 from tinyvae import gradcheck
 from tinyvae.autoencoders import AEConfig, Autoencoder
 from tinyvae.backends import get_backend
@@ -22,15 +23,6 @@ from tinyvae.layers import Conv2d, ConvTranspose2d, Permute
 from tinyvae.model import VAE, VAEConfig
 
 ref = get_backend("numpy")
-
-
-@st.composite
-def geometries(draw):
-    g = ConvGeometry(H=draw(st.integers(1, 9)), W=draw(st.integers(1, 9)), C=draw(st.integers(1, 4)),
-                     kh=draw(st.integers(1, 5)), kw=draw(st.integers(1, 5)), stride=draw(st.integers(1, 3)),
-                     padding=draw(st.integers(0, 2)))
-    assume(g.H_out >= 1 and g.W_out >= 1)
-    return g
 
 
 def unfold_by_loops(x, g):
@@ -51,7 +43,7 @@ def unfold_by_loops(x, g):
 
 
 @settings(max_examples=60, deadline=None)
-@given(g=geometries(), B=st.integers(1, 3), seed=st.integers(0, 2**16))
+@given(g=conv_geometries(), B=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_unfold_is_its_definition_and_fold_its_adjoint(g, B, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((B, g.H * g.W * g.C))
