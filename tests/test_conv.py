@@ -245,3 +245,23 @@ def test_a_conv_model_round_trips_through_tinyvae_load(tmp_path):
     back = tinyvae.load(tmp_path / "m.safetensors")
     assert back.config == model.config
     np.testing.assert_array_equal(back.params.data, model.params.data)
+
+
+def test_a_conv_run_resumes_bit_exactly_and_refuses_flags_of_the_other_arch(tiny_data_dir, tmp_path, capsys):
+    import json
+
+    from tinyvae.train import main
+
+    args = ["--backend", "numba", "--data-dir", str(tiny_data_dir), "--arch", "conv", "--channels", "4,8",
+            "--latent-dim", "3", "--model", "cvae", "--batch-size", "32"]
+    assert main([*args, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
+    assert main([*args, "--epochs", "1", "--out", str(tmp_path / "resumed")]) == 0
+    assert main(["--backend", "numba", "--resume", str(tmp_path / "resumed"), "--epochs", "2"]) == 0
+    losses = [[json.loads(line)["test_loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+              for d in ("straight", "resumed")]
+    assert losses[0] == losses[1]
+    capsys.readouterr()
+    assert main([*args, "--hidden", "16", "--out", str(tmp_path / "bad")]) == 2
+    assert "--hidden does not apply to --arch conv" in capsys.readouterr().err
+    assert main(["--channels", "4", "--data-dir", str(tiny_data_dir), "--out", str(tmp_path / "bad")]) == 2
+    assert "--channels does not apply to --arch mlp" in capsys.readouterr().err
