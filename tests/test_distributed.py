@@ -240,6 +240,14 @@ def test_two_ranks_train_as_one_process_in_float32(tmp_path, data_dir):
 
 
 @needs_mpi
+def test_backend_auto_picks_the_engine_of_the_backend_it_picks(tmp_path, data_dir):
+    done = launch(2, [*TRAIN[:2], *TRAIN[4:], "--backend", "auto", "--data-dir", str(data_dir), "--out", str(tmp_path / "run"),
+                      "--epochs", "1"])
+    assert done.returncode == 0, done.stderr
+    assert "(backend numba" in done.stdout and "data-parallel over 2 ranks (MPI)" in done.stdout  # no GPU here
+
+
+@needs_mpi
 def test_one_rank_under_mpirun_changes_nothing(tmp_path, data_dir):
     train(0, data_dir, tmp_path / "alone", "--epochs", "1")
     done = train(1, data_dir, tmp_path / "np1", "--epochs", "1")

@@ -197,8 +197,8 @@ def from_environment(backend_name: str, env=os.environ) -> DataParallel | None:
     """The :class:`DataParallel` group this process was started in by ``mpirun -np P`` (P > 1), or None
     (no MPI launch, or P = 1: nothing changes).
 
-    The cuda backend's gradients travel over NCCL (its GPU chosen here, before any other CUDA call),
-    every other backend's over MPI. Sets BLAS threads to the cores per rank on the node.
+    The cuda backend's gradients (``auto``'s where it picks cuda) travel over NCCL, its GPU chosen here
+    before any allocation; every other backend's over MPI. Sets BLAS threads to the cores per rank on the node.
 
     Raises:
         ImportError: started by an MPI launcher with P > 1 but mpi4py is not installed.
@@ -214,6 +214,10 @@ def from_environment(backend_name: str, env=os.environ) -> DataParallel | None:
     comm = MPI.COMM_WORLD
     if comm.Get_size() == 1:
         return None
+    if backend_name == "auto":  # the backend auto picks: cuda where a GPU is, and then NCCL
+        from .backends import get_backend
+
+        backend_name = get_backend("auto").name
     if backend_name == "cuda":
         import cupy
 
