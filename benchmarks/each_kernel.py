@@ -39,6 +39,8 @@ def launch_each_kernel(be, B: int = 37, D: int = 45, K: int = 5, H: int = 33, P:
         h = normal(B, H)
         be.bias_act(h, normal(H), True)
         be.bias_act_backward(normal(B, H), h, True, xp.empty(H, dtype))
+        tall = normal(300, H)  # more rows than one chunk: the chunks' sums, and the kernel adding them
+        be.bias_act_backward(normal(300, H), tall, True, xp.empty(H, dtype))
         g = ConvGeometry(H=7, W=5, C=3, kh=3, kw=2, stride=2, padding=1)  # odd sizes, a window not square
         images, cols = normal(4, g.H * g.W * g.C), xp.empty((4 * g.H_out * g.W_out, g.patch), dtype)
         be.unfold(images, g, cols)

@@ -41,6 +41,10 @@ FAULTS = {
         "latent.cu",
         "T(0.5) * g * eps[b * ld_eps + k] * exp(T(0.5) * lv)",
         "T(0.5) * g * eps[b * ld_eps + k] * exp(lv)"),
+    "bias gradient chunks all written to the first chunk's sums": (
+        "linear.cu",
+        "db[(long)blockIdx.y * H + j] = acc;",
+        "db[j] = acc;"),
     "fold's window rows start at 0, not at the pixel's phase of the stride": (
         "conv.cu",
         "for (int i = (y + p) % s; i < kh; i += s) {",

@@ -222,6 +222,8 @@ def test_latent_ops_take_column_views_for_z(name):
 @pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
 @given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), relu=st.booleans())
+@example(shape=(2305, 3), dtype=np.float64, seed=0, relu=True)  # 10 chunks of rows, the last one short
+@example(shape=(257, 40), dtype=np.float32, seed=1, relu=False)  # one row past a chunk
 def test_bias_act_backward(name, shape, dtype, seed, relu):
     be = backend_or_skip(name)
     rng = np.random.default_rng(seed)

@@ -331,6 +331,7 @@ def test_without_a_compiler_the_backend_is_refused_clearly(monkeypatch):
     ("BCE rows addressed by their length, not their stride", "test_bce_with_logits"),
     ("BCE loop bound one short", "test_bce_with_logits"),
     ("exp(lv) for exp(0.5 lv) in the reparameterization backward", "test_reparameterize_kl_backward"),
+    ("bias gradient chunks all written to the first chunk's sums", "test_bias_act_backward"),
     ("fold's window rows start at 0, not at the pixel's phase of the stride", "test_unfold_and_fold"),
 ])
 def test_a_planted_fault_fails_the_tests(fault, catches):

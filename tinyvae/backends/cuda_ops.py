@@ -16,9 +16,10 @@ environment variable ``TINYVAE_KERNELS`` points.
 
 Launch shapes (see each ``.cu`` file): one 256-thread block per row for the
 likelihoods, one warp per row for the reparameterization forward, blocks of
-(32, 8) threads per 32 columns for the column sums (activation backward with the bias
-gradient, the Gaussian log-variance gradient), and grid-stride loops of
-256-thread blocks for the elementwise ops.
+(32, 8) threads per 32 columns for the column sums (the Gaussian log-variance
+gradient; the bias gradient too, with a block per chunk of 256 rows and a second
+kernel adding the chunks' sums when there are more rows, as a convolution's
+output has), and grid-stride loops of 256-thread blocks for the elementwise ops.
 
 ``gather_pixels`` reads the batch's uint8 rows from the training set held on
 the GPU; it does not check the row indices (see ``kernels/data.cu``), and its
@@ -36,12 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .reference import array_module
+
 KERNEL_DIR = Path(os.environ.get("TINYVAE_KERNELS", Path(__file__).resolve().parents[2] / "kernels"))
 FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "gather_pixels": "data",
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
     "reparameterize_kl": "latent", "reparameterize_kl_backward": "latent",
-    "bias_act": "linear", "bias_act_backward": "linear",
+    "bias_act": "linear", "bias_act_backward": "linear", "bias_act_backward_sum": "linear",
     "unfold": "conv", "fold": "conv",
     "adam_step": "optim", "sgd_step": "optim",
 }
@@ -49,6 +52,8 @@ THREADS = 256     # threads per block of the row and elementwise kernels
 COLUMNS = 32      # columns per block of the column-sum kernels
 COLUMN_ROWS = 8   # TINYVAE_COLUMN_ROWS in kernels/common.cuh
 MAX_BLOCKS = 65535 * 8  # cap of the grid-stride loops' grids
+CHUNK_ROWS = 256  # rows per block of bias_act_backward (more blocks, and a second kernel, above that)
+MAX_CHUNKS = 1024
 
 def suffix(dtype) -> str:
     """``"f32"`` or ``"f64"``, the kernel name suffix for ``dtype``; ``TypeError`` for any other dtype."""
@@ -118,6 +123,7 @@ class CudaOps:
     def __init__(self, load):
         self._load = load
         self._modules: dict = {}
+        self._scratch: dict = {}
 
     def kernel(self, op: str, sfx: str):
         """The kernel ``<op>_<sfx>``, its ``.cu`` file loaded on first use."""
@@ -190,10 +196,23 @@ class CudaOps:
     def bias_act_backward(self, dout, out, relu, db_out):
         sfx = _check(dout, out, db_out)
         B, H = dout.shape
+        chunks = min(MAX_CHUNKS, math.ceil(B / CHUNK_ROWS))
+        # One chunk writes db_out; more write their sums into a scratch buffer, added up by a second kernel.
+        sums = db_out if chunks == 1 else self.scratch("bias_act_backward", (chunks * H,), dout)
         self.kernel("bias_act_backward", sfx)(
-            (math.ceil(H / COLUMNS),), (COLUMNS, COLUMN_ROWS),
-            (dout, np.int64(row_stride(dout)), out, np.int64(row_stride(out)), np.int32(bool(relu)), db_out,
-             np.int32(B), np.int32(H)))
+            (math.ceil(H / COLUMNS), chunks), (COLUMNS, COLUMN_ROWS),
+            (dout, np.int64(row_stride(dout)), out, np.int64(row_stride(out)), np.int32(bool(relu)), sums,
+             np.int32(B), np.int32(H), np.int32(math.ceil(B / chunks))))
+        if chunks > 1:
+            self.kernel("bias_act_backward_sum", sfx)(
+                (grid_for(H),), (THREADS,), (sums, np.int32(chunks), np.int32(H), db_out))
+
+    def scratch(self, name: str, shape: tuple, like):
+        """A buffer of ``shape`` and ``like``'s dtype and array module, kept for the next call of ``name``."""
+        key = (name, shape, like.dtype.str)
+        if key not in self._scratch:
+            self._scratch[key] = array_module(like).empty(shape, like.dtype)
+        return self._scratch[key]
 
     def _window(self, op, src, dst, g, images):
         """Launch ``unfold`` or ``fold``: a grid-stride loop over the ``dst`` values of ``images`` images."""
