@@ -25,7 +25,7 @@ template <typename T>
 __device__ void bias_act_backward_cols(T* dout, long ld_dout, const T* out, long ld_out, int relu, T* db, int B,
                                        int H, int chunk_rows) {
     const int j = blockIdx.x * 32 + threadIdx.x;
-    const long first = (long)blockIdx.y * chunk_rows, last = min((long)B, first + chunk_rows);
+    const long first = (long)blockIdx.y * chunk_rows, end = first + chunk_rows, last = end < B ? end : (long)B;
     T acc = 0;
     if (j < H) {
         for (long r = first + threadIdx.y; r < last; r += TINYVAE_COLUMN_ROWS) {

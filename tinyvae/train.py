@@ -95,8 +95,8 @@ class Trainer:
         settings.check_fits(self.data.image_shape, self.data.n_classes)
         if group is not None:
             if settings.model == "sparse-ae":
-                raise DataParallelError("sparse-ae cannot train data-parallel: its penalty is a function of the whole "
-                                 "batch's mean activation, not a mean over rows; run it in one process")
+                raise DataParallelError("sparse-ae cannot train data-parallel: its penalty is a function of the "
+                                        "whole batch's mean activation, not a mean over rows; run it in one process")
             group.check_batches(self.data.train_pixels.shape[0], settings.batch_size, self.data.test_x.shape[0],
                                 settings.eval_batch_size)
         self.model = settings.build_model(self.data.image_shape, self.data.n_classes, self.backend)
@@ -127,13 +127,13 @@ class Trainer:
                 self.group.buffers.broadcast_(buf)
 
     def check_ranks_agree(self):
-        """Data parallel: :class:`DataParallelError` unless every rank holds the same weights, bit for bit (a CRC-32 of
-        them, compared after every epoch)."""
+        """Data parallel: :class:`DataParallelError` unless every rank holds the same weights, bit for bit
+        (a CRC-32 of them, compared after every epoch)."""
         sums = self.group.checksums(self.backend.to_host(self.model.params.data))
         if len(set(sums)) > 1:
             raise DataParallelError(f"after epoch {self.epoch}, the ranks' weights differ (CRC-32 per rank: "
-                             f"{', '.join(f'{c:08x}' for c in sums)}); the run stopped; the checkpoint of epoch "
-                             f"{self.saved_epoch} in {self.run_dir} is intact")
+                                    f"{', '.join(f'{c:08x}' for c in sums)}); the run stopped; the checkpoint of "
+                                    f"epoch {self.saved_epoch} in {self.run_dir} is intact")
 
     # -- persistence -----------------------------------------------------------
     def save(self):
