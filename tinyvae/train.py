@@ -439,8 +439,8 @@ def _sizes(flag: str, text: str) -> tuple[int, ...]:
     try:
         return tuple(int(h) for h in text.split(",") if h.strip())
     except ValueError:
-        raise ValueError(f"--{flag} takes sizes separated by commas (e.g. 512,256, or '' for none), "
-                         f"got {text!r}") from None
+        example = "32,64" if flag == "channels" else "512,256, or '' for none"
+        raise ValueError(f"--{flag} takes sizes separated by commas (e.g. {example}), got {text!r}") from None
 
 
 def main(argv=None) -> int:
