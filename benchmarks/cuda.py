@@ -1,5 +1,6 @@
 """The cuda backend on its GPU: each fused kernel against the naive CuPy and the naive
-NumPy expression it replaces, and one Fashion-MNIST epoch against PyTorch CUDA eager.
+NumPy expression it replaces, and one Fashion-MNIST epoch of the MLP and of the conv VAE
+against PyTorch CUDA eager.
 
     python -m benchmarks.cuda [--batches 128,1024,8192,65536] [--repeats 50] [--epochs 3] [--out DIR]
 
@@ -8,8 +9,10 @@ Kernels: D = 784, K = 20, H = 400 and the 652,824 parameters of the 784-400-20 V
 timed to the device's synchronisation, the bytes each op must read and write once
 over that time (GB/s), and that as a share of the card's device-to-device copy
 bandwidth, measured in the same run (``of_copy``: a 1 GiB copy, read plus write
-bytes over its median time). Epochs: the same model, batch, data (already on the
-GPU), Adam; the contenders take turns epoch by epoch, and each one's median counts.
+bytes over its median time). Epochs: the same model (the 784-400-20 VAE, then the
+conv VAE of ``--arch conv`` as :class:`benchmarks.torch_reference.TorchConvVAE`),
+batch, data (already on the GPU), Adam; the contenders take turns epoch by epoch,
+and each one's median counts.
 Writes ``kernels_cuda.json`` and ``train_cuda.json`` into ``--out``
 (``benchmarks/results`` with ``--publish``).
 """
@@ -26,7 +29,7 @@ from benchmarks.kernels import cases, optimizer_cases
 from benchmarks.train import rounds
 from tinyvae.backends import get_backend
 from tinyvae.data import PIXEL_SCALE, load_dataset
-from tinyvae.model import VAE
+from tinyvae.model import VAE, VAEConfig
 from tinyvae.optim import Adam
 
 
@@ -77,48 +80,62 @@ def epoch_of(step, n_steps, sync):
     return epoch
 
 
+ARCHS = {  # what the epochs compare: tinyvae's name, its VAE config, PyTorch's name
+    "mlp": ("tinyvae cuda", lambda image: VAEConfig(input_dim=image[0] * image[1]), "pytorch eager"),
+    "conv": ("tinyvae cuda conv", lambda image: VAEConfig(input_dim=image[0] * image[1], hidden=(), arch="conv",
+                                                          channels=(32, 64), image_shape=tuple(image)),
+             "pytorch eager conv"),
+}
+
+
 def train(cuda, args):
+    """An epoch at ``--batch-size`` of the MLP VAE and of the conv VAE, each against the same model in
+    PyTorch CUDA eager, in turns."""
     cupy = cuda.xp
     data = load_dataset("fashion-mnist", args.data_dir)
     B = args.batch_size
     n_steps = len(data.train_pixels) // B
     X = cupy.asarray(data.train_pixels)  # uint8 rows, scaled batch by batch, as the trainer does
     perm = cupy.asarray(np.random.default_rng(1).permutation(len(data.train_pixels)))
-    model = VAE(backend=cuda, seed=1)
-    opt = Adam(model.params, model.backend)
     x = cupy.empty((B, X.shape[1]), cupy.float32)
-
-    def ours(i):
-        model.backend.gather_pixels(X, perm[i * B:(i + 1) * B], PIXEL_SCALE, x)
-        model.train_step(x, opt)
-
-    contenders = {"tinyvae cuda": epoch_of(ours, n_steps, cupy.cuda.Device().synchronize)}
     try:
         import torch
 
-        from benchmarks.torch_reference import TorchVAE, loss_of
+        from benchmarks.torch_reference import TorchConvVAE, TorchVAE, loss_of, loss_of_logits
     except ImportError:
-        pass
-    else:
-        torch.manual_seed(1)
-        net = TorchVAE().cuda()
-        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        TX, tperm = torch.from_numpy(data.train_x).cuda(), torch.as_tensor(cupy.asnumpy(perm)).cuda()
+        torch = None
+    rows = []
+    for arch, (ours_name, config, theirs_name) in ARCHS.items():
+        model = VAE(config(data.image_shape), backend=cuda, seed=1)
+        opt = Adam(model.params, model.backend)
 
-        def theirs(i):
-            topt.zero_grad()
-            loss_of(net, TX[tperm[i * B:(i + 1) * B]]).backward()
-            topt.step()
+        def ours(i, model=model, opt=opt):
+            model.backend.gather_pixels(X, perm[i * B:(i + 1) * B], PIXEL_SCALE, x)
+            model.train_step(x, opt)
 
-        contenders["pytorch eager"] = epoch_of(theirs, n_steps, torch.cuda.synchronize)
-    runs = rounds(contenders, args.epochs)
-    secs = {k: statistics.median(v) for k, v in runs.items()}
-    base = secs.get("pytorch eager")
-    rows = [{"what": k, "epoch_s": v, "samples_per_s": n_steps * B / v, "vs_pytorch": v / base if base else None,
-             "epochs_s": runs[k]} for k, v in secs.items()]
+        contenders = {ours_name: epoch_of(ours, n_steps, cupy.cuda.Device().synchronize)}
+        if torch is not None:
+            torch.manual_seed(1)
+            D = data.train_pixels.shape[1]
+            net = (TorchConvVAE(data.image_shape) if arch == "conv" else TorchVAE(input_dim=D)).cuda()
+            loss = loss_of_logits if arch == "conv" else loss_of
+            topt = torch.optim.Adam(net.parameters(), lr=1e-3)
+            TX, tperm = torch.from_numpy(data.train_x).cuda(), torch.as_tensor(cupy.asnumpy(perm)).cuda()
+
+            def theirs(i, net=net, topt=topt, loss=loss):
+                topt.zero_grad()
+                loss(net, TX[tperm[i * B:(i + 1) * B]]).backward()
+                topt.step()
+
+            contenders[theirs_name] = epoch_of(theirs, n_steps, torch.cuda.synchronize)
+        runs = rounds(contenders, args.epochs)
+        secs = {k: statistics.median(v) for k, v in runs.items()}
+        base = secs.get(theirs_name)
+        rows += [{"what": k, "epoch_s": v, "samples_per_s": n_steps * B / v, "vs_pytorch": v / base if base else None,
+                  "epochs_s": runs[k]} for k, v in secs.items()]
     report("train_cuda", rows, [("what", "<"), ("epoch_s", ".3f"), ("samples_per_s", ",.0f"), ("vs_pytorch", ".2f")],
            {"batch_size": B, "steps": n_steps, "device": device_name(cupy),
-            "pytorch": "not installed" if base is None else "eager, same data on the GPU"}, out_dir(args))
+            "pytorch": "not installed" if torch is None else "eager, same data on the GPU"}, out_dir(args))
 
 
 def main(argv=None):

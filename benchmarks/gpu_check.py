@@ -187,10 +187,12 @@ def summary(name: str, rec: dict) -> str:
         return f"{verdict}: {rec['errors']} errors"
     if name == "benchmark":
         bce = [r for r in rec.get("kernels_cuda", []) if r["op"].startswith("bce") and "65536" in str(r["size"])]
-        epoch = {r["what"]: r for r in rec.get("train_cuda", [])}.get("tinyvae cuda", {})
-        parts = [f"BCE at 65536x784 {bce[0]['of_copy']:.2f} of copy bandwidth" if bce else None,
-                 f"epoch {epoch['epoch_s']:.3f} s, {epoch['vs_pytorch']:.2f}x PyTorch" if epoch.get("vs_pytorch")
-                 else None]
+        epochs = {r["what"]: r for r in rec.get("train_cuda", [])}
+        parts = [f"BCE at 65536x784 {bce[0]['of_copy']:.2f} of copy bandwidth" if bce else None]
+        for name, label in (("tinyvae cuda", "epoch"), ("tinyvae cuda conv", "conv epoch")):
+            epoch = epochs.get(name, {})
+            if epoch.get("vs_pytorch"):
+                parts.append(f"{label} {epoch['epoch_s']:.3f} s, {epoch['vs_pytorch']:.2f}x PyTorch")
         return f"{verdict}: " + "; ".join(p for p in parts if p) if any(parts) else verdict
     if name == "train":
         worst = rec.get("max_rel_diff")

@@ -58,3 +58,29 @@ def test_every_kernel_case_runs_even_with_more_rows_than_the_dataset(monkeypatch
     ref, rng = get_backend("numpy"), np.random.default_rng(0)
     for op, _, make, _ in kernels.cases(130, rng) + kernels.optimizer_cases(rng):
         getattr(ref, op)(*make())
+
+
+def test_the_cuda_benchmarks_epochs_run_their_loops_on_a_stand_in_for_cupy(tmp_path, monkeypatch):
+    # benchmarks.cuda runs only where a GPU is lent: its loops and shapes are run here on NumPy dressed as
+    # CuPy (numba's ops), without PyTorch, so that a slip shows before a GPU's minutes are spent on it.
+    import dataclasses
+    import sys
+
+    from benchmarks import cuda
+    from conftest import write_dataset
+    from tinyvae.backends import get_backend
+
+    fake = SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")},
+                           asnumpy=np.asarray,
+                           cuda=SimpleNamespace(Device=lambda: SimpleNamespace(synchronize=lambda: None),
+                                                runtime=SimpleNamespace(getDeviceProperties=lambda i: {"name": b"none"})))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    data = write_dataset(tmp_path, n_train=96, n_test=16, side=8)
+    args = SimpleNamespace(data_dir=str(data), batch_size=32, epochs=1, out=tmp_path / "out", publish=False)
+    backend = dataclasses.replace(get_backend("numba"), xp=fake)
+    cuda.train(backend, args)
+    cuda.kernels(backend, SimpleNamespace(batches="16", repeats=1, out=tmp_path / "out", publish=False), 100.0)
+    import json
+
+    rows = json.loads((tmp_path / "out" / "train_cuda.json").read_text())["rows"]
+    assert [r["what"] for r in rows] == ["tinyvae cuda", "tinyvae cuda conv"]

@@ -79,9 +79,11 @@ def test_sanitizer_summary_and_loss_comparison():
 
 def test_the_table_states_each_steps_figures():
     bench = {"passed": True, "kernels_cuda": [{"op": "bce_with_logits", "size": "65536x784", "of_copy": 0.81}],
-             "train_cuda": [{"what": "tinyvae cuda", "epoch_s": 0.41, "vs_pytorch": 0.37}]}
-    assert gpu_check.summary("benchmark", bench) == \
-        "passed: BCE at 65536x784 0.81 of copy bandwidth; epoch 0.410 s, 0.37x PyTorch"
+             "train_cuda": [{"what": "tinyvae cuda", "epoch_s": 0.41, "vs_pytorch": 0.37},
+                            {"what": "pytorch eager", "epoch_s": 1.1, "vs_pytorch": 1.0},
+                            {"what": "tinyvae cuda conv", "epoch_s": 0.9, "vs_pytorch": 0.8}]}
+    assert gpu_check.summary("benchmark", bench) == ("passed: BCE at 65536x784 0.81 of copy bandwidth; epoch 0.410 s, "
+                                                     "0.37x PyTorch; conv epoch 0.900 s, 0.80x PyTorch")
     assert gpu_check.summary("memcheck", {"passed": False, "errors": 3}) == "FAILED: 3 errors"
     tests = {"passed": True, "tests": 120, "failures": 0, "errors": 0, "skipped": 0, "seconds": 80.0}
     assert gpu_check.summary("tests", tests) == "passed: 120 tests, 0 failed, 0 skipped, 80.0 s"
