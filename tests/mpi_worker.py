@@ -23,7 +23,7 @@ from tinyvae.distributed import from_environment
 from tinyvae.settings import TrainSettings
 
 # Every draw the models make: eps with L = 2 and binarisation, labels, a dae's mask and Gaussian corruption,
-# the contractive penalty.
+# the contractive penalty; and the convolutions.
 MODELS = {
     "vae": dict(mc_samples=2, binarize=True),
     "cvae": dict(model="cvae"),
@@ -31,6 +31,7 @@ MODELS = {
     "dae-mask": dict(model="dae", corruption="mask"),
     "dae-gaussian": dict(model="dae", corruption="gaussian"),
     "cae": dict(model="cae", hidden=()),
+    "conv-cvae": dict(model="cvae", arch="conv", hidden=(), channels=(2, 3)),
 }
 
 

@@ -221,7 +221,7 @@ def test_two_ranks_take_the_steps_of_one_in_float64(tmp_path, data_dir):
         out.mkdir()
         done = launch(ranks, [str(WORKER), "float64", str(out), str(data_dir)])
         assert done.returncode == 0, done.stderr
-    for name in ("vae", "cvae", "gaussian-learned", "dae-mask", "dae-gaussian", "cae"):
+    for name in ("vae", "cvae", "gaussian-learned", "dae-mask", "dae-gaussian", "cae", "conv-cvae"):
         one, two = np.load(tmp_path / "one" / f"{name}.npy"), np.load(tmp_path / "two" / f"{name}.npy")
         assert one.dtype == np.float64
         np.testing.assert_allclose(two, one, rtol=1e-12, atol=0, err_msg=name)
