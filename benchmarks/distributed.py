@@ -35,7 +35,7 @@ def worker(args) -> None:
     """Train ``args.epochs`` epochs (rank 0 writes the figures to ``args.worker``)."""
     from tinyvae.distributed import from_environment
     from tinyvae.settings import TrainSettings
-    from tinyvae.train import Trainer
+    from tinyvae.trainer import Trainer
 
     group = from_environment(args.backend)
     run_dir = Path(tempfile.mkdtemp(prefix="tinyvae-bench-")) if group is None or group.is_root else Path("unused")

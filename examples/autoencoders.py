@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tinyvae.data import load_dataset
 from tinyvae.settings import TrainSettings
-from tinyvae.train import Trainer
+from tinyvae.trainer import Trainer
 
 HERE = Path(__file__).parent
 SIZES = {"784-64-784": dict(hidden=(), latent_dim=64), "784-400-20-400-784": dict(hidden=(400,), latent_dim=20)}

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyvae import train
+from tinyvae.trainer import Trainer
 from tinyvae.data import DataError
 from tinyvae.distributed import from_environment
 from tinyvae.settings import TrainSettings
@@ -47,7 +48,7 @@ def float64(out: Path, data: Path):
     for name, extra in MODELS.items():
         settings = TrainSettings(**{**dict(data_dir=str(data), batch_size=64, hidden=(16,), latent_dim=3,
                                            eval_batch_size=40), **extra})
-        trainer = train.Trainer(settings, "numpy", out / name, group=group)
+        trainer = Trainer(settings, "numpy", out / name, group=group)
         trainer.train_epoch()
         metrics = trainer.evaluate()
         if trainer.writes:
@@ -58,7 +59,7 @@ def float64(out: Path, data: Path):
 def fail(kind: str, step: int, argv: list[str]) -> int:
     rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
     calls = [0]
-    original = train.Trainer.train_epoch
+    original = Trainer.train_epoch
 
     def train_epoch(self):
         step_fn = self.model.train_step
@@ -77,7 +78,7 @@ def fail(kind: str, step: int, argv: list[str]) -> int:
         finally:
             del self.model.train_step
 
-    train.Trainer.train_epoch = train_epoch
+    Trainer.train_epoch = train_epoch
     return train.main(argv)
 
 

@@ -13,7 +13,8 @@ import tinyvae
 from tinyvae.autoencoders import Autoencoder
 from tinyvae.checkpoint import CheckpointError
 from tinyvae.model import VAE, VAEConfig
-from tinyvae.train import CHECKPOINT, main
+from tinyvae.saving import CHECKPOINT
+from tinyvae.train import main
 
 ARGS = ["--dataset", "mnist", "--batch-size", "32", "--hidden", "16", "--latent-dim", "3", "--seed", "7",
         "--epochs", "1", "--backend", "numpy"]

@@ -12,7 +12,7 @@ import pytest
 import tinyvae
 from tinyvae import __main__ as tinyvae_main
 from tinyvae import evaluate, sample, train
-from tinyvae.train import CHECKPOINT
+from tinyvae.saving import CHECKPOINT
 
 ARGS = ["--dataset", "mnist", "--batch-size", "32", "--hidden", "16", "--latent-dim", "2", "--seed", "7",
         "--backend", "numpy"]

@@ -20,7 +20,9 @@ from tinyvae.checkpoint import load_checkpoint, save_checkpoint
 from tinyvae.evaluate import main as evaluate_main
 from tinyvae.model import VAE, VAEConfig
 from tinyvae.sample import main as sample_main
-from tinyvae.train import CHECKPOINT, Diverged, Trainer, main
+from tinyvae.saving import CHECKPOINT
+from tinyvae.train import main
+from tinyvae.trainer import Diverged, Trainer
 
 ARGS = ["--dataset", "mnist", "--batch-size", "32", "--hidden", "16", "--latent-dim", "3", "--seed", "7"]
 

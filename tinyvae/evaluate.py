@@ -118,9 +118,9 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
 
     Raises:
         CheckpointError, DataError, FileNotFoundError, BackendUnavailable, ValueError:
-            as :meth:`tinyvae.train.Trainer.resume`, for k < 1 / n_images < 1, or a run of an autoencoder.
+            as :meth:`tinyvae.trainer.Trainer.resume`, for k < 1 / n_images < 1, or a run of an autoencoder.
     """
-    from .train import Trainer
+    from .trainer import Trainer
 
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")

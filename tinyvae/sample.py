@@ -75,7 +75,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .saving import load
-    from .train import Trainer
+    from .trainer import Trainer
 
     def body() -> int:
         out = Path(args.out or Path(args.run_dir) / f"{args.what}.png")
