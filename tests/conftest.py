@@ -6,11 +6,13 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 # CI runs a fixed set of examples (HYPOTHESIS_PROFILE=ci in .ci/run), so a red run can be replayed;
-# elsewhere Hypothesis draws new examples each run.
+# elsewhere Hypothesis draws new examples each run. tests/planted_faults.py runs the same examples and
+# skips shrinking: it asks whether a test fails, not for its smallest failing example.
 settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("planted", derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from hypothesis import assume

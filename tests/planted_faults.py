@@ -5,8 +5,10 @@
 For each fault: copy ``kernels/`` to a temporary folder, make the one edit,
 run ``python3 -m pytest -m cudasim`` (or the given pytest arguments) with
 ``TINYVAE_KERNELS`` naming the copy, and print the tests that failed. Exits 1
-if the tests passed on any fault. ``tests/test_cudasim.py`` runs each fault
-against the tests that should catch it, on every CI run.
+if the tests passed on any fault. Hypothesis runs with the ``planted`` profile of
+``tests/conftest.py``: the ``ci`` profile's examples, without shrinking a failure.
+``tests/test_cudasim.py`` runs each fault against the tests that should catch it, on
+every CI run.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def plant(fault: str, folder: Path) -> Path:
 def run(fault: str, pytest_args: list[str]) -> tuple[int, list[str]]:
     """pytest's exit status and failed tests with ``fault`` planted."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "TINYVAE_KERNELS": str(plant(fault, Path(tmp)))}
+        env = {**os.environ, "TINYVAE_KERNELS": str(plant(fault, Path(tmp))), "HYPOTHESIS_PROFILE": "planted"}
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
                               cwd=ROOT, env=env, capture_output=True, text=True)
     return done.returncode, sorted(set(re.findall(r"^FAILED (\S+)", done.stdout, re.M)))
