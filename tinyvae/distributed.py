@@ -234,8 +234,8 @@ def from_environment(backend_name: str, env=os.environ) -> DataParallel | None:
 
 
 class DataParallelOptimizer:
-    """An optimiser whose step first makes the gradient the mean over ranks (one allreduce of the
-    flat buffer), then steps; everything else is the wrapped optimiser's."""
+    """An optimiser's step that first makes the gradient the mean over ranks (one allreduce of the
+    flat buffer); the optimiser's state stays the wrapped optimiser's."""
 
     def __init__(self, optimizer, group: DataParallel):
         self.optimizer, self.group = optimizer, group
@@ -243,6 +243,3 @@ class DataParallelOptimizer:
     def step(self, grad):
         self.group.buffers.allreduce_mean_(grad)
         self.optimizer.step(grad)
-
-    def __getattr__(self, name):
-        return getattr(self.optimizer, name)

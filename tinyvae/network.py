@@ -139,8 +139,8 @@ class NetworkConfig:
         """The decoder (and the learned log-variance) for ``inputs`` input columns."""
         out = []
         if self.arch == "conv":  # Linear to the last convolution's output, then transposed convolutions
-            c = self.channels
-            out += [("decoder.0.weight", (self.encoder_layout()[1], inputs)), ("decoder.0.bias", (self.encoder_layout()[1],))]
+            c, flat = self.channels, self.encoder_layout()[1]
+            out += [("decoder.0.weight", (flat, inputs)), ("decoder.0.bias", (flat,))]
             for i in range(1, len(c)):
                 out += [(f"decoder.{i}.weight", (c[-i], c[-i - 1], KERNEL, KERNEL)), (f"decoder.{i}.bias", (c[-i - 1],))]
             out += [("decoder.logits.weight", (c[0], 1, KERNEL, KERNEL)), ("decoder.logits.bias", (1,))]

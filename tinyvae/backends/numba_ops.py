@@ -295,9 +295,10 @@ def bias_act_backward(dout, out, relu, db_out):
 @njit(parallel=True, **_JIT)
 def _unfold(x, H, W, C, kh, kw, s, p, Ho, Wo, cols):
     # A row per window position, in kh runs of kw * C values, each a contiguous run of the image where
-    # the window row lies inside it. At B = 128, 4x4 windows, stride 2: 1.0 ms through 14x14x32 images
-    # (12.8 MB of patches) and 0.5 ms through 28x28x1 ones; 2.0 and 1.3 ms with PyTorch's (c, i, j)
-    # column order, whose runs are one value long.
+    # the window row lies inside it. At B = 128, 4x4 windows, stride 2: 0.97 ms through 14x14x32 images
+    # (12.8 MB of patches) and 0.57 ms through 28x28x1 ones. With PyTorch's (c, i, j) column order, whose
+    # runs are one value long, the best loop took 2.0 ms for the first (channels innermost, writes kh kw
+    # apart) and 0.84 ms for the second (window innermost, reads C apart), each loop order good for one.
     run = kw * C
     zero = cols.dtype.type(0.0)
     for r in prange(x.shape[0] * Ho):
