@@ -31,7 +31,7 @@ from tinyvae.optim import Adam
 
 def layer_shares(config: VAEConfig, data, batch_size: int, steps: int = 50) -> tuple[float, dict]:
     """Seconds per training step on numba, and the seconds per step inside each layer kind's forward and
-    backward (``Conv2d``, ``ConvTranspose2d``, ``Linear``, ``Permute``)."""
+    backward (``Conv2d``, ``ConvTranspose2d``, ``Linear``)."""
     model = VAE(config, "numba", seed=1)
     opt = Adam(model.params, model.backend)
     spent: dict[str, float] = defaultdict(float)

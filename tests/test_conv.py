@@ -19,7 +19,7 @@ from tinyvae import gradcheck
 from tinyvae.autoencoders import AEConfig, Autoencoder
 from tinyvae.backends import get_backend
 from tinyvae.backends.reference import ConvGeometry, fold, unfold
-from tinyvae.layers import Conv2d, ConvTranspose2d, Permute
+from tinyvae.layers import Conv2d, ConvTranspose2d, Linear
 from tinyvae.model import VAE, VAEConfig
 
 ref = get_backend("numpy")
@@ -105,16 +105,38 @@ def test_layer_gradients_match_finite_differences(kind, case):
     gradcheck.assert_close(results, tol=1e-7)
 
 
-def test_permute_is_pytorchs_flatten_and_its_gradient_the_inverse():
-    B, H, W, C = 2, 3, 4, 5
-    x = np.arange(B * H * W * C, dtype=np.float64).reshape(B, -1)
-    flat, back = np.empty_like(x), np.empty_like(x)
-    Permute(H * W, C).forward(ref, x, flat)
-    np.testing.assert_array_equal(flat, x.reshape(B, H, W, C).transpose(0, 3, 1, 2).reshape(B, -1))
-    Permute(H * W, C).backward(ref, x, flat, flat, back)
-    np.testing.assert_array_equal(back, x)
-    Permute(C, H * W).forward(ref, flat, back)
-    np.testing.assert_array_equal(back, x)
+@pytest.mark.parametrize("side", ["image_in", "image_out"])
+def test_linear_next_to_an_image_is_pytorchs_flatten(side):
+    """A Linear reading (writing) a channels-last image equals PyTorch's Linear after ``Flatten`` (before
+    ``Unflatten``) of the channels-first image, in its output and all three gradients; the weight keeps
+    PyTorch's layout."""
+    B, P, C, n = 3, 6, 5, 4
+    rng = np.random.default_rng(0)
+    o, i = (n, P * C) if side == "image_in" else (P * C, n)
+    W, b = rng.standard_normal((o, i)), rng.standard_normal(o)
+    layer = Linear(W, b, np.empty_like(W), np.empty_like(b), relu=True, **{side: (P, C)})
+    plain = Linear(W, b, np.empty_like(W), np.empty_like(b), relu=True)
+
+    def first(a):  # channels-last rows (p, c) -> channels-first (c, p)
+        return a.reshape(-1, P, C).transpose(0, 2, 1).reshape(a.shape[0], -1)
+
+    def last(a):
+        return a.reshape(-1, C, P).transpose(0, 2, 1).reshape(a.shape[0], -1)
+
+    x, dy = rng.standard_normal((B, i)), rng.standard_normal((B, o))
+    out, dx = np.empty((B, o)), np.empty((B, i))
+    layer.forward(ref, x, out)
+    layer.backward(ref, x, out, dy.copy(), dx)
+    x_plain, dy_plain = (first(x), dy) if side == "image_in" else (x, first(dy))
+    out_plain, dx_plain = np.empty((B, o)), np.empty((B, i))
+    plain.forward(ref, x_plain, out_plain)
+    plain.backward(ref, x_plain, out_plain, dy_plain, dx_plain)
+    want_out, want_dx = (out_plain, last(dx_plain)) if side == "image_in" else (last(out_plain), dx_plain)
+    np.testing.assert_allclose(out, want_out, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(layer.gW, plain.gW, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(layer.gb, plain.gb, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(layer.W, W)  # PyTorch's layout, untouched
 
 
 # -- against PyTorch --------------------------------------------------------------------------------------------

@@ -219,7 +219,7 @@ class Autoencoder(EncoderDecoder):
 
     def __init__(self, config: AEConfig = AEConfig(), backend: Backend | str = "numpy", seed: int = 1):
         super().__init__(config, backend, seed)
-        self.encoder = Sequential([*self.encoder_body(), self.layer("encoder.code", relu=False)])
+        self.encoder = Sequential([*self.encoder_body(), self.layer("encoder.code", relu=False, image_in=config.flat_image())])
         self.sigmoid = config.code_activation == "sigmoid"
 
     def workspace(self, batch: int) -> _Workspace:

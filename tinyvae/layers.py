@@ -1,13 +1,13 @@
 """The layers: forward and hand-derived backward side by side.
 
 * :class:`Linear`: ``y = act(x W^T + b)`` with ``W`` of shape ``(out, in)``
-  (PyTorch's ``nn.Linear`` layout) and ``act`` ReLU or identity.
+  (PyTorch's ``nn.Linear`` layout) and ``act`` ReLU or identity; next to a
+  convolution it reads (or writes) the channels-last image with its weight
+  permuted from the channels-first order of PyTorch's ``Flatten``.
 * :class:`Conv2d` and :class:`ConvTranspose2d`: a convolution and its adjoint,
   each one GEMM over the whole batch and one :func:`unfold` (im2col) or
   :func:`fold` (col2im) op, with PyTorch's weight layouts; the derivation is in
   docs/derivations.md.
-* :class:`Permute`: the change between a channels-last image and PyTorch's
-  channels-first flattening, where convolutions meet fully connected layers.
 
 Every layer takes and gives a batch as a 2-D ``(B, features)`` array: an image is
 one row, channels-last (``(y, x, c)`` at ``(y W + x) C + c``), so that a
@@ -29,10 +29,20 @@ from .backends.reference import ConvGeometry
 class Linear:
     """One layer's parameter and gradient views.
 
+    Where a convolution meets a fully connected layer, the image is channels-last here and
+    channels-first in PyTorch's ``Flatten`` / ``Unflatten``, whose order the weight keeps (so that a
+    checkpoint loads into the PyTorch modules). The layer then multiplies by its weight (and bias)
+    permuted to the image's order, a copy made each forward pass, and permutes the weight's gradient
+    back: for a ``(B, 3136)`` image and a ``(40, 3136)`` weight, a copy of the weight instead of two of
+    the batch's activations.
+
     Attributes:
         W, gW: ``(out, in)`` weight and its gradient.
         b, gb: ``(out,)`` bias and its gradient.
         relu: whether a ReLU follows the affine map.
+        image_in: ``(P, C)`` when the input is a channels-last image of P pixels and C channels
+            (columns ``p C + c``) and W's columns are channels-first (``c P + p``); else None.
+        image_out: the same for the output, W's rows and b.
     """
 
     W: Any
@@ -40,6 +50,12 @@ class Linear:
     gW: Any
     gb: Any
     relu: bool
+    image_in: tuple[int, int] | None = None
+    image_out: tuple[int, int] | None = None
+    Wp: Any = field(default=None, repr=False)  # W, b and their gradients in the image's order
+    bp: Any = field(default=None, repr=False)
+    gWp: Any = field(default=None, repr=False)
+    gbp: Any = field(default=None, repr=False)
 
     @property
     def in_features(self) -> int:
@@ -49,21 +65,51 @@ class Linear:
     def out_features(self) -> int:
         return self.W.shape[0]
 
+    def _permute(self, W, b, W_out, b_out, to_image: bool):
+        """Write ``W, b`` into ``W_out, b_out`` permuted from PyTorch's channels-first order to the
+        image's (``to_image``), or back."""
+        o, i = self.W.shape
+        if self.image_in is not None:  # W's columns
+            P, C = self.image_in
+            src, dst = ((o, C, P), (o, P, C)) if to_image else ((o, P, C), (o, C, P))
+            W_out.reshape(dst)[...] = W.reshape(src).transpose(0, 2, 1)
+            b_out[...] = b
+        else:  # W's rows and b
+            P, C = self.image_out
+            src, dst = ((C, P), (P, C)) if to_image else ((P, C), (C, P))
+            W_out.reshape(*dst, i)[...] = W.reshape(*src, i).transpose(1, 0, 2)
+            b_out.reshape(dst)[...] = b.reshape(src).T
+
+    def weights(self, xp):
+        """``(W, b)`` to multiply by: the parameters, or their copies permuted to the image's order."""
+        if self.image_in is None and self.image_out is None:
+            return self.W, self.b
+        if self.Wp is None:
+            self.Wp, self.gWp = xp.empty_like(self.W), xp.empty_like(self.W)
+            self.bp, self.gbp = xp.empty_like(self.b), xp.empty_like(self.b)
+        self._permute(self.W, self.b, self.Wp, self.bp, to_image=True)
+        return self.Wp, self.bp
+
     def forward(self, backend, x, out):
         """``out = act(x W^T + b)``; x ``(B, in)``, out ``(B, out)``."""
-        backend.xp.matmul(x, self.W.T, out=out)
-        backend.bias_act(out, self.b, self.relu)
+        W, b = self.weights(backend.xp)
+        backend.xp.matmul(x, W.T, out=out)
+        backend.bias_act(out, b, self.relu)
 
     def backward(self, backend, x, out, dout, dx=None):
-        """Gradients of a layer, given ``dout`` = dL/d(out).
+        """Gradients of a layer, given ``dout`` = dL/d(out); needs the :meth:`forward` of the same batch.
 
         ``dout`` is overwritten with dL/d(pre-activation). Writes ``gW = da^T x``,
         ``gb = sum_batch da`` and, when ``dx`` is given, ``dx = da W``.
         """
-        backend.bias_act_backward(dout, out, self.relu, self.gb)
-        backend.xp.matmul(dout.T, x, out=self.gW)
+        permuted = self.image_in is not None or self.image_out is not None
+        W, gW, gb = (self.Wp, self.gWp, self.gbp) if permuted else (self.W, self.gW, self.gb)
+        backend.bias_act_backward(dout, out, self.relu, gb)
+        backend.xp.matmul(dout.T, x, out=gW)
         if dx is not None:
-            backend.xp.matmul(dout, self.W, out=dx)
+            backend.xp.matmul(dout, W, out=dx)
+        if permuted:
+            self._permute(gW, gb, self.gW, self.gb, to_image=False)
 
 
 @dataclass
@@ -194,30 +240,6 @@ class ConvTranspose2d(_WindowLayer):
         self.store_weight_grad()
         if dx is not None:
             xp.matmul(cols, self.Wr.T, out=dx.reshape(xm.shape))
-
-
-@dataclass
-class Permute:
-    """Each row ``(m, n)`` becomes ``(n, m)``: with ``m = H W`` pixels and ``n = C`` channels, a
-    channels-last image becomes PyTorch's channels-first flattening (``Flatten`` after a convolution);
-    with ``m = C, n = H W``, back (``Unflatten`` before one). Its gradient is the inverse permutation.
-    """
-
-    m: int
-    n: int
-
-    @property
-    def out_features(self) -> int:
-        return self.m * self.n
-
-    def forward(self, backend, x, out):
-        B = x.shape[0]
-        out.reshape(B, self.n, self.m)[...] = x.reshape(B, self.m, self.n).transpose(0, 2, 1)
-
-    def backward(self, backend, x, out, dout, dx=None):
-        if dx is not None:
-            B = dout.shape[0]
-            dx.reshape(B, self.m, self.n)[...] = dout.reshape(B, self.n, self.m).transpose(0, 2, 1)
 
 
 class Sequential:

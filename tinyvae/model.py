@@ -166,7 +166,8 @@ class VAE(EncoderDecoder):
         K2, H = 2 * config.latent_dim, p.shapes["encoder.mu.weight"][1]
         w = ("encoder.mu.weight", "encoder.logvar.weight", (K2, H))
         b = ("encoder.mu.bias", "encoder.logvar.bias", (K2,))
-        heads = Linear(p.span(*w), p.span(*b), p.span(*w, buffer=g), p.span(*b, buffer=g), relu=False)
+        heads = Linear(p.span(*w), p.span(*b), p.span(*w, buffer=g), p.span(*b, buffer=g), relu=False,
+                       image_in=config.flat_image())
         self.encoder = Sequential([*self.encoder_body(config.n_classes), heads])
 
     def workspace(self, batch: int) -> _Workspace:

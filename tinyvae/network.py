@@ -36,7 +36,7 @@ import numpy as np
 
 from .backends import Backend, get_backend
 from .backends.reference import ConvGeometry
-from .layers import Conv2d, ConvTranspose2d, Linear, Permute, Sequential
+from .layers import Conv2d, ConvTranspose2d, Linear, Sequential
 from .params import FlatParams
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
@@ -118,6 +118,14 @@ class NetworkConfig:
         """``conv``: the geometry of the encoder's convolution i (and of the decoder's layer mirroring it)."""
         H, W = self.conv_sizes()[i]
         return ConvGeometry(H, W, in_channels, KERNEL, KERNEL, STRIDE, PADDING)
+
+    def flat_image(self) -> tuple[int, int] | None:
+        """``conv``: ``(pixels, channels)`` of the last convolution's output, the image that the
+        encoder's head reads and the decoder's first layer writes (:attr:`tinyvae.layers.Linear.image_in`);
+        None for ``mlp``."""
+        if self.arch != "conv":
+            return None
+        return math.prod(self.conv_sizes()[-1]), self.channels[-1]
 
     def encoder_layout(self, n_classes: int = 0) -> tuple[list, int]:
         """The encoder's layers before its head: ``(layout, width of their output)``. The input is the
@@ -252,11 +260,12 @@ class EncoderDecoder:
             host[lo:hi] = rng.uniform(-bound, bound, size=hi - lo)
         self.params.data[...] = self.xp.asarray(host.astype(self.dtype))
 
-    def layer(self, prefix: str, relu: bool) -> Linear:
-        """The :class:`Linear` of parameters ``{prefix}.weight`` and ``{prefix}.bias``."""
+    def layer(self, prefix: str, relu: bool, **image) -> Linear:
+        """The :class:`Linear` of parameters ``{prefix}.weight`` and ``{prefix}.bias``; ``image`` its
+        ``image_in`` or ``image_out``."""
         p, g = self.params, self.grad
         w, b = f"{prefix}.weight", f"{prefix}.bias"
-        return Linear(p.view(w), p.view(b), p.view(w, g), p.view(b, g), relu=relu)
+        return Linear(p.view(w), p.view(b), p.view(w, g), p.view(b, g), relu=relu, **image)
 
     def conv(self, prefix: str, g: ConvGeometry, relu: bool, transposed: bool = False):
         """The :class:`Conv2d` (or :class:`ConvTranspose2d`) of parameters ``{prefix}.weight`` and ``.bias``."""
@@ -272,9 +281,7 @@ class EncoderDecoder:
         if cfg.arch == "mlp":
             return [self.layer(f"encoder.{i}", relu=True) for i in range(len(cfg.hidden))]
         chans = (1 + n_classes, *cfg.channels)
-        convs = [self.conv(f"encoder.{i}", cfg.conv_geometry(i, chans[i]), relu=True) for i in range(len(cfg.channels))]
-        H, W = cfg.conv_sizes()[-1]
-        return [*convs, Permute(H * W, chans[-1])]  # to PyTorch's channels-first flattening
+        return [self.conv(f"encoder.{i}", cfg.conv_geometry(i, chans[i]), relu=True) for i in range(len(cfg.channels))]
 
     def decoder_layers(self) -> list:
         """The decoder's layers, its output ``(B, D)`` last (see the module doc)."""
@@ -283,8 +290,7 @@ class EncoderDecoder:
             hidden = [self.layer(f"decoder.{i}", relu=True) for i in range(len(cfg.hidden))]
             return [*hidden, self.layer("decoder.logits", relu=False)]
         c, n = cfg.channels, len(cfg.channels)
-        H, W = cfg.conv_sizes()[-1]
-        layers = [self.layer("decoder.0", relu=True), Permute(c[-1], H * W)]  # from channels-first
+        layers = [self.layer("decoder.0", relu=True, image_out=cfg.flat_image())]
         for i in range(1, n + 1):  # mirrors encoder convolution n - i, to its input size and channels
             name, out_channels = (f"decoder.{i}", c[n - i - 1]) if i < n else ("decoder.logits", 1)
             layers.append(self.conv(name, cfg.conv_geometry(n - i, out_channels), relu=i < n, transposed=True))
