@@ -115,7 +115,9 @@ def test_latent_ops_on_column_views(name, dtype, B, K):
 @pytest.mark.parametrize("name", CUDA_BACKENDS)
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian-learned"])
 def test_vae_gradient_check_through_the_kernels(name, likelihood):
-    """Central finite differences in float64 against the backward pass that runs every kernel of a step."""
+    """Central finite differences in float64 against the backward pass that runs every kernel of a step: every
+    bias and 16 elements of each weight: 126 of the 310, which all took 8 s in the simulator (the reference's
+    own check, in test_vae_gradients.py, takes every element)."""
     be = backend_or_skip(name)
     from tinyvae import gradcheck
     from tinyvae.model import VAE, VAEConfig
@@ -123,7 +125,7 @@ def test_vae_gradient_check_through_the_kernels(name, likelihood):
     rng = np.random.default_rng(0)
     model = VAE(VAEConfig(12, (8,), 3, "float64", likelihood=likelihood), be, seed=1)
     x, eps = rng.random((4, 12)), rng.standard_normal((4, 3))
-    for tensor, r in gradcheck.check_model(model, x, eps=eps).items():
+    for tensor, r in gradcheck.check_model(model, x, max_per_tensor=16, eps=eps).items():
         assert r.tested > 0 and r.max_rel_error < 1e-6, (tensor, r)
 
 
