@@ -307,9 +307,14 @@ def test_the_build_is_cached_by_the_hash_of_the_sources(tmp_path, monkeypatch):
     first = cudasim.build(src)
     stamp = first.stat().st_mtime_ns
     assert cudasim.build(src) == first and first.stat().st_mtime_ns == stamp  # not rebuilt
+    (src.parent / "other.cu").write_text('extern "C" __global__ void other(float* out) { out[0] = 2.0f; }\n')
+    assert cudasim.build(src) == first and first.stat().st_mtime_ns == stamp  # another kernel file is not
     (src.parent / "helper.cuh").write_text("// an include the kernel might use\n")
     second = cudasim.build(src)
-    assert second != first and second.is_file()  # any file of the kernel folder is part of the key
+    assert second != first and second.is_file()  # a header of the kernel folder is part of the key
+    src.write_text('extern "C" __global__ void one(float* out) { out[threadIdx.x] = 3.0f; }\n')
+    third = cudasim.build(src)
+    assert third not in (first, second) and third.is_file()  # and so is the kernel file
 
 
 def test_an_unwritable_cache_says_where_to_build(tmp_path, monkeypatch):

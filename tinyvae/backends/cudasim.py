@@ -6,9 +6,10 @@ file) in front of it. The header supplies the CUDA execution model on CPU thread
 (``threadIdx``, ``__syncthreads()``, the warp shuffles, ``__shared__``, atomics,
 CUDA's math overloads); its opening comment says what is modelled and what is
 not. The built library is cached under ``$TINYVAE_CACHE`` (default
-``~/.cache/tinyvae``) in a folder named by a hash of the header, every file of the
-kernel folder, the compiler's version and the flags, so an edited kernel is
-rebuilt and an unchanged one is not.
+``~/.cache/tinyvae``) in a folder named by a hash of the header, the kernel file,
+every other file of its folder but the ``.cu`` files (the ``.cuh`` it may
+include), the compiler's version and the flags, so an edited kernel is rebuilt
+and an unchanged one is not, even beside an edited one.
 
 :class:`Module` stands in for ``cupy.RawModule`` and :class:`Kernel` for
 ``cupy.RawKernel``: ``kernel(grid, block, args, shared_mem=0)``. Arguments are
@@ -81,13 +82,13 @@ def _cache_root() -> Path:
     return Path(os.environ.get("TINYVAE_CACHE", Path.home() / ".cache" / "tinyvae")) / "cudasim"
 
 
-def _build_key(kernel_dir: Path, cxx: str) -> str:
+def _build_key(source: Path, cxx: str) -> str:
     h = hashlib.sha256()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     for part in (HEADER.read_bytes(), version.encode(), " ".join(FLAGS).encode()):
         h.update(part)
-    for f in sorted(kernel_dir.iterdir()):
-        if f.is_file():
+    for f in sorted(source.parent.iterdir()):
+        if f.is_file() and (f.suffix != ".cu" or f == source):
             h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:20]
 
@@ -107,7 +108,7 @@ def build(source: Path) -> Path:
     source = source.resolve()
     if not source.is_file():
         raise FileNotFoundError(f"CUDA kernel source {source} not found; set TINYVAE_KERNELS to the kernels folder")
-    out_dir = _cache_root() / _build_key(source.parent, cxx)
+    out_dir = _cache_root() / _build_key(source, cxx)
     library = out_dir / f"{source.stem}.so"
     if library.is_file():
         return library
