@@ -9,13 +9,15 @@ convolutions), batch, data and thread count for both; PyTorch (as
 with Adam. The contenders take turns, one epoch each, for ``--repeats`` rounds; the median and the
 best epoch of each are reported (:func:`benchmarks.train.rounds` says why both). Then 50 steps of
 tinyvae's with every layer timed: each layer kind's share of the step, its GEMMs and its
-unfold/fold included. Writes ``conv_<vendor>-<kernels>.json`` into ``--out`` (``benchmarks/results``
+unfold/fold included; and 50 more with every op and GEMM timed, each under its first operand's shape
+(which names the layer). Writes ``conv_<vendor>-<kernels>.json`` into ``--out`` (``benchmarks/results``
 with ``--publish``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -23,33 +25,78 @@ from collections import defaultdict
 
 from benchmarks.common import add_output_args, cpu_vendor, out_dir, report
 from benchmarks.train import rounds, tinyvae_epoch, torch_epoch
+from tinyvae.backends import OPS, Backend, get_backend
 from tinyvae.blas import numpy_blas
 from tinyvae.data import load_dataset, pixels_to_unit
 from tinyvae.model import VAE, VAEConfig
 from tinyvae.optim import Adam
 
 
-def layer_shares(config: VAEConfig, data, batch_size: int, steps: int = 50) -> tuple[float, dict]:
-    """Seconds per training step on numba, and the seconds per step inside each layer kind's forward and
-    backward (``Conv2d``, ``ConvTranspose2d``, ``Linear``)."""
-    model = VAE(config, "numba", seed=1)
+class _TimedArrays:
+    """An array module whose ``matmul`` adds its seconds to ``spent``, under its operands' shapes."""
+
+    def __init__(self, xp, spent):
+        self._xp, self._spent = xp, spent
+
+    def __getattr__(self, name):
+        return getattr(self._xp, name)
+
+    def matmul(self, a, b, out=None):
+        t0 = time.perf_counter()
+        result = self._xp.matmul(a, b, out=out)
+        key = f"matmul {a.shape} @ {b.shape}"
+        self._spent[key] = self._spent.get(key, 0.0) + time.perf_counter() - t0
+        return result
+
+
+def timed_backend(backend: Backend, spent: dict) -> Backend:
+    """``backend`` with every op and its GEMMs timed into ``spent``, under the op's name and its first
+    argument's shape (which names the layer)."""
+    def timed(name, f):
+        def run(*args):
+            t0 = time.perf_counter()
+            f(*args)
+            key = f"{name} {getattr(args[0], 'shape', '')}"
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+        return run
+    ops = {name: timed(name, getattr(backend, name)) for name in OPS}
+    return dataclasses.replace(backend, xp=_TimedArrays(backend.xp, spent), **ops)
+
+
+def _seconds_per_step(model, x, steps: int, spent: dict) -> float:
+    """Seconds per ``model.train_step`` with Adam over ``steps`` steps after 3 unmeasured ones; ``spent``,
+    emptied after those, is divided by ``steps``."""
     opt = Adam(model.params, model.backend)
-    spent: dict[str, float] = defaultdict(float)
-    for layer in (*model.encoder.layers, *model.decoder.layers):
-        for method in ("forward", "backward"):
-            def timed(*args, f=getattr(layer, method), kind=type(layer).__name__):
-                t0 = time.perf_counter()
-                f(*args)
-                spent[kind] += time.perf_counter() - t0
-            setattr(layer, method, timed)
-    x = pixels_to_unit(data.train_pixels[:batch_size])
     for _ in range(3):
         model.train_step(x, opt)
     spent.clear()
     t0 = time.perf_counter()
     for _ in range(steps):
         model.train_step(x, opt)
-    return (time.perf_counter() - t0) / steps, {k: v / steps for k, v in spent.items()}
+    seconds = (time.perf_counter() - t0) / steps
+    for k in spent:
+        spent[k] /= steps
+    return seconds
+
+
+def step_parts(config: VAEConfig, data, batch_size: int, steps: int = 50) -> tuple[float, dict, dict]:
+    """Seconds per training step on numba, and the seconds per step inside each layer kind's forward and
+    backward (``Conv2d``, ``ConvTranspose2d``, ``Linear``); then, over as many steps again, those of each
+    op and GEMM by its first operand's shape (:func:`timed_backend`; ops of one shape in two layers add up)."""
+    x = pixels_to_unit(data.train_pixels[:batch_size])
+    layers: dict[str, float] = defaultdict(float)
+    model = VAE(config, "numba", seed=1)
+    for layer in (*model.encoder.layers, *model.decoder.layers):
+        for method in ("forward", "backward"):
+            def timed(*args, f=getattr(layer, method), kind=type(layer).__name__):
+                t0 = time.perf_counter()
+                f(*args)
+                layers[kind] += time.perf_counter() - t0
+            setattr(layer, method, timed)
+    step = _seconds_per_step(model, x, steps, layers)
+    ops: dict[str, float] = {}
+    _seconds_per_step(VAE(config, timed_backend(get_backend("numba"), ops), seed=1), x, steps, ops)
+    return step, dict(layers), dict(ops)
 
 
 def main(argv=None):
@@ -75,7 +122,7 @@ def main(argv=None):
     rows = [{"what": k, "epoch_s": median[k], "samples_per_s": n / median[k],
              "vs_pytorch": median[k] / base if base else None, "best_epoch_s": best[k],
              "best_vs_pytorch": best[k] / best["pytorch"] if base else None, "epochs_s": runs[k]} for k in runs]
-    step, spent = layer_shares(config, data, args.batch_size)
+    step, spent, ops = step_parts(config, data, args.batch_size)
     rest = step - sum(spent.values())
     shares = [{"what": f"tinyvae numba step: {k}", "ms": 1e3 * v, "share_pct": 100 * v / step}
               for k, v in sorted(spent.items(), key=lambda kv: -kv[1])]
@@ -84,13 +131,17 @@ def main(argv=None):
                                                    "share_pct": 100.0}]
     kernels = (numpy_blas() or {}).get("architecture")
     name = f"conv_{cpu_vendor()}" + (f"-{kernels.lower()}" if kernels else "")
+    op_ms = [{"what": k, "ms": 1e3 * v} for k, v in sorted(ops.items(), key=lambda kv: -kv[1])]
     meta = {"batch_size": args.batch_size, "threads": args.threads, "samples": n, "repeats": args.repeats,
-            "channels": list(channels), "latent_dim": args.latent_dim, "step_shares": shares}
+            "channels": list(channels), "latent_dim": args.latent_dim, "step_shares": shares, "step_ops": op_ms}
     report(name, rows, [("what", "<"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"), ("vs_pytorch", ".2f"),
                         ("best_epoch_s", ".2f"), ("best_vs_pytorch", ".2f")], meta, out_dir(args))
     print()
     for row in shares:
         print(f"{row['what']:58s} {row['ms']:7.2f} ms  {row['share_pct']:5.1f} %")
+    print("\neach op and GEMM of the step, by its first operand's shape:")
+    for row in op_ms:
+        print(f"  {row['what']:56s} {row['ms']:7.3f} ms")
 
 
 if __name__ == "__main__":

@@ -84,3 +84,19 @@ def test_the_cuda_benchmarks_epochs_run_their_loops_on_a_stand_in_for_cupy(tmp_p
 
     rows = json.loads((tmp_path / "out" / "train_cuda.json").read_text())["rows"]
     assert [r["what"] for r in rows] == ["tinyvae cuda", "tinyvae cuda conv"]
+
+
+def test_the_conv_benchmark_times_each_layer_kind_and_each_op():
+    from benchmarks.conv import step_parts, timed_backend
+    from tinyvae.backends import get_backend
+    from tinyvae.model import VAE, VAEConfig
+
+    config = VAEConfig(input_dim=64, hidden=(), latent_dim=3, arch="conv", channels=(2, 4), image_shape=(8, 8))
+    data = SimpleNamespace(train_pixels=np.random.default_rng(0).integers(0, 256, (8, 64), dtype=np.uint8))
+    step, layers, ops = step_parts(config, data, batch_size=8, steps=2)
+    assert step > 0 and set(layers) == {"Conv2d", "ConvTranspose2d", "Linear"}
+    # 8x8 images -> 4x4 (2 channels) -> 2x2 (4): 128 and 32 patch rows; 495 parameters
+    assert {"unfold (8, 64)", "fold (128, 16)", "matmul (32, 32) @ (32, 4)", "adam_step (495,)"} <= set(ops)
+    x = data.train_pixels / 255.0
+    plain, timed = VAE(config, "numba", seed=1), VAE(config, timed_backend(get_backend("numba"), {}), seed=1)
+    assert timed.loss_and_grad(x, eps=np.ones((8, 3)))[0] == plain.loss_and_grad(x, eps=np.ones((8, 3)))[0]
