@@ -32,35 +32,18 @@ from tinyvae.model import VAE, VAEConfig
 from tinyvae.optim import Adam
 
 
-class _TimedArrays:
-    """An array module whose ``matmul`` adds its seconds to ``spent``, under its operands' shapes."""
-
-    def __init__(self, xp, spent):
-        self._xp, self._spent = xp, spent
-
-    def __getattr__(self, name):
-        return getattr(self._xp, name)
-
-    def matmul(self, a, b, out=None):
-        t0 = time.perf_counter()
-        result = self._xp.matmul(a, b, out=out)
-        key = f"matmul {a.shape} @ {b.shape}"
-        self._spent[key] = self._spent.get(key, 0.0) + time.perf_counter() - t0
-        return result
-
-
 def timed_backend(backend: Backend, spent: dict) -> Backend:
-    """``backend`` with every op and its GEMMs timed into ``spent``, under the op's name and its first
-    argument's shape (which names the layer)."""
+    """``backend`` with every op timed into ``spent``, under the op's name and its first argument's shape
+    (which names the layer); a GEMM (``matmul``) under both operands' shapes."""
     def timed(name, f):
         def run(*args):
             t0 = time.perf_counter()
             f(*args)
-            key = f"{name} {getattr(args[0], 'shape', '')}"
+            shapes = [str(getattr(a, "shape", "")) for a in args[:2 if name == "matmul" else 1]]
+            key = f"{name} {' @ '.join(shapes)}"
             spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
         return run
-    ops = {name: timed(name, getattr(backend, name)) for name in OPS}
-    return dataclasses.replace(backend, xp=_TimedArrays(backend.xp, spent), **ops)
+    return dataclasses.replace(backend, **{name: timed(name, getattr(backend, name)) for name in OPS})
 
 
 def _seconds_per_step(model, x, steps: int, spent: dict) -> float:

@@ -275,6 +275,45 @@ def test_sgd_step(name, nesterov):
         _run(be, "sgd_step", list(rng.normal(size=(3, 1001))), [], dtype, extra=(0.05, 0.9, nesterov))
 
 
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("M,K,N", [(7, 5, 3), (3, 40, 100), (1, 9, 1), (257, 3, 2), (64, 300, 64), (2, 1, 5)])
+def test_matmul(name, M, K, N):
+    """Every layout the layers pass (each operand C-contiguous or a transposed view), both dtypes, slabs
+    split by rows (M >= N) and by columns, fewer rows or columns than threads."""
+    be = backend_or_skip(name)
+    rng = np.random.default_rng(M * K * N)
+    for dtype in (np.float32, np.float64):
+        a, b = rng.standard_normal((M, K)), rng.standard_normal((K, N))
+        want = a @ b
+        for a_in in (a, np.asfortranarray(a)):
+            for b_in in (b, np.asfortranarray(b)):
+                out = be.xp.full((M, N), np.nan, dtype)
+                be.matmul(be.xp.asarray(a_in.astype(dtype)), be.xp.asarray(b_in.astype(dtype)), out)
+                _close(be.to_host(out), want, dtype, scale=np.abs(a).max() * np.abs(b).max() * K)
+
+
+def test_numba_matmul_takes_any_layout_and_leaves_blas_threads_as_they_were():
+    be = backend_or_skip("numba")
+    from tinyvae.backends import numba_ops
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((6, 8)), rng.standard_normal((4, 5))
+    out = np.empty((3, 5))
+    be.matmul(a[::2, ::2], b, out)  # a layout BLAS cannot read in place: numpy.matmul
+    np.testing.assert_allclose(out, a[::2, ::2] @ b, rtol=1e-13)
+    if not numba_ops.OWN_GEMMS:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS with openblas_set_num_threads_local: numpy.matmul")
+    import ctypes
+
+    from tinyvae.blas import numpy_blas
+
+    local = ctypes.CDLL(numpy_blas()["filepath"]).openblas_set_num_threads_local
+    local.argtypes, local.restype = [ctypes.c_int], ctypes.c_int
+    local(3)  # this thread's own setting, which the GEMM's slab on this thread sets to 1 and back
+    be.matmul(rng.standard_normal((200, 30)), rng.standard_normal((30, 20)), np.empty((200, 20)))
+    assert local(0) == 3
+
+
 _CALL_EVERY_NUMBA_KERNEL = """
 import numpy as np
 from tinyvae.backends import numba_ops as n
@@ -289,6 +328,7 @@ for dt in (np.float32, np.float64):
     n.bias_act(a.copy(), k.copy()[:1].repeat(5), True)
     n.bias_act_backward(a.copy(), a, True, k.copy()[:1].repeat(5))
     n.bias_act_backward(a.copy(), a, False, k.copy()[:1].repeat(5))
+    n.matmul(a, a.T, np.empty((3, 3), dt))
     p = np.ones(7, dt)
     n.adam_step(p, p.copy(), p.copy(), p.copy(), 1e-3, 0.9, 0.999, 1e-8, 1)
     n.sgd_step(p, p.copy(), p.copy(), 1e-2, 0.9, True)

@@ -198,7 +198,8 @@ def from_environment(backend_name: str, env=os.environ) -> DataParallel | None:
     (no MPI launch, or P = 1: nothing changes).
 
     The cuda backend's gradients (``auto``'s where it picks cuda) travel over NCCL, its GPU chosen here
-    before any allocation; every other backend's over MPI. Sets BLAS threads to the cores per rank on the node.
+    before any allocation; every other backend's over MPI. Sets BLAS's and Numba's threads to the cores per
+    rank on the node.
 
     Raises:
         ImportError: started by an MPI launcher with P > 1 but mpi4py is not installed.
@@ -230,6 +231,12 @@ def from_environment(backend_name: str, env=os.environ) -> DataParallel | None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(per_rank, user_api="blas")
+        try:  # the numba backend's kernels and GEMMs run on Numba's threads
+            import numba
+
+            numba.set_num_threads(min(per_rank, numba.config.NUMBA_NUM_THREADS))
+        except ImportError:
+            pass
     return DataParallel(comm, MPI, buffers)
 
 

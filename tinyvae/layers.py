@@ -93,7 +93,7 @@ class Linear:
     def forward(self, backend, x, out):
         """``out = act(x W^T + b)``; x ``(B, in)``, out ``(B, out)``."""
         W, b = self.weights(backend.xp)
-        backend.xp.matmul(x, W.T, out=out)
+        backend.matmul(x, W.T, out)
         backend.bias_act(out, b, self.relu)
 
     def backward(self, backend, x, out, dout, dx=None):
@@ -105,9 +105,9 @@ class Linear:
         permuted = self.image_in is not None or self.image_out is not None
         W, gW, gb = (self.Wp, self.gWp, self.gbp) if permuted else (self.W, self.gW, self.gb)
         backend.bias_act_backward(dout, out, self.relu, gb)
-        backend.xp.matmul(dout.T, x, out=gW)
+        backend.matmul(dout.T, x, gW)
         if dx is not None:
-            backend.xp.matmul(dout, W, out=dx)
+            backend.matmul(dout, W, dx)
         if permuted:
             self._permute(gW, gb, self.gW, self.gb, to_image=False)
 
@@ -180,18 +180,18 @@ class Conv2d(_WindowLayer):
         cols = self.patches(xp, x.shape[0], x.dtype)
         backend.unfold(x, self.g, cols)
         a = out.reshape(cols.shape[0], self.W.shape[0])
-        xp.matmul(cols, self.permute_weight(xp).T, out=a)
+        backend.matmul(cols, self.permute_weight(xp).T, a)
         backend.bias_act(a, self.b, self.relu)
 
     def backward(self, backend, x, out, dout, dx=None):
         """As :meth:`Linear.backward`; needs the patches of the :meth:`forward` of the same batch."""
-        xp, cols = backend.xp, self.cols[x.shape[0]]
+        cols = self.cols[x.shape[0]]
         da = dout.reshape(cols.shape[0], self.W.shape[0])
         backend.bias_act_backward(da, out.reshape(da.shape), self.relu, self.gb)
-        xp.matmul(da.T, cols, out=self.gWr)
+        backend.matmul(da.T, cols, self.gWr)
         self.store_weight_grad()
         if dx is not None:
-            xp.matmul(da, self.Wr, out=cols)  # the patches' gradient, in the patches' buffer
+            backend.matmul(da, self.Wr, cols)  # the patches' gradient, in the patches' buffer
             backend.fold(cols, self.g, dx)
 
 
@@ -225,21 +225,20 @@ class ConvTranspose2d(_WindowLayer):
     def forward(self, backend, x, out):
         xp = backend.xp
         cols = self.patches(xp, x.shape[0], x.dtype)
-        xp.matmul(x.reshape(cols.shape[0], self.W.shape[0]), self.permute_weight(xp), out=cols)
+        backend.matmul(x.reshape(cols.shape[0], self.W.shape[0]), self.permute_weight(xp), cols)
         backend.fold(cols, self.g, out)
         backend.bias_act(out.reshape(-1, self.g.C), self.b, self.relu)
 
     def backward(self, backend, x, out, dout, dx=None):
-        xp = backend.xp
-        cols = self.patches(xp, x.shape[0], x.dtype)
+        cols = self.patches(backend.xp, x.shape[0], x.dtype)
         da = dout.reshape(-1, self.g.C)
         backend.bias_act_backward(da, out.reshape(da.shape), self.relu, self.gb)
         backend.unfold(dout, self.g, cols)
         xm = x.reshape(cols.shape[0], self.W.shape[0])
-        xp.matmul(xm.T, cols, out=self.gWr)
+        backend.matmul(xm.T, cols, self.gWr)
         self.store_weight_grad()
         if dx is not None:
-            xp.matmul(cols, self.Wr.T, out=dx.reshape(xm.shape))
+            backend.matmul(cols, self.Wr.T, dx.reshape(xm.shape))
 
 
 class Sequential:

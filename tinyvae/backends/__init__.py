@@ -17,6 +17,7 @@ OPS = (
     "gaussian_nll",
     "reparameterize_kl",
     "reparameterize_kl_backward",
+    "matmul",
     "bias_act",
     "bias_act_backward",
     "unfold",
@@ -44,6 +45,7 @@ class Backend:
     gaussian_nll: Callable
     reparameterize_kl: Callable
     reparameterize_kl_backward: Callable
+    matmul: Callable
     bias_act: Callable
     bias_act_backward: Callable
     unfold: Callable

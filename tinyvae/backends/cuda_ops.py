@@ -2,8 +2,8 @@
 
 Same names, signatures and formulas as :mod:`tinyvae.backends.reference` (read
 the formulas and their sources there). Arrays are CuPy arrays (NumPy arrays in
-the simulator); the GEMMs of the model go through cuBLAS (``cupy.matmul`` with
-``out=``; NumPy's in the simulator) and are not ops.
+the simulator); the GEMMs (op ``matmul``) go through cuBLAS (``cupy.matmul`` with
+``out=``; NumPy's in the simulator), as in the reference.
 
 Each ``kernels/<family>.cu`` exports ``<op>_f32`` and ``<op>_f64``. The ops
 are written once, in :class:`CudaOps`, against a module loader: on the GPU
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import reference
 from .reference import array_module
 
 KERNEL_DIR = Path(os.environ.get("TINYVAE_KERNELS", Path(__file__).resolve().parents[2] / "kernels"))
@@ -185,6 +186,11 @@ class CudaOps:
             (dz, np.int64(row_stride(dz)), mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)),
              eps, np.int64(row_stride(eps)), _scalar(kl_scale, sfx), dmu_out, np.int64(row_stride(dmu_out)),
              dlogvar_out, np.int64(row_stride(dlogvar_out)), np.int32(B), np.int32(K)))
+
+    @staticmethod
+    def matmul(a, b, out):
+        """The reference op: cuBLAS through CuPy on the GPU, NumPy's BLAS in the simulator."""
+        reference.matmul(a, b, out)
 
     def bias_act(self, out, b, relu):
         sfx = _check(out, b)

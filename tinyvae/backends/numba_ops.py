@@ -18,22 +18,30 @@ ops read the encoder's ``(B, 2K)`` output ``[mu | logvar]`` whole: given
 the loops stayed scalar (10 us each at B = 128, and slower than NumPy at
 B = 8192); on the whole array they take 4.2 and 2.4 us.
 
-Threads: the kernels are compiled with ``parallel=True`` for what parfor
-lowering does to a loop, not for threads: it outlines the loop body into a
+Threads: Numba's threads run everything, the GEMMs included (:func:`matmul`).
+Each GEMM is split into one slab of output rows (or columns) per thread, and
+each thread calls NumPy's OpenBLAS for its slab with OpenBLAS's own threading
+off for that call (``openblas_set_num_threads_local(1)``, restored after). With
+OpenBLAS's pool idle, the second core is free for the other kernels between the
+GEMMs. Before, OpenBLAS's workers owned it and spun between GEMMs, and Numba's
+threads could not use it: one Fashion-MNIST epoch took 30.0 s with two Numba
+threads against 1.21 s with one, and with OpenMP's passive wait two threads
+gained nothing. The split GEMMs run at OpenBLAS's own two-thread speed (1,665
+against 1,762 us at 6272x512 by 512x64, 446 against 410 us at 128x784 by
+784x400), and the conv VAE's step went from 24.5 to 21.2 ms. This needs
+NumPy's OpenBLAS with 64-bit integers and ``openblas_set_num_threads_local``
+(OpenBLAS 0.3.27 and later, as in NumPy's wheels); without them
+(:data:`OWN_GEMMS` False) the GEMMs are ``numpy.matmul`` and the kernels run
+on one thread, as before. Numba's thread count is otherwise its own (every core,
+``NUMBA_NUM_THREADS``, ``numba.set_num_threads``; data-parallel training sets it
+to the cores per rank). The kernels are compiled with ``parallel=True`` also
+for what parfor lowering does to a loop: it outlines the loop body into a
 function whose array arguments are marked as not aliasing, which is what lets
 LLVM vectorise a loop that writes several arrays. Compiled serially, Adam took
 1.2 ms instead of 65 us (its loop stayed scalar), and the BCE kernel 712 us
 instead of 61 us (before ``exp_neg32`` lost its table). Two are serial and
 vectorise anyway: ``bias_act_backward``, whose column sums would race across
-rows, and ``gather_pixels``, which writes one array only. They run on
-``THREADS`` = 1 Numba thread, set when this module loads. On two cores OpenBLAS
-owns both for the GEMMs and its threads spin between calls; Numba's threads in
-between fight them: one Fashion-MNIST epoch took 30.0 s with two Numba threads
-and 1.21 s with one (numpy backend 2.0 s), measured with ``python -m
-benchmarks.train``. With OpenMP's passive wait policy the fight goes, but Adam,
-the one kernel big enough to split, is bound by memory bandwidth and gained
-nothing from a second thread (320 to 390 us per call either way with cold
-caches, 94 to 140 us warm).
+rows, and ``gather_pixels``, which writes one array only.
 
 ``cache=True`` stores the compiled machine code beside this file (in
 ``__pycache__``), so a second process does not recompile. Kernels are plain
@@ -43,8 +51,10 @@ got a new cache key in every process and were compiled again each time.
 
 from __future__ import annotations
 
+import ctypes
 import math
 
+import llvmlite.binding
 import numba
 import numpy as np
 from llvmlite import ir
@@ -52,8 +62,42 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-THREADS = 1
-numba.set_num_threads(THREADS)
+# CBLAS's enums, and NumPy's OpenBLAS entry points under the names the kernels call them by.
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_OPENBLAS_SYMBOLS = {
+    "tinyvae_sgemm": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
+    "tinyvae_dgemm": ("scipy_cblas_dgemm64_", "cblas_dgemm64_"),
+    "tinyvae_blas_threads_local": ("openblas_set_num_threads_local",),
+}
+
+
+def _bind_openblas() -> bool:
+    """Register NumPy's OpenBLAS ``cblas_sgemm`` and ``cblas_dgemm`` (the 64-bit integer interface)
+    and ``openblas_set_num_threads_local`` with LLVM under the names of :data:`_OPENBLAS_SYMBOLS`, so
+    that compiled code (cached too) calls them by name; False where NumPy's BLAS lacks one of them."""
+    from ..blas import numpy_blas
+
+    info = numpy_blas()
+    if not info or info.get("internal_api") != "openblas":
+        return False
+    try:
+        lib = ctypes.CDLL(info["filepath"])
+    except OSError:
+        return False
+    found = {}
+    for name, candidates in _OPENBLAS_SYMBOLS.items():
+        symbol = next((getattr(lib, c) for c in candidates if hasattr(lib, c)), None)
+        if symbol is None:
+            return False
+        found[name] = ctypes.cast(symbol, ctypes.c_void_p).value
+    for name, address in found.items():
+        llvmlite.binding.add_symbol(name, address)
+    return True
+
+
+OWN_GEMMS = _bind_openblas()  # see the module doc, "Threads"
+if not OWN_GEMMS:
+    numba.set_num_threads(1)
 _JIT = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 
 _LN2_HI, _LN2_LO = np.float32(0.693145751953125), np.float32(1.428606765330187e-06)
@@ -378,6 +422,70 @@ def _fold(cols, H, W, C, kh, kw, s, p, Ho, Wo, x):
 
 def fold(cols, g, x_out):
     _fold(cols, g.H, g.W, g.C, g.kh, g.kw, g.stride, g.padding, g.H_out, g.W_out, x_out)
+
+
+# Addresses travel as integers: in the C calling convention a pointer and a 64-bit integer take the
+# same register or stack slot.
+_GEMM_ARGS = (types.int32, types.int32, types.int32, types.int64, types.int64, types.int64)
+_sgemm = types.ExternalFunction("tinyvae_sgemm", types.void(*_GEMM_ARGS, types.float32, types.intp, types.int64,
+                                                             types.intp, types.int64, types.float32, types.intp,
+                                                             types.int64))
+_dgemm = types.ExternalFunction("tinyvae_dgemm", types.void(*_GEMM_ARGS, types.float64, types.intp, types.int64,
+                                                             types.intp, types.int64, types.float64, types.intp,
+                                                             types.int64))
+_blas_threads_local = types.ExternalFunction("tinyvae_blas_threads_local", types.int32(types.int32))
+
+
+@njit(parallel=True, **_JIT)
+def _gemm(double, by_rows, parts, M, N, K, ta, a, lda, tb, b, ldb, c, ldc):
+    # C (M, N) = op(A) op(B), row-major, addresses a, b, c; each part one slab of C's rows (by_rows)
+    # or columns, computed by one BLAS call on this thread with OpenBLAS's own threads off for it.
+    size = 8 if double else 4
+    n = M if by_rows else N
+    for t in prange(parts):
+        lo, hi = t * n // parts, (t + 1) * n // parts
+        if hi > lo:
+            if by_rows:
+                m_part, n_part, pb, pc = hi - lo, N, b, c + lo * ldc * size
+                pa = a + (lo * lda if ta == _NO_TRANS else lo) * size
+            else:
+                m_part, n_part, pa, pc = M, hi - lo, a, c + lo * size
+                pb = b + (lo if tb == _NO_TRANS else lo * ldb) * size
+            before = _blas_threads_local(np.int32(1))
+            if double:
+                _dgemm(np.int32(_ROW_MAJOR), np.int32(ta), np.int32(tb), m_part, n_part, K, 1.0, pa, lda, pb, ldb,
+                       0.0, pc, ldc)
+            else:
+                _sgemm(np.int32(_ROW_MAJOR), np.int32(ta), np.int32(tb), m_part, n_part, K, np.float32(1.0), pa,
+                       lda, pb, ldb, np.float32(0.0), pc, ldc)
+            _blas_threads_local(before)
+
+
+def _blas_operand(x):
+    """``(transpose flag, leading dimension)`` of a 2-D operand that BLAS reads in place: C-contiguous, or
+    F-contiguous (a transposed view such as ``W.T``); None for any other layout."""
+    if x.flags.c_contiguous:
+        return _NO_TRANS, max(1, x.shape[1])
+    if x.flags.f_contiguous:
+        return _TRANS, max(1, x.shape[0])
+    return None
+
+
+def matmul(a, b, out):
+    """``out = a @ b`` split over Numba's threads, one BLAS call each (see the module doc, "Threads").
+    Float32 or float64 operands of one dtype, ``out`` C-contiguous and apart from them; any other case
+    (or no :data:`OWN_GEMMS`) is ``numpy.matmul``."""
+    ok = (OWN_GEMMS and out.dtype in (np.float32, np.float64) and a.dtype == out.dtype == b.dtype
+          and out.flags.c_contiguous and out.size > 0 and a.shape[1] > 0
+          and not np.may_share_memory(out, a) and not np.may_share_memory(out, b))
+    la, lb = (_blas_operand(a), _blas_operand(b)) if ok else (None, None)
+    if la is None or lb is None:
+        np.matmul(a, b, out=out)
+        return
+    M, K = a.shape
+    N = b.shape[1]
+    _gemm(out.dtype == np.float64, M >= N, numba.get_num_threads(), M, N, K, la[0], a.ctypes.data, la[1],
+          lb[0], b.ctypes.data, lb[1], out.ctypes.data, N)
 
 
 # The optimisers store a moment smaller in magnitude than the dtype's smallest normal number

@@ -175,6 +175,19 @@ def reparameterize_kl_backward(dz, heads, eps, kl_scale, dheads_out):
     xp.add(0.5 * dz * eps * xp.exp(0.5 * logvar), 0.5 * kl_scale * (xp.exp(logvar) - 1), out=dlogvar_out)
 
 
+def matmul(a, b, out):
+    """A GEMM, ``out = a @ b``: every product of weights and activations in every layer.
+
+    Args:
+        a: ``(M, K)``; b: ``(K, N)``; either may be a transposed view (``W.T``, ``dout.T``).
+        out: ``(M, N)`` C-contiguous, not overlapping ``a`` or ``b``; overwritten.
+
+    BLAS through NumPy here (and in the numpy backend), cuBLAS through CuPy in the cuda backend; the
+    numba backend runs BLAS calls on its own threads (:func:`tinyvae.backends.numba_ops.matmul`).
+    """
+    array_module(a).matmul(a, b, out=out)
+
+
 def bias_act(out, b, relu):
     """Bias add and optional ReLU, in place: ``out = act(out + b)``.
 
