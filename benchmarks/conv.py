@@ -97,7 +97,7 @@ def main(argv=None):
                        channels=channels, image_shape=tuple(data.image_shape))
     n = (len(data.train_pixels) // args.batch_size) * args.batch_size
     contenders = {"pytorch": torch_epoch(args.batch_size, args.threads, conv=(channels, args.latent_dim)),
-                  "numba": tinyvae_epoch("numba", data, args.batch_size, config=config)}
+                  "numba": tinyvae_epoch(data, "numba", args.batch_size, config=config)}
     runs = rounds({k: f for k, f in contenders.items() if f is not None}, args.repeats)
     median = {k: statistics.median(v) for k, v in runs.items()}
     best = {k: min(v) for k, v in runs.items()}

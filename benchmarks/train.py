@@ -3,8 +3,8 @@
     python -m benchmarks.train [--batch-size 128] [--threads 2] [--repeats 3]
 
 Same model (784-400-20), batch, data and thread count for all; PyTorch 2.13
-(CPU) runs its example VAE with Adam, in a child process, when it is
-installed. The contenders take turns, one epoch each, for ``--repeats`` rounds;
+(CPU) runs its example VAE with Adam, when it is installed. Each contender
+runs in its own child process (:func:`in_child` says why). The contenders take turns, one epoch each, for ``--repeats`` rounds;
 each one's median epoch and its best are reported, with the ratios of each
 (see :func:`rounds` for why both). The GEMM-only floor
 times the step's eleven BLAS calls alone (4 forward; 4 weight-gradient and 3
@@ -37,7 +37,7 @@ from tinyvae.model import VAE, VAEConfig
 from tinyvae.optim import Adam
 
 
-def tinyvae_epoch(backend, data, batch_size, seed=1, config=VAEConfig()):
+def tinyvae_epoch(data, backend, batch_size, seed=1, config=VAEConfig()):
     """A function running one training epoch of tinyvae's VAE of ``config`` on ``backend`` (compiled and
     warmed), its batches gathered as the trainer does (the ``gather_pixels`` op on the uint8 pixels)."""
     model = VAE(config, backend=backend, seed=seed)
@@ -60,6 +60,8 @@ def tinyvae_epoch(backend, data, batch_size, seed=1, config=VAEConfig()):
 def gemm_floor_epoch(data, batch_size, adam=False):
     """A function running the same number of steps doing only the step's GEMMs
     (tinyvae's buffers and layouts), and with ``adam`` numba's Adam update too.
+    The GEMMs are the numpy backend's (``numpy.matmul``, OpenBLAS's own threads), or with ``adam`` the
+    numba backend's (:func:`tinyvae.backends.numba_ops.matmul`: a slab per Numba thread).
 
     One real forward and backward first, so every buffer holds the values of a
     training step (uninitialised memory may hold NaNs or subnormals, which
@@ -73,31 +75,31 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     model.backward(ws, x, 1.0)
     start = model.params.data.copy()
     enc, dec = model.encoder.layers, model.decoder.layers
-    mm = np.matmul
+    mm = model.backend.matmul
 
     def epoch():
         model.params.data[...] = start
         for _ in range(len(data.train_pixels) // batch_size):
-            mm(x, enc[0].W.T, out=ws.enc_outs[0])
-            mm(ws.enc_outs[0], enc[1].W.T, out=ws.enc_outs[1])
-            mm(ws.z, dec[0].W.T, out=ws.dec_outs[0])
-            mm(ws.dec_outs[0], dec[1].W.T, out=ws.dec_outs[1])
-            mm(ws.dlogits.T, ws.dec_outs[0], out=dec[1].gW)
-            mm(ws.dlogits, dec[1].W, out=ws.dec_douts[0])
-            mm(ws.dec_douts[0].T, ws.z, out=dec[0].gW)
-            mm(ws.dec_douts[0], dec[0].W, out=ws.dz)
-            mm(ws.enc_douts[1].T, ws.enc_outs[0], out=enc[1].gW)
-            mm(ws.enc_douts[1], enc[1].W, out=ws.enc_douts[0])
-            mm(ws.enc_douts[0].T, x, out=enc[0].gW)
+            mm(x, enc[0].W.T, ws.enc_outs[0])
+            mm(ws.enc_outs[0], enc[1].W.T, ws.enc_outs[1])
+            mm(ws.z, dec[0].W.T, ws.dec_outs[0])
+            mm(ws.dec_outs[0], dec[1].W.T, ws.dec_outs[1])
+            mm(ws.dlogits.T, ws.dec_outs[0], dec[1].gW)
+            mm(ws.dlogits, dec[1].W, ws.dec_douts[0])
+            mm(ws.dec_douts[0].T, ws.z, dec[0].gW)
+            mm(ws.dec_douts[0], dec[0].W, ws.dz)
+            mm(ws.enc_douts[1].T, ws.enc_outs[0], enc[1].gW)
+            mm(ws.enc_douts[1], enc[1].W, ws.enc_douts[0])
+            mm(ws.enc_douts[0].T, x, enc[0].gW)
             if opt is not None:
                 opt.step(model.grad)
 
     return epoch
 
 
-def _torch_worker(conn, batch_size, threads, seed, conv):
-    """Child process: PyTorch's example VAE (or tinyvae's conv VAE, as :class:`TorchConvVAE`) with Adam;
-    times one epoch per request."""
+def torch_epoch_here(batch_size, threads, seed=1, conv=None):
+    """A function running one epoch of PyTorch's example VAE (or, with ``conv`` = ``(channels,
+    latent_dim)``, tinyvae's conv VAE as :class:`TorchConvVAE`) with Adam, in this process."""
     import torch
 
     from benchmarks.torch_reference import TorchConvVAE, TorchVAE, loss_of, loss_of_logits
@@ -116,30 +118,43 @@ def _torch_worker(conn, batch_size, threads, seed, conv):
         opt.step()
 
     step(X[:batch_size])
+
+    def epoch():
+        for i in range(0, len(X) - batch_size + 1, batch_size):
+            step(X[perm[i:i + batch_size]])
+
+    return epoch
+
+
+def fashion_mnist(contender, *args, **kwargs):
+    """``contender(data, *args, **kwargs)`` with Fashion-MNIST loaded (for :func:`in_child`)."""
+    return contender(load_dataset("fashion-mnist"), *args, **kwargs)
+
+
+def _child(conn, make, args, kwargs):
+    """Child process: ``epoch = make(*args, **kwargs)``, then one timed epoch per request."""
+    epoch = make(*args, **kwargs)
     conn.send("ready")
     while conn.recv() == "epoch":
         t0 = time.perf_counter()
-        for i in range(0, len(X) - batch_size + 1, batch_size):
-            step(X[perm[i:i + batch_size]])
+        epoch()
         conn.send(time.perf_counter() - t0)
 
 
-def torch_epoch(batch_size, threads, seed=1, conv=None):
-    """A function asking a PyTorch child process for one timed epoch, or None without torch; ``conv``:
-    ``(channels, latent_dim)`` of the conv VAE instead of the example's MLP.
+def in_child(make, *args, **kwargs):
+    """A function asking a child process for one timed epoch of ``make(*args, **kwargs)``'s epoch function.
 
-    PyTorch runs in its own process: in this one, NumPy's OpenBLAS threads spin
-    between GEMMs and slow PyTorch's threads down (seen: 11.1 s per epoch after
-    them, 2.2 s alone). The child waits on a pipe while the others run.
+    Each contender runs in its own process, waiting on a pipe while the others run, so no thread pool
+    of one is left spinning on the cores of the next: NumPy's OpenBLAS threads slowed PyTorch's epoch
+    from 2.2 to 11.1 s in one process, and Numba's threads slowed OpenBLAS's own two-thread GEMMs by
+    about half (the GEMM floor 1.57 against 0.96 s an epoch).
     """
-    if importlib.util.find_spec("torch") is None:
-        return None
     ctx = multiprocessing.get_context("spawn")
     conn, child_conn = ctx.Pipe()
-    child = ctx.Process(target=_torch_worker, args=(child_conn, batch_size, threads, seed, conv), daemon=True)
+    child = ctx.Process(target=_child, args=(child_conn, make, args, kwargs), daemon=True)
     child.start()
     if conn.recv() != "ready":
-        raise RuntimeError("the PyTorch worker did not start")
+        raise RuntimeError(f"the benchmark's child process for {make.__name__} did not start")
     atexit.register(lambda: (conn.send("stop"), child.join()))
 
     def epoch():
@@ -147,6 +162,13 @@ def torch_epoch(batch_size, threads, seed=1, conv=None):
         return conn.recv()
 
     return epoch
+
+
+def torch_epoch(batch_size, threads, seed=1, conv=None):
+    """:func:`torch_epoch_here` in a child process (:func:`in_child`), or None without torch."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    return in_child(torch_epoch_here, batch_size, threads, seed, conv)
 
 
 def rounds(contenders: dict, repeats: int) -> dict[str, list[float]]:
@@ -180,10 +202,10 @@ def main(argv=None):
     data = load_dataset("fashion-mnist")
     n = (len(data.train_pixels) // args.batch_size) * args.batch_size
     contenders = {"pytorch": torch_epoch(args.batch_size, args.threads),
-                  "numpy": tinyvae_epoch("numpy", data, args.batch_size),
-                  "numba": tinyvae_epoch("numba", data, args.batch_size),
-                  "gemm_adam_floor": gemm_floor_epoch(data, args.batch_size, adam=True),
-                  "gemm_floor": gemm_floor_epoch(data, args.batch_size)}
+                  "numpy": in_child(fashion_mnist, tinyvae_epoch, "numpy", args.batch_size),
+                  "numba": in_child(fashion_mnist, tinyvae_epoch, "numba", args.batch_size),
+                  "gemm_adam_floor": in_child(fashion_mnist, gemm_floor_epoch, args.batch_size, adam=True),
+                  "gemm_floor": in_child(fashion_mnist, gemm_floor_epoch, args.batch_size)}
     runs = rounds({k: f for k, f in contenders.items() if f is not None}, args.repeats)
 
     def ratios(secs: dict, k: str, prefix: str) -> dict:

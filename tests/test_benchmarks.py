@@ -15,12 +15,20 @@ from benchmarks.train import gemm_floor_epoch, rounds, tinyvae_epoch
 
 def test_train_benchmark_contenders_run_in_turns():
     data = SimpleNamespace(train_pixels=np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8))
-    contenders = {"numba": tinyvae_epoch("numba", data, 128),
+    contenders = {"numba": tinyvae_epoch(data, "numba", 128),
                   "gemm_adam_floor": gemm_floor_epoch(data, 128, adam=True),
                   "gemm_floor": gemm_floor_epoch(data, 128)}
     times = rounds(contenders, 2)
     assert list(times) == list(contenders)
     assert all(len(t) == 2 and min(t) > 0 for t in times.values())
+
+
+def test_a_contender_runs_in_its_own_process_and_answers_with_its_epoch_time():
+    from benchmarks.train import in_child
+
+    data = SimpleNamespace(train_pixels=np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8))
+    epoch = in_child(gemm_floor_epoch, data, 128, adam=True)
+    assert [t > 0 for t in (epoch(), epoch())] == [True, True]
 
 
 def test_a_report_is_aligned_names_its_units_and_writes_where_it_is_told(tmp_path, capsys):
