@@ -484,7 +484,13 @@ def matmul(a, b, out):
         return
     M, K = a.shape
     N = b.shape[1]
-    _gemm(out.dtype == np.float64, M >= N, numba.get_num_threads(), M, N, K, la[0], a.ctypes.data, la[1],
+    parts = numba.get_num_threads()
+    # Slabs of rows, unless the output is wider than tall and the slabs would be under 128 rows: then
+    # of columns. Measured on the Xeon, two threads: the rule picks the faster split for all 12 GEMMs
+    # of the MLP and conv VAEs (e.g. (400, 128) x (128, 784): rows 298 us, columns 346 us;
+    # (128, 784) x (784, 400): rows 458 us, columns 388 us).
+    by_rows = M >= N or M // parts >= 128
+    _gemm(out.dtype == np.float64, by_rows, parts, M, N, K, la[0], a.ctypes.data, la[1],
           lb[0], b.ctypes.data, lb[1], out.ctypes.data, N)
 
 
