@@ -301,6 +301,10 @@ def test_numba_matmul_takes_any_layout_and_leaves_blas_threads_as_they_were():
     out = np.empty((3, 5))
     be.matmul(a[::2, ::2], b, out)  # a layout BLAS cannot read in place: numpy.matmul
     np.testing.assert_allclose(out, a[::2, ::2] @ b, rtol=1e-13)
+    with pytest.raises(ValueError):  # never a BLAS call past the arrays' ends
+        be.matmul(a[:3], b, out)
+    with pytest.raises(ValueError):
+        be.matmul(a[:3, :4], b, np.empty((3, 4)))
     with pytest.MonkeyPatch.context() as mp:  # a NumPy whose BLAS lacks the entry points
         mp.setattr(numba_ops, "OWN_GEMMS", False)
         out[...] = np.nan

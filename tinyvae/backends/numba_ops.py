@@ -473,10 +473,12 @@ def _blas_operand(x):
 
 def matmul(a, b, out):
     """``out = a @ b`` split over Numba's threads, one BLAS call each (see the module doc, "Threads").
-    Float32 or float64 operands of one dtype, ``out`` C-contiguous and apart from them; any other case
-    (or no :data:`OWN_GEMMS`) is ``numpy.matmul``."""
-    ok = (OWN_GEMMS and out.dtype in (np.float32, np.float64) and a.dtype == out.dtype == b.dtype
-          and out.flags.c_contiguous and out.size > 0 and a.shape[1] > 0
+    Float32 or float64 2-D operands of one dtype and matching shapes, ``out`` C-contiguous and apart from
+    them; any other case (or no :data:`OWN_GEMMS`) is ``numpy.matmul``, which raises ``ValueError`` for
+    shapes that do not match."""
+    ok = (OWN_GEMMS and a.ndim == b.ndim == out.ndim == 2 and out.shape == (a.shape[0], b.shape[1])
+          and a.shape[1] == b.shape[0] > 0 and out.size > 0
+          and out.dtype in (np.float32, np.float64) and a.dtype == out.dtype == b.dtype and out.flags.c_contiguous
           and not np.may_share_memory(out, a) and not np.may_share_memory(out, b))
     la, lb = (_blas_operand(a), _blas_operand(b)) if ok else (None, None)
     if la is None or lb is None:

@@ -182,6 +182,9 @@ def matmul(a, b, out):
         a: ``(M, K)``; b: ``(K, N)``; either may be a transposed view (``W.T``, ``dout.T``).
         out: ``(M, N)`` C-contiguous, not overlapping ``a`` or ``b``; overwritten.
 
+    Raises:
+        ValueError: shapes that do not match.
+
     BLAS through NumPy here (and in the numpy backend), cuBLAS through CuPy in the cuda backend; the
     numba backend runs BLAS calls on its own threads (:func:`tinyvae.backends.numba_ops.matmul`).
     """
