@@ -19,22 +19,24 @@ the loops stayed scalar (10 us each at B = 128, and slower than NumPy at
 B = 8192); on the whole array they take 4.2 and 2.4 us.
 
 Threads: Numba's threads run everything, the GEMMs included (:func:`matmul`).
-Each GEMM is split into one slab of output rows (or columns) per thread, and
-each thread calls NumPy's OpenBLAS for its slab with OpenBLAS's own threading
-off for that call (``openblas_set_num_threads_local(1)``, restored after). With
-OpenBLAS's pool idle, the second core is free for the other kernels between the
-GEMMs. Before, OpenBLAS's workers owned it and spun between GEMMs, and Numba's
-threads could not use it: one Fashion-MNIST epoch took 30.0 s with two Numba
-threads against 1.21 s with one, and with OpenMP's passive wait two threads
-gained nothing. The split GEMMs run at OpenBLAS's own two-thread speed (1,665
-against 1,762 us at 6272x512 by 512x64, 446 against 410 us at 128x784 by
-784x400), and the conv VAE's step went from 24.5 to 21.2 ms. This needs
-NumPy's OpenBLAS with 64-bit integers and ``openblas_set_num_threads_local``
-(OpenBLAS 0.3.27 and later, as in NumPy's wheels); without them
-(:data:`OWN_GEMMS` False) the GEMMs are ``numpy.matmul`` and the kernels run
-on one thread, as before. Numba's thread count is otherwise its own (every core,
-``NUMBA_NUM_THREADS``, ``numba.set_num_threads``; data-parallel training sets it
-to the cores per rank). The kernels are compiled with ``parallel=True`` also
+Each GEMM is split into one slab of output rows (or columns: see
+:func:`matmul`) per thread, and each thread calls NumPy's OpenBLAS for its
+slab with OpenBLAS's own threading off for that call
+(``openblas_set_num_threads_local(1)``, restored after). With OpenBLAS's pool
+idle, the second core is free for the other kernels between the GEMMs. Before,
+OpenBLAS's workers owned it and spun between GEMMs, and Numba's threads could
+not use it: one Fashion-MNIST epoch took 30.0 s with two Numba threads against
+1.21 s with one, and with OpenMP's passive wait two threads gained nothing.
+The split GEMMs run at OpenBLAS's own two-thread speed (1,665 against 1,762 us
+at 6272x512 by 512x64; 388 to 418 against 396 to 413 us at 128x784 by
+784x400), and the conv VAE's step went from 23.0 to 19.2 ms, the MLP's from
+2.99 to 2.74 ms (docs/performance.md). This needs NumPy's OpenBLAS with 64-bit
+integers and ``openblas_set_num_threads_local`` (NumPy's wheels ship both:
+OpenBLAS 0.3.31 here); without them (:data:`OWN_GEMMS` False) the GEMMs are
+``numpy.matmul`` and the kernels run on one thread, as before. Numba's thread
+count is otherwise its own (every core, ``NUMBA_NUM_THREADS``,
+``numba.set_num_threads``; data-parallel training sets it to the cores per
+rank). The kernels are compiled with ``parallel=True`` also
 for what parfor lowering does to a loop: it outlines the loop body into a
 function whose array arguments are marked as not aliasing, which is what lets
 LLVM vectorise a loop that writes several arrays. Compiled serially, Adam took
