@@ -301,6 +301,17 @@ def test_numba_matmul_takes_any_layout_and_leaves_blas_threads_as_they_were():
     out = np.empty((3, 5))
     be.matmul(a[::2, ::2], b, out)  # a layout BLAS cannot read in place: numpy.matmul
     np.testing.assert_allclose(out, a[::2, ::2] @ b, rtol=1e-13)
+    for view in (a[1:4, 2:6], a[2:6, 1:4].T, a[::-1][:3, :4]):  # rows apart (lda > K), transposed, reversed
+        be.matmul(view, b, out)
+        np.testing.assert_allclose(out, view @ b, rtol=1e-13)
+    wide = np.zeros((3, 9))
+    be.matmul(a[:3, :4], b, wide[:, 2:7])  # into a view whose rows lie apart
+    np.testing.assert_allclose(wide[:, 2:7], a[:3, :4] @ b, rtol=1e-13)
+    assert not wide[:, :2].any() and not wide[:, 7:].any()
+    c = rng.standard_normal((8, 8))
+    want = c[:, :4] @ c[:4, 4:]
+    be.matmul(c[:, :4], c[:4, 4:], c[:, 4:])  # out overlaps an operand: numpy.matmul, which copies
+    np.testing.assert_allclose(c[:, 4:], want, rtol=1e-13)
     with pytest.raises(ValueError):  # never a BLAS call past the arrays' ends
         be.matmul(a[:3], b, out)
     with pytest.raises(ValueError):
