@@ -29,8 +29,8 @@ not use it: one Fashion-MNIST epoch took 30.0 s with two Numba threads against
 1.21 s with one, and with OpenMP's passive wait two threads gained nothing.
 The split GEMMs run at OpenBLAS's own two-thread speed (1,665 against 1,762 us
 at 6272x512 by 512x64; 388 to 418 against 396 to 413 us at 128x784 by
-784x400), and the conv VAE's step went from 23.0 to 19.2 ms, the MLP's from
-2.99 to 2.74 ms (docs/performance.md). This needs NumPy's OpenBLAS with 64-bit
+784x400), and the conv VAE's step went from 23.0 to 18.4 ms, the MLP's from
+2.99 to 2.5 ms (docs/performance.md). This needs NumPy's OpenBLAS with 64-bit
 integers and ``openblas_set_num_threads_local`` (NumPy's wheels ship both:
 OpenBLAS 0.3.31 here); without them (:data:`OWN_GEMMS` False) the GEMMs are
 ``numpy.matmul`` and the kernels run on one thread, as before. Numba's thread
@@ -511,7 +511,7 @@ def matmul(a, b, out):
     Float32 or float64 2-D operands of one dtype and matching shapes, each with unit stride along its
     rows or its columns, ``out`` apart from them; any other case (or no :data:`OWN_GEMMS`) is
     ``numpy.matmul``, which raises ``ValueError`` for shapes that do not match. The checks run in the
-    compiled code: in Python they cost 22 us a call, 0.25 ms of the MLP's 2.7 ms step."""
+    compiled code: in Python they took 22 us a call under cProfile, against 7.5 us now."""
     t = out.dtype
     if not (OWN_GEMMS and t in _FLOATS and a.dtype == t and b.dtype == t and a.ndim == b.ndim == out.ndim == 2
             and _gemm(a, b, out, numba.get_num_threads())):
