@@ -61,7 +61,7 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     """A function running the same number of steps doing only the step's GEMMs
     (tinyvae's buffers and layouts), and with ``adam`` numba's Adam update too.
     The GEMMs are the numpy backend's (``numpy.matmul``, OpenBLAS's own threads), or with ``adam`` the
-    numba backend's (:func:`tinyvae.backends.numba_ops.matmul`: a slab per Numba thread).
+    numba backend's (:func:`tinyvae.backends.numba_gemm.matmul`: a slab per Numba thread).
 
     One real forward and backward first, so every buffer holds the values of a
     training step (uninitialised memory may hold NaNs or subnormals, which

@@ -294,7 +294,7 @@ def test_matmul(name, M, K, N):
 
 def test_numba_matmul_takes_any_layout_and_leaves_blas_threads_as_they_were():
     be = backend_or_skip("numba")
-    from tinyvae.backends import numba_ops
+    from tinyvae.backends import numba_gemm
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((6, 8)), rng.standard_normal((4, 5))
@@ -317,11 +317,11 @@ def test_numba_matmul_takes_any_layout_and_leaves_blas_threads_as_they_were():
     with pytest.raises(ValueError):
         be.matmul(a[:3, :4], b, np.empty((3, 4)))
     with pytest.MonkeyPatch.context() as mp:  # a NumPy whose BLAS lacks the entry points
-        mp.setattr(numba_ops, "OWN_GEMMS", False)
+        mp.setattr(numba_gemm, "OWN_GEMMS", False)
         out[...] = np.nan
         be.matmul(a[:3, :4], b, out)
         np.testing.assert_allclose(out, a[:3, :4] @ b, rtol=1e-13)
-    if not numba_ops.OWN_GEMMS:
+    if not numba_gemm.OWN_GEMMS:
         pytest.skip("NumPy's BLAS here is not an OpenBLAS with openblas_set_num_threads_local: numpy.matmul")
     import ctypes
 
@@ -352,7 +352,8 @@ for dt in (np.float32, np.float64):
     p = np.ones(7, dt)
     n.adam_step(p, p.copy(), p.copy(), p.copy(), 1e-3, 0.9, 0.999, 1e-8, 1)
     n.sgd_step(p, p.copy(), p.copy(), 1e-2, 0.9, True)
-misses = {name: dict(f.stats.cache_misses) for name, f in vars(n).items()
+from tinyvae.backends import numba_gemm as g
+misses = {name: dict(f.stats.cache_misses) for name, f in (*vars(n).items(), *vars(g).items())
           if hasattr(f, "stats") and hasattr(f, "py_func") and f.stats.cache_misses}
 print(misses)
 """

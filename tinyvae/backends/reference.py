@@ -186,7 +186,7 @@ def matmul(a, b, out):
         ValueError: shapes that do not match.
 
     BLAS through NumPy here (and in the numpy backend), cuBLAS through CuPy in the cuda backend; the
-    numba backend runs BLAS calls on its own threads (:func:`tinyvae.backends.numba_ops.matmul`).
+    numba backend runs BLAS calls on its own threads (:func:`tinyvae.backends.numba_gemm.matmul`).
     """
     array_module(a).matmul(a, b, out=out)
 
