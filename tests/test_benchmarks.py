@@ -5,6 +5,7 @@ Only that they run: their timings are the benchmark's business, not a test's.
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,7 +28,9 @@ def test_a_contender_runs_in_its_own_process_and_answers_with_its_epoch_time():
     from benchmarks.train import in_child
 
     data = SimpleNamespace(train_pixels=np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8))
+    before = set(multiprocessing.active_children())
     epoch = in_child(gemm_floor_epoch, data, 128, adam=True)
+    assert len(set(multiprocessing.active_children()) - before) == 1
     assert [t > 0 for t in (epoch(), epoch())] == [True, True]
 
 

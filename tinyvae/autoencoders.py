@@ -384,9 +384,17 @@ class Autoencoder(EncoderDecoder):
         nll = float(ws.nll.sum()) / x.shape[0]
         return nll + float(ws.penalty), nll
 
-    def forward_loss(self, x) -> _Workspace:
-        """:meth:`forward` on the clean ``x``, then ``ws.nll`` and ``ws.penalty`` (no checks, no gradient)."""
-        ws = self.forward(x)
+    def loss_rows_forward(self, x, corrupted=None):
+        """:meth:`loss_rows` of a forward pass alone, the terms of :meth:`loss_and_grad`'s loss at these
+        weights without its backward pass: the finite differences of :func:`tinyvae.gradcheck.check_model`.
+        Raises like :meth:`loss_and_grad` for bad ``x``."""
+        x = self.as_batch(x)
+        return self.loss_rows(self.forward_loss(x, None if corrupted is None else self.xp.asarray(corrupted, self.dtype)))
+
+    def forward_loss(self, x, corrupted=None) -> _Workspace:
+        """:meth:`forward` on the clean ``x`` (or, ``dae``, on a given ``corrupted`` input), then ``ws.nll``
+        and ``ws.penalty`` (no checks, no gradient)."""
+        ws = self.forward(x, corrupted)
         self.likelihood(ws.logits, x, 0.0, ws.nll, ws.dlogits)
         ws.penalty, _ = self.penalty(ws, grad=False)
         return ws

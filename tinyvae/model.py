@@ -274,8 +274,8 @@ class VAE(EncoderDecoder):
         return ws.nll.sum() / L, ws.kl.sum() / L
 
     def loss_rows(self, ws: _Workspace):
-        """``(L*B,)`` host float64 terms whose sum is the mean loss of ``ws``'s last
-        backward pass (for gradient checks)."""
+        """``(L*B,)`` host float64 terms whose sum is the mean loss of ``ws``'s last pass (its backward
+        pass, or :meth:`loss_rows_forward`'s), for gradient checks."""
         N = ws.eps.shape[0]
         return np.asarray(self.backend.to_host((ws.nll + ws.beta * ws.kl) / N), np.float64)
 
@@ -332,6 +332,15 @@ class VAE(EncoderDecoder):
         self.backward(ws, x, beta)
         nll, kl = (float(v) / x.shape[0] for v in self.sums(ws))
         return ELBOTerms(nll + beta * kl, nll, kl)
+
+    def loss_rows_forward(self, x, eps=None, beta: float = 1.0, y=None):
+        """:meth:`loss_rows` of a forward pass alone, the terms of :meth:`loss_and_grad`'s loss at these
+        weights without its backward pass: the finite differences of :func:`tinyvae.gradcheck.check_model`.
+        Raises like :meth:`loss_and_grad` for bad ``x`` or labels."""
+        x = self.as_batch(x)
+        ws = self.forward_loss(x, self.as_labels(y, x.shape[0]), None if eps is None else self.xp.asarray(eps, self.dtype))
+        ws.beta = beta
+        return self.loss_rows(ws)
 
     def forward_loss(self, x, y=None, eps=None) -> _Workspace:
         """:meth:`forward`, then the per-row ``ws.nll`` (no checks, no gradient)."""
