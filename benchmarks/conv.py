@@ -5,13 +5,13 @@ and where tinyvae's step spends its time.
 
 Same model (4x4 stride-2 convolutions of ``--channels``, the latent heads, the mirrored transposed
 convolutions), batch, data and thread count for both; PyTorch (as
-:class:`benchmarks.torch_reference.TorchConvVAE`, oneDNN's convolutions) runs in a child process
-with Adam. The contenders take turns, one epoch each, for ``--repeats`` rounds; the median and the
-best epoch of each are reported (:func:`benchmarks.train.rounds` says why both). Then 50 steps of
-tinyvae's with every layer timed: each layer kind's share of the step, its GEMMs and its
-unfold/fold included; and 50 more with every op and GEMM timed, each under its first operand's shape
-(which names the layer). Writes ``conv_<vendor>-<kernels>.json`` into ``--out`` (``benchmarks/results``
-with ``--publish``).
+:class:`benchmarks.torch_reference.TorchConvVAE`, oneDNN's convolutions) runs with Adam. Each
+contender runs in its own child process (:func:`benchmarks.train.in_child`). The contenders take
+turns, one epoch each, for ``--repeats`` rounds; the median and the best epoch of each are reported
+(:func:`benchmarks.train.rounds` says why both). Then 50 steps of tinyvae's with every layer timed:
+each layer kind's share of the step, its GEMMs and its unfold/fold included; and 50 more with every
+op and GEMM timed, each under its first operand's shape (which names the layer). Writes
+``conv_<vendor>-<kernels>.json`` into ``--out`` (``benchmarks/results`` with ``--publish``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 
 from benchmarks.common import add_output_args, cpu_vendor, out_dir, report
-from benchmarks.train import rounds, tinyvae_epoch, torch_epoch
+from benchmarks.train import fashion_mnist, in_child, rounds, tinyvae_epoch, torch_epoch
 from tinyvae.backends import OPS, Backend, get_backend
 from tinyvae.blas import numpy_blas
 from tinyvae.data import load_dataset, pixels_to_unit
@@ -97,7 +97,7 @@ def main(argv=None):
                        channels=channels, image_shape=tuple(data.image_shape))
     n = (len(data.train_pixels) // args.batch_size) * args.batch_size
     contenders = {"pytorch": torch_epoch(args.batch_size, args.threads, conv=(channels, args.latent_dim)),
-                  "numba": tinyvae_epoch(data, "numba", args.batch_size, config=config)}
+                  "numba": in_child(fashion_mnist, tinyvae_epoch, "numba", args.batch_size, config=config)}
     runs = rounds({k: f for k, f in contenders.items() if f is not None}, args.repeats)
     median = {k: statistics.median(v) for k, v in runs.items()}
     best = {k: min(v) for k, v in runs.items()}

@@ -2,20 +2,17 @@
 
     python -m benchmarks.train [--batch-size 128] [--threads 2] [--repeats 3]
 
-Same model (784-400-20), batch, data and thread count for all; PyTorch 2.13
-(CPU) runs its example VAE with Adam, when it is installed. Each contender
-runs in its own child process (:func:`in_child` says why). The contenders take turns, one epoch each, for ``--repeats`` rounds;
-each one's median epoch and its best are reported, with the ratios of each
-(see :func:`rounds` for why both). The GEMM-only floor
-times the step's eleven BLAS calls alone (4 forward; 4 weight-gradient and 3
-input-gradient GEMMs backward), with tinyvae's buffers and layouts; the
-GEMM + Adam floor adds numba's Adam update of the flat buffers to each step,
-the one part of the step bound by memory bandwidth. Writes
-``train_<vendor>-<kernels>.json`` into ``--out`` (``benchmarks/results`` with
-``--publish``), named after the CPU's maker (``intel``, ``amd``) and the kernels
-NumPy's OpenBLAS runs (``haswell``: AVX2, ``skylakex``: AVX-512;
-``OPENBLAS_CORETYPE`` picks them, see docs/performance.md), so each machine's
-record stands beside the others'.
+Same model (784-400-20), batch, data and thread count for all; PyTorch 2.13 (CPU) runs its example
+VAE with Adam, when it is installed. Each contender runs in its own child process (:func:`in_child`
+says why). The contenders take turns, one epoch each, for ``--repeats`` rounds; each one's median
+epoch and its best are reported, with the ratios of each (see :func:`rounds` for why both). The
+GEMM-only floor times the step's eleven BLAS calls alone (4 forward; 4 weight-gradient and 3 input-
+gradient GEMMs backward), with tinyvae's buffers and layouts; the GEMM + Adam floor adds numba's
+Adam update of the flat buffers to each step, the one part of the step bound by memory bandwidth.
+Writes ``train_<vendor>-<kernels>.json`` into ``--out`` (``benchmarks/results`` with ``--publish``),
+named after the CPU's maker (``intel``, ``amd``) and the kernels NumPy's OpenBLAS runs (``haswell``:
+AVX2, ``skylakex``: AVX-512; ``OPENBLAS_CORETYPE`` picks them, see docs/performance.md), so each
+machine's record stands beside the others'.
 """
 
 from __future__ import annotations
