@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyvae.blas import cpu_flags, numpy_blas
+from tinyvae.backends.blas import cpu_flags, numpy_blas
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -40,7 +40,7 @@ def cpu_vendor() -> str:
 
 
 def machine() -> dict:
-    """The CPU, NumPy and the kernels its BLAS runs (:func:`tinyvae.blas.numpy_blas`), for a result's metadata."""
+    """The CPU, NumPy and the kernels its BLAS runs (:func:`tinyvae.backends.blas.numpy_blas`), for a result's metadata."""
     model = platform.processor()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:

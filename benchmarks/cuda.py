@@ -28,9 +28,9 @@ from benchmarks.common import add_output_args, median_time, out_dir, report
 from benchmarks.kernels import cases, optimizer_cases
 from benchmarks.train import rounds
 from tinyvae.backends import get_backend
-from tinyvae.data import PIXEL_SCALE, load_dataset
-from tinyvae.model import VAE, VAEConfig
-from tinyvae.optim import Adam
+from tinyvae.io.datasets import PIXEL_SCALE, load_dataset
+from tinyvae.models import VAE, VAEConfig
+from tinyvae.nn.optim import Adam
 
 
 def copy_bandwidth_gbs(cupy, nbytes: int = 1 << 30, repeats: int = 20) -> float:
@@ -94,9 +94,9 @@ def train(cuda, args):
     cupy = cuda.xp
     data = load_dataset("fashion-mnist", args.data_dir)
     B = args.batch_size
-    n_steps = len(data.train_pixels) // B
-    X = cupy.asarray(data.train_pixels)  # uint8 rows, scaled batch by batch, as the trainer does
-    perm = cupy.asarray(np.random.default_rng(1).permutation(len(data.train_pixels)))
+    n_steps = len(data.train.pixels) // B
+    X = cupy.asarray(data.train.pixels)  # uint8 rows, scaled batch by batch, as the trainer does
+    perm = cupy.asarray(np.random.default_rng(1).permutation(len(data.train.pixels)))
     x = cupy.empty((B, X.shape[1]), cupy.float32)
     try:
         import torch
@@ -116,11 +116,11 @@ def train(cuda, args):
         contenders = {ours_name: epoch_of(ours, n_steps, cupy.cuda.Device().synchronize)}
         if torch is not None:
             torch.manual_seed(1)
-            D = data.train_pixels.shape[1]
+            D = data.train.pixels.shape[1]
             net = (TorchConvVAE(data.image_shape) if arch == "conv" else TorchVAE(input_dim=D)).cuda()
             loss = loss_of_logits if arch == "conv" else loss_of
             topt = torch.optim.Adam(net.parameters(), lr=1e-3)
-            TX, tperm = torch.from_numpy(data.train_x).cuda(), torch.as_tensor(cupy.asnumpy(perm)).cuda()
+            TX, tperm = torch.from_numpy(data.train.x).cuda(), torch.as_tensor(cupy.asnumpy(perm)).cuda()
 
             def theirs(i, net=net, topt=topt, loss=loss):
                 topt.zero_grad()

@@ -33,13 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def worker(args) -> None:
     """Train ``args.epochs`` epochs (rank 0 writes the figures to ``args.worker``)."""
-    from tinyvae.distributed import from_environment
-    from tinyvae.settings import TrainSettings
-    from tinyvae.trainer import Trainer
+    from tinyvae.training.distributed import from_environment
+    from tinyvae.training.settings import RunSettings
+    from tinyvae.training.loop import Trainer
 
     group = from_environment(args.backend)
     run_dir = Path(tempfile.mkdtemp(prefix="tinyvae-bench-")) if group is None or group.is_root else Path("unused")
-    trainer = Trainer(TrainSettings(data_dir=args.data_dir), args.backend, run_dir, group=group)
+    trainer = Trainer.start(RunSettings.resolve(dict(data_dir=args.data_dir), flags=False), args.backend, run_dir,
+                            group=group)
     spent = [0.0, 0]
     if group is not None:
         allreduce = group.buffers.allreduce_mean_

@@ -45,7 +45,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tinyvae.data import FILES
+from tinyvae.io.datasets import FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDED = ("numpy", "numba", "scipy", "tqdm", "PIL", "safetensors", "threadpoolctl", "pytest", "hypothesis", "cupy")

@@ -17,19 +17,19 @@ import torch
 
 from benchmarks.common import add_output_args, out_dir, report
 from benchmarks.torch_reference import load_from, loss_of
-from tinyvae.data import load_dataset
-from tinyvae.model import VAE
-from tinyvae.optim import Adam
+from tinyvae.io.datasets import load_dataset
+from tinyvae.models import VAE
+from tinyvae.nn.optim import Adam
 
 def run_parity(data, epochs=10, batch_size=128, seed=1, n_train=None, threads=2) -> list[dict]:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    train_x = data.train_x[:n_train]
+    train_x = data.train.x[:n_train]
     ours = VAE(seed=seed)
     theirs = load_from(ours)
     opt, opt_t = Adam(ours.params, ours.backend), torch.optim.Adam(theirs.parameters(), lr=1e-3)
     order = np.random.default_rng(seed + 1)
-    test_t = torch.from_numpy(data.test_x)
+    test_t = torch.from_numpy(data.test.x)
     rows = []
     for epoch in range(1, epochs + 1):
         perm = order.permutation(len(train_x))
@@ -46,8 +46,8 @@ def run_parity(data, epochs=10, batch_size=128, seed=1, n_train=None, threads=2)
             opt_t.step()
             secs["tinyvae"] += t1 - t0
             secs["torch"] += time.perf_counter() - t1
-        bce, kl = zip(*(ours.per_sample_loss(data.test_x[i:i + 1000]) for i in range(0, len(data.test_x), 1000)))
-        ours_test = float(np.concatenate(bce).sum() + np.concatenate(kl).sum()) / len(data.test_x)
+        bce, kl = zip(*(ours.per_sample_loss(data.test.x[i:i + 1000]) for i in range(0, len(data.test.x), 1000)))
+        ours_test = float(np.concatenate(bce).sum() + np.concatenate(kl).sum()) / len(data.test.x)
         with torch.no_grad():
             their_test = sum(loss_of(theirs, test_t[i:i + 1000]).item()
                              for i in range(0, len(test_t), 1000)) / len(test_t)

@@ -26,11 +26,11 @@ import numpy as np
 from benchmarks.common import add_output_args, out_dir, report
 
 def run(backend: str, epochs: int, batch_size: int = 128):
-    from tinyvae.data import PIXEL_SCALE, load_dataset, pixels_to_unit
-    from tinyvae.model import VAE
-    from tinyvae.optim import Adam
+    from tinyvae.io.datasets import PIXEL_SCALE, load_dataset, pixels_to_unit
+    from tinyvae.models import VAE
+    from tinyvae.nn.optim import Adam
 
-    X = load_dataset("fashion-mnist").train_pixels
+    X = load_dataset("fashion-mnist").train.pixels
     model = VAE(backend=backend, seed=1)
     opt = Adam(model.params, model.backend)
     model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile and make buffers outside the loop that counts
@@ -40,7 +40,7 @@ def run(backend: str, epochs: int, batch_size: int = 128):
 
 def steps(model, opt, X, epochs, batch_size):
     """The trainer's loop: gather and scale a batch of uint8 rows (prefetching the next), step."""
-    from tinyvae.data import PIXEL_SCALE
+    from tinyvae.io.datasets import PIXEL_SCALE
 
     x = np.empty((batch_size, X.shape[1]), np.float32)
     for epoch in range(epochs):

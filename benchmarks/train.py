@@ -28,10 +28,10 @@ import time
 import numpy as np
 
 from benchmarks.common import add_output_args, cpu_vendor, out_dir, report
-from tinyvae.blas import numpy_blas
-from tinyvae.data import PIXEL_SCALE, load_dataset, pixels_to_unit
-from tinyvae.model import VAE, VAEConfig
-from tinyvae.optim import Adam
+from tinyvae.backends.blas import numpy_blas
+from tinyvae.io.datasets import PIXEL_SCALE, load_dataset, pixels_to_unit
+from tinyvae.models import VAE, VAEConfig
+from tinyvae.nn.optim import Adam
 
 
 def tinyvae_epoch(data, backend, batch_size, seed=1, config=VAEConfig()):
@@ -39,7 +39,7 @@ def tinyvae_epoch(data, backend, batch_size, seed=1, config=VAEConfig()):
     warmed), its batches gathered as the trainer does (the ``gather_pixels`` op on the uint8 pixels)."""
     model = VAE(config, backend=backend, seed=seed)
     opt = Adam(model.params, model.backend)
-    X = data.train_pixels
+    X = data.train.pixels
     model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile (numba) and make buffers outside the clock
     perm = np.random.default_rng(seed).permutation(len(X))
     x = np.empty((batch_size, X.shape[1]), np.float32)
@@ -67,7 +67,7 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     """
     model = VAE(backend="numba" if adam else "numpy", seed=1)
     opt = Adam(model.params, model.backend) if adam else None
-    x = pixels_to_unit(data.train_pixels[:batch_size])
+    x = pixels_to_unit(data.train.pixels[:batch_size])
     ws = model.forward(x)
     model.backward(ws, x, 1.0)
     start = model.params.data.copy()
@@ -76,13 +76,13 @@ def gemm_floor_epoch(data, batch_size, adam=False):
 
     def epoch():
         model.params.data[...] = start
-        for _ in range(len(data.train_pixels) // batch_size):
+        for _ in range(len(data.train.pixels) // batch_size):
             mm(x, enc[0].W.T, ws.enc_outs[0])
             mm(ws.enc_outs[0], enc[1].W.T, ws.enc_outs[1])
             mm(ws.z, dec[0].W.T, ws.dec_outs[0])
             mm(ws.dec_outs[0], dec[1].W.T, ws.dec_outs[1])
-            mm(ws.dlogits.T, ws.dec_outs[0], dec[1].gW)
-            mm(ws.dlogits, dec[1].W, ws.dec_douts[0])
+            mm(ws.decoder_dout.T, ws.dec_outs[0], dec[1].gW)
+            mm(ws.decoder_dout, dec[1].W, ws.dec_douts[0])
             mm(ws.dec_douts[0].T, ws.z, dec[0].gW)
             mm(ws.dec_douts[0], dec[0].W, ws.dz)
             mm(ws.enc_douts[1].T, ws.enc_outs[0], enc[1].gW)
@@ -106,7 +106,7 @@ def torch_epoch_here(batch_size, threads, seed=1, conv=None):
     data = load_dataset("fashion-mnist")
     model = TorchConvVAE(data.image_shape, *conv) if conv else TorchVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    X = torch.from_numpy(data.train_x)
+    X = torch.from_numpy(data.train.x)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(X)))
 
     def step(x):
@@ -150,6 +150,7 @@ def in_child(make, *args, **kwargs):
     conn, child_conn = ctx.Pipe()
     child = ctx.Process(target=_child, args=(child_conn, make, args, kwargs), daemon=True)
     child.start()
+    child_conn.close()  # the child's end: a child that dies then ends recv() with EOFError, not a hang
     if conn.recv() != "ready":
         raise RuntimeError(f"the benchmark's child process for {make.__name__} did not start")
     atexit.register(lambda: (conn.send("stop"), child.join()))
@@ -197,7 +198,7 @@ def main(argv=None):
     add_output_args(p)
     args = p.parse_args(argv)
     data = load_dataset("fashion-mnist")
-    n = (len(data.train_pixels) // args.batch_size) * args.batch_size
+    n = (len(data.train.pixels) // args.batch_size) * args.batch_size
     contenders = {"pytorch": torch_epoch(args.batch_size, args.threads),
                   "numpy": in_child(fashion_mnist, tinyvae_epoch, "numpy", args.batch_size),
                   "numba": in_child(fashion_mnist, tinyvae_epoch, "numba", args.batch_size),

@@ -16,9 +16,9 @@ import json
 import shutil
 from pathlib import Path
 
-from tinyvae.data import load_dataset
-from tinyvae.settings import TrainSettings
-from tinyvae.trainer import Trainer
+from tinyvae.io.datasets import load_dataset
+from tinyvae.training.settings import RunSettings
+from tinyvae.training.loop import Trainer
 
 HERE = Path(__file__).parent
 SIZES = {"784-64-784": dict(hidden=(), latent_dim=64), "784-400-20-400-784": dict(hidden=(400,), latent_dim=20)}
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
             if name == "cae" and shape["hidden"]:
                 continue  # the contractive penalty's closed form needs a one-layer sigmoid encoder
             run_dir = Path(args.out) / f"{name}_{size}"
-            trainer = Trainer(TrainSettings(**shape, **kw), args.backend, run_dir, data)
+            trainer = Trainer.start(RunSettings.resolve({**shape, **kw}, flags=False), args.backend, run_dir, data=data)
             last = trainer.run(args.epochs, log=lambda line: print(f"{name:9s} {size}: {line}"))[-1]
             rows.append({"model": name, "size": size, **{k: v for k, v in kw.items() if k != "model"}, **last})
             if name == "dae" and not shape["hidden"]:

@@ -1,6 +1,6 @@
-// The batch gather of the training loop (tinyvae/train.py), in one pass:
+// The batch gather of the training loop (tinyvae/training/loop.py), in one pass:
 //   gather_pixels: out[i, d] = float(pixels[rows[i], d]) * scale for a (B, D) batch of uint8
-//   rows; the product is taken in float (tinyvae.data.pixels_to_unit's rule) and widened for
+//   rows; the product is taken in float (tinyvae.io.datasets.pixels_to_unit's rule) and widened for
 //   double.
 // A row index r < 0 counts from the end (r + N). Indices are not checked here: a check would
 // cost a device-to-host copy per batch. An index outside [-N, N) is taken modulo N, as

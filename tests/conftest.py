@@ -19,7 +19,8 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from tinyvae.backends.reference import ConvGeometry
-from tinyvae.data import FILES, write_idx
+from tinyvae.io.datasets import FILES
+from tinyvae.io.idx import write_idx
 
 
 @st.composite

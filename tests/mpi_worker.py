@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -18,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from tinyvae import train
-from tinyvae.trainer import Trainer
-from tinyvae.data import DataError
-from tinyvae.distributed import from_environment
-from tinyvae.settings import TrainSettings
+from tinyvae.training.loop import Trainer
+from tinyvae.errors import DataError
+from tinyvae.training.distributed import from_environment
+from tinyvae.training.settings import RunSettings
 
 # Every draw the models make: eps with L = 2 and binarisation, labels, a dae's mask and Gaussian corruption,
 # the contractive penalty; and the convolutions.
@@ -37,18 +36,11 @@ MODELS = {
 
 
 def float64(out: Path, data: Path):
-    build = TrainSettings.build_model
-
-    def build_float64(self, input_dim, n_classes, backend):
-        model = build(self, input_dim, n_classes, backend)
-        return type(model)(dataclasses.replace(model.config, dtype="float64"), backend, self.seed)
-
-    TrainSettings.build_model = build_float64
     group = from_environment("numpy")
     for name, extra in MODELS.items():
-        settings = TrainSettings(**{**dict(data_dir=str(data), batch_size=64, hidden=(16,), latent_dim=3,
-                                           eval_batch_size=40), **extra})
-        trainer = Trainer(settings, "numpy", out / name, group=group)
+        settings = RunSettings.resolve({**dict(data_dir=str(data), batch_size=64, hidden=(16,), latent_dim=3,
+                                               eval_batch_size=40, dtype="float64"), **extra}, flags=False)
+        trainer = Trainer.start(settings, "numpy", out / name, group=group)
         trainer.train_epoch()
         metrics = trainer.evaluate()
         if trainer.writes:

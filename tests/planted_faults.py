@@ -7,7 +7,7 @@ run ``python3 -m pytest -m cudasim`` (or the given pytest arguments) with
 ``TINYVAE_KERNELS`` naming the copy, and print the tests that failed. Exits 1
 if the tests passed on any fault. Hypothesis runs with the ``planted`` profile of
 ``tests/conftest.py``: the ``ci`` profile's examples, without shrinking a failure.
-``tests/test_cudasim.py`` runs each fault against the tests that should catch it, on
+``tests/backends/test_cudasim.py`` runs each fault against the tests that should catch it, on
 every CI run.
 """
 

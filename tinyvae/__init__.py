@@ -1,21 +1,24 @@
 """tinyvae: a framework-free Variational Autoencoder engine, every gradient derived by hand.
 
     import tinyvae
-    model = tinyvae.load("runs/fmnist")          # a run directory, a checkpoint or a model file
-    x_hat = model.reconstruct(x)                  # x: (B, 784) floats in [0, 1]
-    images = model.sample(16, seed=0)             # (16, 784) host float32, the decoder's mean
+    model = tinyvae.load("runs/fmnist")           # a run directory, a checkpoint or a model file
+    x_hat = model.reconstruct(x)                   # x: (B, 784) floats in [0, 1]
+    images = model.sample(16, seed=0)              # (16, 784) host float32, the decoder's mean
+    model = tinyvae.build(model="cae", latent_dim=16, dtype="float64")   # a new model from its settings
+    tinyvae.save(model, "cae.safetensors")
 
-See :func:`tinyvae.saving.load`, :class:`tinyvae.model.VAE` and
-:class:`tinyvae.autoencoders.Autoencoder`.
+The layers, top to bottom (docs/architecture.md): the command lines (``tinyvae.train``,
+``tinyvae.evaluate``, ``tinyvae.sample``), :mod:`tinyvae.training`, :mod:`tinyvae.io`,
+:mod:`tinyvae.models`, :mod:`tinyvae.nn` and :mod:`tinyvae.backends`; every error tinyvae raises on
+purpose is a :class:`TinyVAEError` (:mod:`tinyvae.errors`).
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from .cli import __version__
+from .errors import (BackendUnavailable, CheckpointError, DataError, Diverged, KernelBuildError, MissingDependency,
+                     SettingsError, TinyVAEError)
+from .io.modelfile import load, save
+from .models import AEConfig, Autoencoder, Model, VAE, VAEConfig, build
 
-from .saving import load
-
-try:
-    __version__ = version("tinyvae")
-except PackageNotFoundError:  # a checkout on sys.path, not installed
-    __version__ = "0+unknown"
-
-__all__ = ["load", "__version__"]
+__all__ = ["AEConfig", "Autoencoder", "BackendUnavailable", "CheckpointError", "DataError", "Diverged",
+           "KernelBuildError", "MissingDependency", "Model", "SettingsError", "TinyVAEError", "VAE", "VAEConfig",
+           "__version__", "build", "load", "save"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from . import __version__
+from .cli import __version__
 
 COMMANDS = {
     "train": "train a VAE, a conditional VAE or an autoencoder into a run directory",

@@ -1,24 +1,27 @@
-"""The one error path of tinyvae's command-line programs (train, evaluate, sample).
+"""What tinyvae's command lines (train, evaluate, sample) share: the parser's conventions and the one
+error path.
 
-An expected failure (bad data, a bad checkpoint, a bad flag, a backend that cannot
-run here, an operating-system error such as a full or read-only disk) ends in one
-``error:`` line on stderr and exit status 2; Ctrl-C in one ``interrupted:`` line
-and exit status 130 (128 + SIGINT, as shells report it). A traceback is left for
-bugs.
+An expected failure, a :class:`tinyvae.errors.TinyVAEError` (bad data, a bad checkpoint, a bad flag, a
+backend that cannot run here) or an operating-system error such as a full or read-only disk, ends in one
+``error:`` line on stderr and exit status 2; so does a flag the parser refuses. Ctrl-C ends in one
+``interrupted:`` line and exit status 130 (128 + SIGINT, as shells report it). Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
-from . import __version__
-from .backends import CHOICES, BackendUnavailable
-from .checkpoint import CheckpointError
-from .data import DataError
+from .backends import CHOICES
+from .errors import TinyVAEError
 
-EXPECTED = (BackendUnavailable, CheckpointError, DataError, ValueError, ImportError, OSError)
+try:
+    __version__ = version("tinyvae")
+except PackageNotFoundError:  # a checkout on sys.path, not installed
+    __version__ = "0+unknown"
 
 
 def message(e: BaseException) -> str:
@@ -38,14 +41,34 @@ def run(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "nothi
     except KeyboardInterrupt:
         print(f"interrupted: {where()}{interrupted()}", file=sys.stderr)
         return 130
-    except EXPECTED as e:
+    except (TinyVAEError, OSError) as e:
         print(f"error: {where()}{message(e)}", file=sys.stderr)
         return 2
 
 
-def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+class _Refused(Exception):
+    """A command line that the parser refuses."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose refusal of a flag is one ``error:`` line and exit status 2, as every other
+    expected failure of the command lines (:meth:`parse`)."""
+
+    def error(self, message: str):
+        raise _Refused(f"{message} (see {self.prog} --help)")
+
+    def parse(self, argv) -> argparse.Namespace | None:
+        """The parsed ``argv``, or None after the ``error:`` line of a command line it refuses."""
+        try:
+            return self.parse_args(argv)
+        except _Refused as e:
+            print(f"error: {e}", file=sys.stderr)
+            return None
+
+
+def parser(prog: str, doc: str) -> Parser:
     """A command's parser: its description from the module docstring ``doc``, ``--version``, ``--backend``."""
-    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    p = Parser(prog=prog, description=doc.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"tinyvae {__version__}")
     p.add_argument("--backend", choices=CHOICES, default="auto",
                    help="where the ops run (default auto: cuda where CuPy and a GPU are present, else numba); numpy "
@@ -55,5 +78,5 @@ def parser(prog: str, doc: str) -> argparse.ArgumentParser:
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
-                   help="folder of the four IDX files, .gz or raw (default: the run's own folder, else "
+                   help="folder of the IDX files, .gz or raw (default: where the run found its data, else "
                         "$TINYVAE_DATA, else /usr/share/datasets/fashion-mnist)")

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import Backend, get_backend
-from .network import EncoderDecoder
+from .errors import SettingsError
+from .models.protocol import Model
 
 H = 1e-3
 KINK_RETRY = 1e-2
@@ -108,7 +109,7 @@ def _stencil(f, t: float, h: float):
     return deriv, noise, (am2, am1, ap1, ap2)
 
 
-def _relu_pattern(model: EncoderDecoder, batch: int):
+def _relu_pattern(model: Model, batch: int):
     """The sign pattern of every ReLU output of the last forward pass at this batch size."""
     ws = model.workspace(batch)
     pairs = [(model.encoder, ws.enc_outs), (model.decoder, ws.dec_outs)]
@@ -119,13 +120,13 @@ def _relu_pattern(model: EncoderDecoder, batch: int):
     )
 
 
-def check_model(model: EncoderDecoder, x, max_per_tensor: int | None = None, seed: int = 0,
+def check_model(model: Model, x, max_per_tensor: int | None = None, seed: int = 0,
                 h: float = H, floor: float = FLOOR, **fixed) -> dict[str, CheckResult]:
     """Check every parameter tensor's gradient of a model's mean loss (float64 models only).
 
     Args:
-        model: a :class:`tinyvae.model.VAE` or :class:`tinyvae.autoencoders.Autoencoder`
-            with ``config.dtype == "float64"``; its weights are restored afterwards.
+        model: a :class:`tinyvae.models.protocol.Model` (a VAE or an autoencoder) with
+            ``config.dtype == "float64"``; its weights are restored afterwards.
         x: ``(B, D)`` data (in [0, 1] for the Bernoulli decoder).
         max_per_tensor: test at most this many elements per tensor (a seeded
             sample); None tests every element.
@@ -138,17 +139,17 @@ def check_model(model: EncoderDecoder, x, max_per_tensor: int | None = None, see
         ``{tensor name: CheckResult}``; judge it with :func:`assert_close`.
 
     Raises:
-        ValueError: if the model is not float64; if its loss is not the same at
+        SettingsError: if the model is not float64; if its loss is not the same at
             the same weights (its randomness is not fixed: pass ``eps`` for a VAE,
             ``corrupted`` for a denoising autoencoder); if some tensor had no
             element that could be tested (every one skipped at a ReLU kink).
     """
     if model.dtype != np.float64:
-        raise ValueError("gradient checks need a float64 model")
+        raise SettingsError("gradient checks need a float64 model (dtype='float64')")
     first = model.loss_and_grad(x, **fixed)
     analytic = model.backend.to_host(model.grad).copy()
     if model.loss_and_grad(x, **fixed) != first:
-        raise ValueError("the model's loss differs between two calls at the same weights, so finite differences "
+        raise SettingsError("the model's loss differs between two calls at the same weights, so finite differences "
                          "mean nothing: fix its randomness (eps= for a VAE, corrupted= for a denoising autoencoder)")
     p = model.params.data
     batch = np.shape(x)[0]
@@ -188,7 +189,7 @@ def check_model(model: EncoderDecoder, x, max_per_tensor: int | None = None, see
     model.loss_and_grad(x, **fixed)  # leave grad consistent with the restored weights
     untested = [name for name, r in results.items() if r.tested == 0]
     if untested:
-        raise ValueError(f"no element of {', '.join(untested)} could be tested: the stencil crossed a ReLU kink "
+        raise SettingsError(f"no element of {', '.join(untested)} could be tested: the stencil crossed a ReLU kink "
                          "at every one; check other elements (seed=, max_per_tensor=) or a smaller h")
     return results
 

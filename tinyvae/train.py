@@ -18,13 +18,15 @@ for an autoencoder), both in nats per sample, and writes into the run directory:
 Variants: ``--likelihood {bernoulli,gaussian,gaussian-learned}``, ``--beta``
 with a linear KL warm-up over ``--warmup-epochs``, ``--mc-samples L`` draws of
 z per image, ``--model cvae`` (the label joins the encoder input and z).
-Autoencoders (:mod:`tinyvae.autoencoders`): ``--model ae``, ``dae`` with
+Autoencoders (:mod:`tinyvae.models.autoencoders`): ``--model ae``, ``dae`` with
 ``--corruption`` and ``--noise``, ``sparse-ae`` with ``--rho`` and
 ``--sparsity-weight``, ``cae`` with ``--contractive-weight``; ``--code-activation``.
 ``--arch conv`` with ``--channels`` puts convolutions in the encoder and transposed
-convolutions in the decoder (:mod:`tinyvae.network`). A flag that does not apply to
-the chosen model or architecture is refused. The loop itself is
-:class:`tinyvae.trainer.Trainer`.
+convolutions in the decoder (:mod:`tinyvae.nn.stacks`). ``--optimizer sgd`` with
+``--momentum`` replaces Adam. A flag that does not apply to the chosen model,
+architecture, likelihood or optimiser is refused. The settings are declared in
+:mod:`tinyvae.models.config` and :mod:`tinyvae.training.settings`; the loop is
+:class:`tinyvae.training.loop.Trainer`.
 
 ``--out`` must be a new or empty folder; a run is continued with ``--resume``.
 Exit status: 0; 1 when the run diverged (stopped at the first non-finite loss,
@@ -32,131 +34,76 @@ metric, weight or optimiser state, its last good checkpoint intact); 2 for an
 expected failure, in one ``error:`` line (:mod:`tinyvae.cli`); 130 for Ctrl-C.
 
 Data parallel: started by ``mpirun -np P`` (P > 1), the run trains over the P
-ranks (:mod:`tinyvae.distributed`): ``--batch-size`` stays the global batch,
+ranks (:mod:`tinyvae.training.distributed`): ``--batch-size`` stays the global batch,
 the training is the one-process run's up to the order of floating-point sums,
 and rank 0 alone writes the run directory. A rank that fails ends the job.
 """
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 from pathlib import Path
 
 from . import cli
-from .autoencoders import AE_MODELS, CODE_ACTIVATIONS, CORRUPTIONS, AEConfig
-from .blas import avx512_hint, cpu_flags, numpy_blas
-from .data import DATASETS
-from .distributed import DataParallel, from_environment
-from .network import ARCHS, LIKELIHOODS
-from .rundir import new_run_dir, remove_if_empty
-from .settings import MODELS, VAE_MODELS, TrainSettings
-from .trainer import Diverged, Trainer
+from .backends.blas import avx512_hint, cpu_flags, numpy_blas
+from .errors import Diverged, SettingsError
+from .models.config import AEConfig, VAEConfig
+from .models.settings import Setting, add_flags, declared
+from .training.distributed import DataParallel, from_environment
+from .training.loop import Trainer
+from .training.rundir import new_run_dir, remove_if_empty
+from .training.settings import SETTINGS, TRAIN_SETTINGS, RunSettings, check_epochs
+
+AE_ONLY = set(declared(AEConfig)) - set(declared(VAEConfig))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def group_of(s: Setting) -> str:
+    """The section of ``--help`` a setting is listed in."""
+    if s.name in TRAIN_SETTINGS:
+        return "training"
+    return "autoencoders" if s.name in AE_ONLY else "model"
+
+
+def build_parser():
     p = cli.parser("python -m tinyvae.train", __doc__)
-    p.add_argument("--dataset", choices=DATASETS, default=None, help="default fashion-mnist")
-    cli.add_data_dir(p)
     p.add_argument("--epochs", type=int, default=10, help="total epochs, also when resuming (default 10)")
-    p.add_argument("--batch-size", type=int, default=None, help="default 128")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate, default 1e-3")
-    p.add_argument("--latent-dim", type=int, default=None, help="default 20")
-    p.add_argument("--arch", choices=ARCHS, default=None,
-                   help="mlp (default): fully connected layers; conv: 4x4 stride-2 convolutions (see --channels)")
-    p.add_argument("--hidden", default=None, help="mlp: hidden sizes, comma separated, default 400")
-    p.add_argument("--channels", default=None,
-                   help="conv: the convolutions' channels, comma separated, default 32,64 (28x28 -> 14x14 -> 7x7)")
-    p.add_argument("--model", choices=MODELS, default=None,
-                   help="vae (default), cvae (label-conditional), or an autoencoder: ae, dae, sparse-ae, cae")
-    p.add_argument("--likelihood", choices=LIKELIHOODS, default=None, help="decoder p(x|z), default bernoulli")
-    p.add_argument("--decoder-logvar", type=float, default=None,
-                   help="fixed log-variance of --likelihood gaussian, default 0 (sigma = 1)")
-    p.add_argument("--mc-samples", type=int, default=None, help="draws of z per image (L), default 1")
-    p.add_argument("--beta", type=float, default=None, help="KL weight, default 1.0")
-    p.add_argument("--warmup-epochs", type=float, default=None,
-                   help="raise the KL weight linearly from 0 to --beta over this many epochs, default 0")
-    ae = p.add_argument_group("autoencoders")
-    ae.add_argument("--code-activation", choices=CODE_ACTIVATIONS, default=None, help="the code h, default sigmoid")
-    ae.add_argument("--corruption", choices=CORRUPTIONS, default=None, help="dae: default mask")
-    ae.add_argument("--noise", type=float, default=None,
-                    help=f"dae: corrupted fraction (mask, salt-and-pepper) or std (gaussian), default {AEConfig.noise}")
-    ae.add_argument("--rho", type=float, default=None, help=f"sparse-ae: target mean activation, default {AEConfig.rho}")
-    ae.add_argument("--sparsity-weight", type=float, default=None,
-                    help=f"sparse-ae: weight of sum_j KL(rho || rho_hat_j), default {AEConfig.sparsity_weight}")
-    ae.add_argument("--contractive-weight", type=float, default=None,
-                    help=f"cae: weight of ||dh/dx||_F^2, default {AEConfig.contractive_weight}")
-    p.add_argument("--seed", type=int, default=None, help="default 1")
-    p.add_argument("--binarize", action="store_true", default=None,
-                   help="dynamic binarisation of the pixels (default off: intensities in [0, 1])")
     p.add_argument("--out", default=None,
                    help="run directory, new or empty (default runs/<timestamp>); a run in it is continued with --resume")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR with its own settings (default: a new run); --data-dir "
                         "names where its data are now")
+    add_flags(p, SETTINGS, group_of)
     return p
 
 
-SETTING_FLAGS = ("dataset", "data_dir", "batch_size", "lr", "latent_dim", "hidden", "arch", "channels", "beta", "warmup_epochs", "model",
-                 "likelihood", "decoder_logvar", "mc_samples", "code_activation", "corruption", "noise", "rho",
-                 "sparsity_weight", "contractive_weight", "seed", "binarize")
-# The flags that apply to some models only.
-ONLY_FOR = {"beta": VAE_MODELS, "warmup_epochs": VAE_MODELS, "mc_samples": VAE_MODELS, "code_activation": AE_MODELS,
-            "corruption": ("dae",), "noise": ("dae",), "rho": ("sparse-ae",), "sparsity_weight": ("sparse-ae",),
-            "contractive_weight": ("cae",)}
-
-
-ONLY_FOR_ARCH = {"hidden": ("mlp",), "channels": ("conv",)}
-
-
-def _sizes(flag: str, text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(h) for h in text.split(",") if h.strip())
-    except ValueError:
-        example = "32,64" if flag == "channels" else "512,256, or '' for none"
-        raise ValueError(f"--{flag} takes sizes separated by commas (e.g. {example}), got {text!r}") from None
-
-
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    given = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k) is not None}
+    args = build_parser().parse(argv)
+    if args is None:
+        return 2
+    given = {k: getattr(args, k) for k, s in SETTINGS.items() if s.spec.flag and getattr(args, k) is not None}
+    if "data_dir" in given:  # stored absolute, so the run can be resumed, evaluated and sampled from anywhere
+        given["data_dir"] = str(Path(given["data_dir"]).resolve())
     run: dict = {"trainer": None, "dir": None, "created": False}
 
     def start() -> Trainer:
-        if args.epochs < 1:
-            raise ValueError(f"--epochs is the total number of epochs, at least 1; got {args.epochs}")
+        check_epochs(args.epochs)
         if args.resume:
             ignored = [k for k in given if k != "data_dir"] + (["out"] if args.out else [])
             if ignored and (group is None or group.is_root):
                 print(f"resuming {args.resume}: its settings come from the checkpoint; "
                       f"ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
-            trainer = Trainer.resume(Path(args.resume), args.backend, args.data_dir, group)
+            trainer = Trainer.resume(Path(args.resume), args.backend, given.get("data_dir"), group)
             if trainer.epoch >= args.epochs:
-                raise ValueError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the total, "
-                                 f"so ask for more than {trainer.epoch}")
+                raise SettingsError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the "
+                                    f"total, so ask for more than {trainer.epoch}")
             return trainer
-        model = given.get("model", TrainSettings.model)
-        wrong = [k for k in given if model not in ONLY_FOR.get(k, MODELS)]
-        if wrong:
-            raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} does not apply to --model {model}")
-        for flag in ("hidden", "channels"):
-            if flag in given:
-                given[flag] = _sizes(flag, given[flag])
-        arch = given.get("arch", TrainSettings.arch)
-        wrong = [k for k in given if k in ONLY_FOR_ARCH and arch not in ONLY_FOR_ARCH[k]]
-        if wrong:
-            raise ValueError(f"{', '.join('--' + k for k in wrong)} does not apply to --arch {arch}")
-        if arch == "conv":
-            given["hidden"] = ()
-        if "data_dir" in given:  # stored absolute, so the run can be resumed, evaluated and sampled from anywhere
-            given["data_dir"] = str(Path(given["data_dir"]).resolve())
-        settings = TrainSettings(**given)
+        settings = RunSettings.resolve(given)
         if group is None or group.is_root:
             run["dir"], run["created"] = new_run_dir(args.out)
         if group is not None:  # rank 0 names the run directory (a new timestamped one by default)
             run["dir"] = Path(group.share(str(run["dir"]) if group.is_root else None))
-        return Trainer(settings, args.backend, run["dir"], group=group)
+        return Trainer.start(settings, args.backend, run["dir"], group)
 
     def body() -> int:
         nonlocal group

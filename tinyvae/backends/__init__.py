@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..errors import BackendUnavailable, SettingsError
+
 OPS = (
     "gather_pixels",
     "bce_with_logits",
@@ -28,10 +30,6 @@ OPS = (
 
 BACKENDS = ("numpy", "numba", "cuda", "cuda-sim")
 CHOICES = ("auto", *BACKENDS)  # what the command lines take; auto: cuda where it can run, else numba, else numpy
-
-
-class BackendUnavailable(RuntimeError):
-    """Raised when a backend is not implemented or cannot run on this machine."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +84,7 @@ def _cuda_sim() -> Backend:
 
     from . import cuda_ops, cudasim
 
-    try:
-        cudasim.compiler()
-    except cudasim.CompilerMissing as e:
-        raise BackendUnavailable(f"the cuda-sim backend: {e}") from e
+    cudasim.compiler()
     return _from_module("cuda-sim", numpy, cuda_ops.CudaOps(cudasim.module))
 
 
@@ -102,7 +97,7 @@ def get_backend(name: str) -> Backend:
     for testing the kernels where no GPU is at hand.
 
     Raises:
-        ValueError: for an unknown name.
+        SettingsError: for an unknown name.
         BackendUnavailable: when the backend cannot run here (not built yet, a
             missing package, no usable GPU); the message says what is missing.
     """
@@ -120,15 +115,17 @@ def get_backend(name: str) -> Backend:
 
         return _from_module("numpy", numpy, reference)
     if name == "numba":
+        import importlib.util
+
         import numpy
 
-        try:
-            from . import numba_ops
-        except ImportError as e:
-            raise BackendUnavailable(f"the numba backend needs the numba package ({e}); pip install numba") from e
+        if importlib.util.find_spec("numba") is None:
+            raise BackendUnavailable("the numba backend needs the numba package: pip install numba")
+        from . import numba_ops
+
         return _from_module("numba", numpy, numba_ops)
     if name == "cuda":
         return _cuda()
     if name == "cuda-sim":
         return _cuda_sim()
-    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(CHOICES)}")
+    raise SettingsError(f"unknown backend {name!r}; choose one of {', '.join(CHOICES)}")

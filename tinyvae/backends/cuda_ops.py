@@ -10,9 +10,10 @@ are written once, in :class:`CudaOps`, against a module loader: on the GPU
 (backend ``cuda``) each file is compiled once per process, on first use, by
 ``cupy.RawModule`` (NVRTC; CuPy also keeps the binary in its on-disk kernel
 cache); on the CPU (backend ``cuda-sim``) by :mod:`tinyvae.backends.cudasim`,
-which runs the same launches on NumPy arrays. The kernels are found in the
-``kernels`` folder of the source checkout (an editable install), or where the
-environment variable ``TINYVAE_KERNELS`` points.
+which runs the same launches on NumPy arrays. The kernels are found where the
+environment variable ``TINYVAE_KERNELS`` points, else in the installed package
+(``tinyvae/kernels``, where a wheel puts the repository's ``kernels`` folder), else
+in the ``kernels`` folder of the source checkout (an editable install).
 
 Launch shapes (see each ``.cu`` file): one 256-thread block per row for the
 likelihoods, one warp per row for the reparameterization forward, blocks of
@@ -37,10 +38,22 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BackendUnavailable
 from . import reference
 from .reference import array_module
 
-KERNEL_DIR = Path(os.environ.get("TINYVAE_KERNELS", Path(__file__).resolve().parents[2] / "kernels"))
+
+def kernel_dir() -> Path:
+    """The folder of the ``.cu`` files: ``$TINYVAE_KERNELS``, else the installed package's ``kernels``
+    (a wheel), else the checkout's."""
+    if os.environ.get("TINYVAE_KERNELS"):
+        return Path(os.environ["TINYVAE_KERNELS"])
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "kernels"
+    return installed if installed.is_dir() else package.parent / "kernels"
+
+
+KERNEL_DIR = kernel_dir()
 FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "gather_pixels": "data",
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
@@ -104,7 +117,7 @@ def gpu_module(path: Path):
     import cupy
 
     if not path.is_file():
-        raise FileNotFoundError(f"CUDA kernel source {path} not found; set TINYVAE_KERNELS to the kernels folder")
+        raise BackendUnavailable(f"the CUDA kernel source {path} is missing; set TINYVAE_KERNELS to the kernels folder")
     return cupy.RawModule(code=path.read_text(), options=("-std=c++17", f"-I{KERNEL_DIR}"))
 
 

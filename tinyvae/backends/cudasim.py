@@ -26,8 +26,8 @@ memory (the library's static ``__shared__`` variables, an upper bound for each
 kernel, plus ``shared_mem``).
 
 Raises (from :func:`module` and :class:`Kernel`): :class:`CompilerMissing` where
-no C++ compiler exists, :class:`BuildError` with the compiler's message when a
-kernel file does not compile, ``TypeError`` for an argument the kernel does not
+no C++ compiler exists, :class:`tinyvae.errors.KernelBuildError` naming the compiler,
+the file and the compiler's message when a kernel file does not compile, ``TypeError`` for an argument the kernel does not
 take, :class:`LaunchError` for a launch a GPU would refuse and for a fault found
 while the kernel runs (threads waiting at different ``__syncthreads()``, a warp
 operation some lanes cannot reach), naming the kernel, the block and the source
@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BackendUnavailable, KernelBuildError
+
 HEADER = Path(__file__).with_name("cudasim.h")
 FLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-fno-gnu-unique", "-fvisibility=hidden", "-w")
 MAX_THREADS, MAX_BLOCK, MAX_GRID = 1024, (1024, 1024, 64), (2**31 - 1, 65535, 65535)
@@ -56,12 +58,8 @@ WORKERS = len(os.sched_getaffinity(0))  # OS threads a block's warps are dealt o
 _modules: dict = {}
 
 
-class CompilerMissing(RuntimeError):
-    """No C++ compiler to build the simulator with."""
-
-
-class BuildError(RuntimeError):
-    """A kernel file that the host compiler refused; the message holds the compiler's."""
+class CompilerMissing(BackendUnavailable):
+    """No C++ compiler to build the simulator with: the cuda-sim backend cannot run here."""
 
 
 class LaunchError(RuntimeError):
@@ -73,7 +71,7 @@ def compiler() -> str:
     cxx = os.environ.get("CXX") or "g++"
     found = shutil.which(cxx)
     if found is None:
-        raise CompilerMissing(f"the CUDA simulator needs a C++20 compiler and {cxx!r} was not found "
+        raise CompilerMissing(f"the cuda-sim backend needs a C++20 compiler and {cxx!r} was not found "
                               "(apt-get install g++, or set CXX)")
     return found
 
@@ -93,12 +91,19 @@ def _build_key(source: Path, cxx: str) -> str:
     return h.hexdigest()[:20]
 
 
+def _refused(cxx: str, what: str, source: Path, done: subprocess.CompletedProcess) -> KernelBuildError:
+    """The error for a compiler run that failed: the compiler, the file, and what the compiler printed."""
+    said = done.stderr.strip() or done.stdout.strip() or "it printed nothing"
+    return KernelBuildError(f"{cxx} could not {what} {source} for the CUDA simulator (exit status "
+                            f"{done.returncode}): {said}")
+
+
 def kernel_names(source: Path, cxx: str) -> list[str]:
     """The ``extern "C" __global__`` kernels a ``.cu`` file defines, found in its preprocessed text."""
     text = subprocess.run([cxx, "-E", "-P", "-x", "c++", "-std=c++20", f"-I{source.parent}", str(source)],
                           capture_output=True, text=True)
     if text.returncode:
-        raise BuildError(f"preprocessing {source} failed:\n{text.stderr}")
+        raise _refused(cxx, "preprocess", source, text)
     return re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(', text.stdout)
 
 
@@ -107,7 +112,7 @@ def build(source: Path) -> Path:
     cxx = compiler()
     source = source.resolve()
     if not source.is_file():
-        raise FileNotFoundError(f"CUDA kernel source {source} not found; set TINYVAE_KERNELS to the kernels folder")
+        raise BackendUnavailable(f"the CUDA kernel source {source} is missing; set TINYVAE_KERNELS to the kernels folder")
     out_dir = _cache_root() / _build_key(source, cxx)
     library = out_dir / f"{source.stem}.so"
     if library.is_file():
@@ -115,11 +120,11 @@ def build(source: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BuildError(f"cannot make the simulator's build cache {out_dir} ({e}); "
-                         "set TINYVAE_CACHE to a writable folder") from e
+        raise KernelBuildError(f"cannot make the simulator's build cache {out_dir} ({e.strerror or e}); "
+                               "set TINYVAE_CACHE to a writable folder") from e
     names = kernel_names(source, cxx)
     if not names:
-        raise BuildError(f'{source} defines no extern "C" __global__ kernel')
+        raise KernelBuildError(f'{source} defines no extern "C" __global__ kernel')
     unit = "".join([f'#include "{HEADER}"\n#include "{source}"\n', *(f"TINYVAE_SIM_EXPORT({n})\n" for n in names)])
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         cpp, so = Path(tmp) / f"{source.stem}.cpp", Path(tmp) / f"{source.stem}.so"
@@ -127,7 +132,7 @@ def build(source: Path) -> Path:
         done = subprocess.run([cxx, *FLAGS, f"-I{source.parent}", str(cpp), "-o", str(so)],
                               capture_output=True, text=True)
         if done.returncode:
-            raise BuildError(f"the host compiler refused {source} under the CUDA simulator:\n{done.stderr}")
+            raise _refused(cxx, "compile", source, done)
         os.replace(so, library)  # atomic: a concurrent build of the same key writes the same bytes
     return library
 

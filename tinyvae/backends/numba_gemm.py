@@ -5,17 +5,13 @@ Each GEMM is split into one slab of output rows (or columns: see
 :func:`matmul`) per thread, and each thread calls NumPy's OpenBLAS for its
 slab with OpenBLAS's own threading off for that call
 (``openblas_set_num_threads_local(1)``, restored after). With OpenBLAS's pool
-idle, the second core is free for the other kernels between the GEMMs. Before,
-OpenBLAS's workers owned it and spun between GEMMs, and Numba's threads could
-not use it: one Fashion-MNIST epoch took 30.0 s with two Numba threads against
-1.21 s with one, and with OpenMP's passive wait two threads gained nothing.
-The split GEMMs run at OpenBLAS's own two-thread speed (1,665 against 1,762 us
-at 6272x512 by 512x64; 388 to 418 against 396 to 413 us at 128x784 by
-784x400), and the conv VAE's step went from 23.0 to 18.4 ms, the MLP's from
-2.99 to 2.5 ms (docs/performance.md). This needs NumPy's OpenBLAS with 64-bit
-integers and ``openblas_set_num_threads_local`` (NumPy's wheels ship both:
-OpenBLAS 0.3.31 here); without them (:data:`OWN_GEMMS` False) the GEMMs are
-``numpy.matmul`` and the kernels run on one thread, as before. Numba's thread
+idle, the second core is free for the other kernels between the GEMMs: with
+OpenBLAS's own threads, its workers spin between GEMMs and Numba's threads only
+fight them. The split GEMMs run at OpenBLAS's own multi-thread speed
+(docs/performance.md, "Numba's threads run the GEMMs"). This needs NumPy's
+OpenBLAS with 64-bit integers and ``openblas_set_num_threads_local`` (NumPy's
+wheels ship both); without them (:data:`OWN_GEMMS` False) the GEMMs are
+``numpy.matmul`` and the kernels run on one thread. Numba's thread
 count is otherwise its own (every core, ``NUMBA_NUM_THREADS``,
 ``numba.set_num_threads``; data-parallel training sets it to the cores per
 rank).
@@ -45,7 +41,7 @@ def _bind_openblas() -> bool:
     """Register NumPy's OpenBLAS ``cblas_sgemm`` and ``cblas_dgemm`` (the 64-bit integer interface)
     and ``openblas_set_num_threads_local`` with LLVM under the names of :data:`_OPENBLAS_SYMBOLS`, so
     that compiled code (cached too) calls them by name; False where NumPy's BLAS lacks one of them."""
-    from ..blas import numpy_blas
+    from .blas import numpy_blas
 
     info = numpy_blas()
     if not info or info.get("internal_api") != "openblas":
@@ -121,9 +117,8 @@ def _gemm(a, b, out, parts):
     ldc = out.strides[0] // out.itemsize
     size = out.itemsize
     # Slabs of rows, unless the output is wider than tall and the slabs would be under 128 rows: then
-    # of columns. Measured on the Xeon, two threads: the rule picks the faster split for all 12 GEMMs
-    # of the MLP and conv VAEs (e.g. (400, 128) x (128, 784): rows 298 us, columns 346 us;
-    # (128, 784) x (784, 400): rows 458 us, columns 388 us).
+    # of columns, which keeps each thread's BLAS call large enough to run at full speed. The rule picks
+    # the faster split for every GEMM of the MLP and conv VAEs (measured in docs/performance.md).
     by_rows = M >= N or M // parts >= 128
     n = M if by_rows else N
     pa0, pb0, pc0 = a.ctypes.data, b.ctypes.data, out.ctypes.data
@@ -155,7 +150,7 @@ def matmul(a, b, out):
     Float32 or float64 2-D operands of one dtype and matching shapes, each with unit stride along its
     rows or its columns, ``out`` apart from them; any other case (or no :data:`OWN_GEMMS`) is
     ``numpy.matmul``, which raises ``ValueError`` for shapes that do not match. The checks run in the
-    compiled code: in Python they took 22 us a call under cProfile, against 7.5 us now."""
+    compiled code, where they cost a third of what they cost in Python."""
     t = out.dtype
     if not (OWN_GEMMS and t in _FLOATS and a.dtype == t and b.dtype == t and a.ndim == b.ndim == out.ndim == 2
             and _gemm(a, b, out, numba.get_num_threads())):

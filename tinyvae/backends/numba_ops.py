@@ -11,21 +11,19 @@ arcp; never nnan/ninf: NaN and inf keep their meaning). Calls to libm's
 kernels use our own :func:`exp_neg32`, :func:`exp32` and :func:`log1p_unit32`,
 polynomial and branch-free; float64 (gradient checks) keeps libm. Every
 constant takes the arrays' dtype: a bare ``0.5`` or ``1 - beta1`` is float64 and
-silently turns a float32 loop into a float64 one (Adam went from 272 us to
-105 us at 652,824 parameters when its constants became float32). The latent
-ops read the encoder's ``(B, 2K)`` output ``[mu | logvar]`` whole: given
-``mu``/``logvar`` as its column views, Numba typed them as non-contiguous and
-the loops stayed scalar (10 us each at B = 128, and slower than NumPy at
-B = 8192); on the whole array they take 4.2 and 2.4 us.
+silently turns a float32 loop into a float64 one, at over twice the time. The
+latent ops read the encoder's ``(B, 2K)`` output ``[mu | logvar]`` whole: given
+``mu``/``logvar`` as its column views, Numba types them as non-contiguous and
+the loops stay scalar. The figures behind these choices are in
+docs/performance.md, "Why the numba kernels are written as they are".
 
 Threads: Numba's threads run every kernel and, through :func:`matmul`
 (:mod:`tinyvae.backends.numba_gemm`), the GEMMs too, on every core; that
 module says how, and what it took. The kernels are compiled with
 ``parallel=True`` also for what parfor lowering does to a loop: it outlines the loop body into a
 function whose array arguments are marked as not aliasing, which is what lets
-LLVM vectorise a loop that writes several arrays. Compiled serially, Adam took
-1.2 ms instead of 65 us (its loop stayed scalar), and the BCE kernel 712 us
-instead of 61 us (before ``exp_neg32`` lost its table). Two are serial and
+LLVM vectorise a loop that writes several arrays; compiled serially, Adam's and
+the BCE's loops stay scalar. Two are serial and
 vectorise anyway: ``bias_act_backward``, whose column sums would race across
 rows, and ``gather_pixels``, which writes one array only.
 
@@ -71,8 +69,7 @@ def exp_neg32(a):
     then exp(-a) = 2^-n * exp(-r), exp(-r) by its Taylor series to degree 7
     (truncation < 6e-9 relative). 2^-n (n <= 126, a normal number) is built
     from its bits, exponent field 127 - n: a table lookup instead becomes a
-    vector gather, and made the BCE kernel 1.7x slower (66 against 38 us at
-    128x784).
+    vector gather, which slows the BCE kernel down.
     """
     a = min(a, np.float32(87.0))
     n = np.int32(a * _LOG2E + np.float32(0.5))
@@ -165,10 +162,9 @@ def _prefetch(typingctx, arr, i, j):
 @njit(**_JIT)
 def _gather_pixels(pixels, rows, scale, out, next_rows):
     # Serial: one array written, so LLVM vectorises the widening loop behind a
-    # runtime alias check. The rows of a shuffled batch come from memory
-    # (the 47 MB Fashion-MNIST set does not stay in cache), 25 us per batch of
-    # 128; prefetching the next batch's rows here lets them load while the
-    # step's GEMMs run (a numba epoch 0.015 to 0.025 s faster).
+    # runtime alias check. The rows of a shuffled batch come from memory (a
+    # training set larger than the caches); prefetching the next batch's rows
+    # here lets them load while the step's GEMMs run.
     N, D = pixels.shape
     if out.shape[0] != rows.shape[0] or out.shape[1] != D:
         raise ValueError("out must have shape (len(rows), pixels.shape[1])")
@@ -271,13 +267,11 @@ def bias_act(out, b, relu):
 @njit(**_JIT)
 def bias_act_backward(dout, out, relu, db_out):
     # One pass, row by row: each row's (masked) values are stored and added to
-    # db_out in the same vector loop. At 128x400 with ReLU: 4.0 us, against
-    # 10.7 us for a masking kernel followed by NumPy's column sum; at 128x784
-    # without: 3.2 us against 7.9 us for NumPy's column sum. Serial on purpose:
-    # the column sums would race across rows. Fewer than 8 columns (a one-channel
-    # image's pixels as rows: 100,352 x 1 at the conv decoder's output) go column
-    # by column instead, each a vectorised sum down the rows: 4 us against 700 us
-    # for the row loop, whose inner loop is then too short to vectorise.
+    # db_out in the same vector loop, faster than a masking kernel followed by
+    # NumPy's column sum. Serial on purpose: the column sums would race across
+    # rows. Fewer than 8 columns (a one-channel image's pixels as rows, at the
+    # conv decoder's output) go column by column instead, each a vectorised sum
+    # down the rows: the row loop's inner loop is then too short to vectorise.
     zero = dout.dtype.type(0.0)
     if dout.shape[1] < 8:
         for j in range(dout.shape[1]):
@@ -307,10 +301,8 @@ def _u(i):
 @njit(parallel=True, **_JIT)
 def _unfold(x, H, W, C, kh, kw, s, p, Ho, Wo, cols):
     # A row per window position, in kh runs of kw * C values, each a contiguous run of the image where
-    # the window row lies inside it. At B = 128, 4x4 windows, stride 2: 0.63 ms through 14x14x32 images
-    # (12.8 MB of patches; 0.93 ms with signed indices, see _u) and 0.36 ms through 28x28x1 ones. With
-    # PyTorch's (c, i, j) column order, whose runs are one value long, the best loop took 2.0 ms for the
-    # first (channels innermost, writes kh kw apart), each loop order good for one geometry only.
+    # the window row lies inside it. With PyTorch's (c, i, j) column order the runs are one value long,
+    # and each loop order is good for one geometry only.
     run = kw * C
     zero = cols.dtype.type(0.0)
     for r in prange(x.shape[0] * Ho):
@@ -342,8 +334,8 @@ def unfold(x, g, cols_out):
 @njit(parallel=True, **_JIT)
 def _fold(cols, H, W, C, kh, kw, s, p, Ho, Wo, x):
     # Each image is summed on its own (no two iterations write one pixel), patch by patch in the
-    # order unfold wrote them, a window row's kw * C values at a time: 0.57 ms at 14x14x32 (2.1 ms
-    # with signed indices; a loop gathering each pixel's terms took 1.9).
+    # order unfold wrote them, a window row's kw * C values at a time (faster than gathering each
+    # pixel's terms).
     run = kw * C
     for b in prange(x.shape[0]):
         img = x[b]
@@ -376,9 +368,9 @@ def fold(cols, g, x_out):
 # (``tiny``: 1.2e-38 in float32) as 0. A weight whose gradient is 0 step after step (one fed by a
 # pixel that is 0 in every image of the batch) has its first moment m decay by beta1 = 0.9 a step
 # into the subnormal range, where it sticks: 0.9 k units of the last place rounds back to k. After
-# 1,500 steps of the default VAE 131,119 of its 652,824 m were subnormal, and on Intel CPUs each
-# operation on a subnormal number is a microcode assist: Adam took 2,054 us a call against 451 us
-# with them flushed (Xeon, 2026-11-30), 37 % of the step. Such a moment cannot move its weight (the
+# 1,500 steps of the default VAE a fifth of its m are subnormal, and on Intel CPUs each operation on a
+# subnormal number is a microcode assist, which makes Adam several times slower. Such a moment cannot
+# move its weight (the
 # update is at most lr * tiny / eps, 1e-33, far below any weight's rounding step), so the numbers
 # stay those of the reference, which keeps the subnormals. ``x < tiny`` is False for NaN: a NaN
 # still reaches the weights, where the trainer's check finds it.

@@ -46,13 +46,13 @@ def gather_pixels(pixels, rows, scale, out, next_rows=None):
     """A batch of images from a uint8 training set, scaled: ``out = pixels[rows] * scale``.
 
     The product is taken in float32 (``scale`` is cast to it), the rule of
-    :func:`tinyvae.data.pixels_to_unit`; a float64 ``out`` receives the
+    :func:`tinyvae.io.datasets.pixels_to_unit`; a float64 ``out`` receives the
     float32 values, widened.
 
     Args:
         pixels: ``(N, D)`` uint8 images, the whole set.
         rows: ``(B,)`` integer indices into ``pixels`` (negative ones count from the end).
-        scale: the factor, e.g. :data:`tinyvae.data.PIXEL_SCALE` = float32(1/255) for [0, 1].
+        scale: the factor, e.g. :data:`tinyvae.io.datasets.PIXEL_SCALE` = float32(1/255) for [0, 1].
         out: ``(B, D)`` float32/float64 receives the batch.
         next_rows: optional indices of the next batch; a backend that can ask the
             CPU to start loading those rows into its caches while the step runs

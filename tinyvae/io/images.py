@@ -1,0 +1,196 @@
+"""Pictures of a model, as PNG files written atomically: image grids (Pillow), and plots
+(matplotlib, the optional extra ``pip install 'tinyvae[plot]'``).
+
+The grids: prior samples, reconstructions, interpolations between codes and the
+2-D latent manifold, each image scaled up to at least ``MIN_SIDE`` pixels a side
+so a 28-pixel image can be seen on a screen. The plots: the latent scatter of a
+test set and the loss curves of a run.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+from scipy.stats import norm
+
+from ..errors import DataError, MissingDependency, SettingsError
+from .checkpoint import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from ..models.protocol import Model
+    from ..models.vae import VAE
+
+MIN_SIDE = 56  # pixels on screen of the smaller side of one image in a grid
+
+
+def save_grid(path, images, rows: int, cols: int, pad: int = 2) -> None:
+    """Tile ``rows * cols`` grey images into one PNG, each scaled up (nearest pixel) by the smallest whole
+    factor that makes its smaller side at least :data:`MIN_SIDE` pixels.
+
+    Args:
+        path: output file, replaced atomically (a reader sees the old picture or the new one).
+        images: ``(rows * cols, H, W)`` floats in [0, 1] (clipped), row-major order.
+        pad: pixels of black border between tiles.
+
+    Raises:
+        ValueError: if the number of images is not ``rows * cols``.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim != 3 or images.shape[0] != rows * cols:
+        raise ValueError(f"expected {rows * cols} images of shape (H, W), got {images.shape}")
+    factor = max(1, math.ceil(MIN_SIDE / min(images.shape[1:])))
+    images = images.repeat(factor, axis=1).repeat(factor, axis=2)
+    n, h, w = images.shape
+    canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.uint8)
+    tiles = np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = tiles[k]
+    png = io.BytesIO()
+    Image.fromarray(canvas, mode="L").save(png, format="PNG")
+    atomic_write_bytes(path, png.getvalue())
+
+
+def image_shape(config) -> tuple[int, int]:
+    """``(H, W)`` to draw a model's examples in without its dataset: a conv model's own ``image_shape``, else
+    square images of ``input_dim`` pixels; ``SettingsError`` for neither."""
+    if config.arch == "conv":
+        return tuple(config.image_shape)
+    side = math.isqrt(config.input_dim)
+    if side * side != config.input_dim:
+        raise SettingsError(f"cannot draw examples of {config.input_dim} values as images without their dataset, "
+                            "which gives their shape")
+    return side, side
+
+
+def read_grey(path, shape: tuple[int, int]) -> np.ndarray:
+    """A PNG (or any image Pillow reads) as grey intensities in [0, 1], flattened; ``DataError`` unless Pillow
+    reads it and it is ``shape`` (height, width)."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            grey = np.asarray(im.convert("L"), np.float32) / 255
+    except UnidentifiedImageError as e:
+        raise DataError(f"{path}: not an image Pillow can read") from e
+    if grey.shape != shape:
+        raise DataError(f"{path}: {grey.shape[1]}x{grey.shape[0]} pixels; the model draws {shape[1]}x{shape[0]}")
+    return grey.ravel()
+
+
+def prior_samples(model: VAE, rng: np.random.Generator, per_row: int = 8) -> tuple[np.ndarray, int, int]:
+    """Decoded z ~ N(0, I): ``(images (rows*cols, D), rows, cols)``.
+
+    8 rows of ``per_row`` for a VAE; one row per class (the same ``per_row``
+    draws of z in every row) for a conditional VAE.
+    """
+    C, K = model.config.n_classes, model.config.latent_dim
+    if C:
+        z = np.tile(rng.standard_normal((per_row, K)), (C, 1))
+        return model.decode(z, np.repeat(np.arange(C), per_row)), C, per_row
+    return model.decode(rng.standard_normal((8 * per_row, K))), 8, per_row
+
+
+def interpolate(model: Model, a: np.ndarray, b: np.ndarray, steps: int = 10, ya=None, yb=None) -> np.ndarray:
+    """Decoded straight lines between the codes of image pairs (``model.code``: mu for a VAE, h for an
+    autoencoder).
+
+    Args:
+        a, b: ``(P, D)`` image pairs; ya, yb: their labels for a conditional
+            VAE (the label switches from ya to yb half way).
+        steps: points on each line, t = 0 ... 1 (>= 2).
+
+    Returns:
+        ``(P, steps + 2, D)``: a, the decoded line, b.
+    """
+    if steps < 2:
+        raise SettingsError(f"steps must be >= 2, got {steps}")
+    mu_a, mu_b = model.code(a, ya), model.code(b, yb)
+    t = np.linspace(0.0, 1.0, steps)[None, :, None]
+    z = ((1 - t) * mu_a[:, None] + t * mu_b[:, None]).reshape(-1, mu_a.shape[1])
+    y = None if ya is None else np.where(t.ravel()[None, :] < 0.5, np.asarray(ya)[:, None], np.asarray(yb)[:, None]).ravel()
+    line = model.decode(z, y).reshape(len(a), steps, -1)
+    return np.concatenate([np.asarray(a)[:, None], line, np.asarray(b)[:, None]], axis=1)
+
+
+def manifold(model: VAE, n: int = 20, y=None) -> np.ndarray:
+    """The decoded ``n x n`` grid of a 2-D latent space, ``(n * n, D)``, row-major, z_2 decreasing down the rows.
+
+    Raises:
+        SettingsError: if the latent size is not 2, or ``n`` < 1.
+    """
+    if model.config.latent_dim != 2:
+        raise SettingsError(f"the manifold grid needs a 2-D latent space; this model has {model.config.latent_dim}")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise SettingsError(f"the manifold grid's side n must be an int >= 1, got {n!r}")
+    q = norm.ppf(np.linspace(0, 1, n + 2)[1:-1])  # (0, 1) without its ends: Phi^-1 is finite
+    z = np.stack(np.meshgrid(q, q[::-1]), axis=-1).reshape(-1, 2)
+    return model.decode(z, None if y is None else np.full(len(z), y))
+
+
+def scatter(path, mu: np.ndarray, labels: np.ndarray, names=None, title: str = "") -> None:
+    """Save a scatter of ``mu`` ``(N, K)`` coloured by ``labels`` ``(N,)``; K > 2 uses the first two principal components.
+
+    Raises:
+        MissingDependency: matplotlib is missing (``pip install tinyvae[plot]``).
+    """
+    plt = pyplot("the scatter")
+    mu = np.asarray(mu, np.float64)
+    axes = ("z1", "z2")
+    if mu.shape[1] > 2:
+        centred = mu - mu.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        mu, axes = centred @ vt[:2].T, ("principal component 1 of mu", "principal component 2 of mu")
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
+    for c in np.unique(labels):
+        sel = labels == c
+        ax.scatter(mu[sel, 0], mu[sel, 1] if mu.shape[1] > 1 else np.zeros(sel.sum()), s=2, alpha=0.6,
+                   label=names[c] if names is not None else str(c))
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title)
+    ax.legend(markerscale=5, fontsize=7, loc="best")
+    save_figure(plt, fig, path)
+
+
+def pyplot(what: str):
+    """matplotlib's pyplot on the Agg backend; :class:`~tinyvae.errors.MissingDependency` naming ``what``
+    needs it where it is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise MissingDependency(f"{what} needs matplotlib: pip install 'tinyvae[plot]'") from e
+    return plt
+
+
+def save_figure(plt, fig, path) -> None:
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
+
+
+def loss_curves(path, history: list[dict]) -> None:
+    """Plot a run's train and test loss per epoch (nats per sample) from its ``metrics.jsonl`` records.
+
+    Raises:
+        MissingDependency: matplotlib is missing.
+    """
+    plt = pyplot("the loss plot")
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train (minimised objective)")
+    ax.plot(epochs, [r["test_loss"] for r in history], marker="o", label="test")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (nats per sample)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    save_figure(plt, fig, path)

@@ -1,0 +1,100 @@
+"""Bounds on a trained VAE's log-likelihood, and its active latent units.
+
+* :func:`importance_weighted`: with ``k`` draws of z for each image, the importance-weighted bound (IWAE;
+  Burda, Grosse & Salakhutdinov 2015, "Importance Weighted Autoencoders", eq. 8)
+
+      log p(x) >= L_k = log (1/k) sum_i p(x, z_i) / q(z_i | x),   z_i ~ q(z|x)
+
+  and, from the same draws, the ELBO (the mean of the same log weights with the KL in closed form, K&W
+  eq. 10). L_k >= ELBO, so the IWAE NLL is at most the ELBO's.
+* :func:`active_units`: the latent units with ``Cov_x(E_q[z_u]) > 0.01`` over a test set (Burda et al.
+  2015, Sec. 5.2); E_q[z] is mu.
+
+The log weights are ``log w = log p(x|z) + log p(z) - log q(z|x)``; with ``z = mu + sigma * eps`` the
+log(2 pi) terms of p(z) and q(z|x) cancel, leaving ``log p(x|z) - 0.5 |z|^2 + 0.5 |eps|^2 + 0.5 sum(logvar)``.
+Their mean over k is taken as a running log-sum-exp (max shift), ``chunk`` draws at a time, so k = 5000
+needs no more memory than k = chunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backends import reference
+from ..errors import SettingsError
+from .base import repeat_rows
+from .vae import VAE
+
+ACTIVE_THRESHOLD = 0.01
+MAX_ROWS = 1 << 15  # decoder rows per chunk: bounds memory whatever k is
+
+
+def importance_weighted(model: VAE, x, k: int, y=None, rng: np.random.Generator | None = None,
+                        chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """IWAE bound and ELBO of each image, from the same ``k`` draws of z.
+
+    Args:
+        model: a trained :class:`VAE`.
+        x: ``(B, D)`` images (host or backend array), checked like training data.
+        k: draws of z per image, >= 1.
+        y: ``(B,)`` labels for a conditional model (the bounds are then of log p(x|y)).
+        rng: source of eps (default: a fresh generator seeded 0).
+        chunk: draws per decoder pass (default: as many as fit ``MAX_ROWS`` rows).
+
+    Returns:
+        ``(iwae, elbo)``: two ``(B,)`` float64 host arrays of log-likelihood
+        bounds in nats (negate for an NLL); ``iwae >= elbo`` element-wise.
+
+    Raises:
+        SettingsError: for k < 1. DataError: bad ``x`` or ``y`` (as :meth:`VAE.loss_and_grad`).
+    """
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise SettingsError(f"k must be an int >= 1, got {k!r}")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    xp, dt, cfg = model.xp, model.dtype, model.config
+    B, K, C = np.shape(x)[0], cfg.latent_dim, cfg.n_classes
+    mu, logvar = model.encode(x, y)  # checks x and y
+    x = xp.asarray(x, dtype=dt)
+    c = max(1, min(k, chunk or MAX_ROWS // B))
+    rows = c * B
+    zin = xp.zeros((rows, K + C), dt)
+    if C:
+        model.labels_into(zin, model.as_labels(y, B))
+    outs = model.decoder.buffers(xp, rows, dt)
+    nll, dout, target = xp.empty(rows, dt), xp.empty((rows, cfg.input_dim), dt), xp.empty((rows, cfg.input_dim), dt)
+    repeat_rows(target, x)
+    mu64, logvar64 = mu.astype(np.float64), logvar.astype(np.float64)
+    std = np.exp(0.5 * logvar64)
+    shift = np.full(B, -np.inf)     # running max of the log weights
+    total = np.zeros(B)             # sum of exp(log w - shift)
+    mean_log_px = np.zeros(B)       # running sum of log p(x|z) for the ELBO
+    done = 0
+    while done < k:
+        n = min(c, k - done)
+        eps = rng.standard_normal((n, B, K))
+        z = mu64 + std * eps
+        zin[:n * B, :K] = xp.asarray(z.reshape(n * B, K).astype(dt))
+        out = model.decoder.forward(model.backend, zin, outs)
+        model.nll(out[:n * B], target[:n * B], 0.0, nll[:n * B], dout[:n * B])
+        log_px = -model.backend.to_host(nll[:n * B]).astype(np.float64).reshape(n, B)
+        log_w = log_px - 0.5 * (z * z).sum(-1) + 0.5 * (eps * eps).sum(-1) + 0.5 * logvar64.sum(-1)
+        new_shift = np.maximum(shift, log_w.max(axis=0))
+        total = total * np.exp(shift - new_shift) + np.exp(log_w - new_shift).sum(axis=0)
+        shift = new_shift
+        mean_log_px += log_px.sum(axis=0)
+        done += n
+    iwae = shift + np.log(total) - math.log(k)
+    kl = np.empty(B)
+    reference.reparameterize_kl(np.concatenate([mu64, logvar64], axis=1), np.zeros_like(mu64), np.empty_like(mu64), kl)
+    return iwae, mean_log_px / k - kl
+
+
+def active_units(mu: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, np.ndarray]:
+    """Active latent units: ``(count, per-unit variance)`` of ``mu`` ``(N, K)`` over the N images.
+
+    A unit u is active when ``Cov_x(E_q[z_u]) = Var_x(mu_u) > threshold`` (Burda et al. 2015, Sec. 5.2).
+    """
+    var = np.asarray(mu, np.float64).var(axis=0)
+    return int((var > threshold).sum()), var

@@ -1,0 +1,193 @@
+"""The models' configs: every model setting, declared once (:func:`tinyvae.models.settings.setting`).
+
+:class:`NetworkConfig` holds what every model shares (sizes, architecture, likelihood, precision);
+:class:`VAEConfig` and :class:`AEConfig` add the VAEs' and the autoencoders' own settings. A config is
+frozen and checked when made: each field by its declaration, and the rules that tie fields together
+here (a conv model's image size, the contractive autoencoder's single layer).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+
+from ..errors import SettingsError
+from ..nn import stacks
+from ..nn.likelihoods import LIKELIHOODS
+from .settings import check_fields, declared, setting
+
+VAE_MODELS = ("vae", "cvae")
+AE_MODELS = ("ae", "dae", "sparse-ae", "cae")
+MODELS = (*VAE_MODELS, *AE_MODELS)
+CORRUPTIONS = ("mask", "gaussian", "salt-and-pepper")
+CODE_ACTIVATIONS = ("sigmoid", "linear")
+ARCHS = stacks.ARCHS
+
+positive = dict(check=lambda v: v >= 1, accepts="an int >= 1")
+non_negative = dict(check=lambda v: v >= 0, accepts="a finite number >= 0")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Sizes, architecture, likelihood and precision shared by every model (see each field's help).
+
+    ``input_dim``, ``image_shape`` and ``n_classes`` describe the data (a training run reads them from its
+    dataset); the others are the command line's settings.
+
+    Raises:
+        SettingsError: a field of the wrong type or out of range, a setting given to a model it does not
+            apply to, or (conv) images that the convolutions halve below 1 pixel.
+    """
+
+    input_dim: int = setting(784, "D, the values of one example (784 for 28x28 images)", flag=False, **positive)
+    hidden: tuple[int, ...] = setting(
+        (400,), "mlp: the hidden layers' sizes, comma separated, input side first; the decoder mirrors them",
+        only={"arch": ("mlp",), "model": ("vae", "cvae", "ae", "dae", "sparse-ae")}, off=())
+    latent_dim: int = setting(20, "K, the size of the code z", **positive)
+    dtype: str = setting("float32", "the precision of weights and activations: float32 (training) or float64 "
+                                    "(gradient checks)", choices=("float32", "float64"))
+    likelihood: str = setting("bernoulli", "the decoder's p(x|z): bernoulli (BCE from logits), gaussian (fixed "
+                                           "variance) or gaussian-learned (a learned variance per value)",
+                              choices=LIKELIHOODS)
+    decoder_logvar: float = setting(0.0, "gaussian: the fixed log-variance of p(x|z) (0: sigma = 1)",
+                                    only={"likelihood": ("gaussian",)})
+    arch: str = setting("mlp", "mlp: fully connected layers; conv: 4x4 stride-2 convolutions (see --channels)",
+                        choices=ARCHS)
+    channels: tuple[int, ...] = setting(
+        (32, 64), "conv: the convolutions' channels, comma separated, input side first (28x28 -> 14x14 -> 7x7 "
+                  "for two)", only={"arch": ("conv",)}, off=())
+    image_shape: tuple[int, ...] = setting((), "conv: (H, W) of the images, H W = input_dim", flag=False,
+                                           only={"arch": ("conv",)})
+    model: str = setting("vae", "vae, cvae (conditional on the label), or an autoencoder: ae, dae (denoising), "
+                                "sparse-ae, cae (contractive)", choices=MODELS)
+    n_classes: int = setting(0, "C, the classes of a conditional model's labels (0: none)", flag=False,
+                             check=lambda v: v >= 0, accepts="an int >= 0")
+
+    def __post_init__(self):
+        for name, value in check_fields(self, declared(type(self))).items():
+            object.__setattr__(self, name, value)
+        if self.arch == "conv":
+            if len(self.image_shape) != 2 or math.prod(self.image_shape) != self.input_dim:
+                raise SettingsError(f"the conv architecture needs image_shape (H, W) with H * W = input_dim "
+                                    f"{self.input_dim}; got {self.image_shape}")
+            if not self.channels:
+                raise SettingsError("the conv architecture takes channels, e.g. (32, 64)")
+            smallest = self.conv_sizes()[-1]
+            if min(smallest) < 1:
+                raise SettingsError(f"{len(self.channels)} stride-2 convolutions halve {self.image_shape} images "
+                                    f"to {smallest}; use fewer channels")
+        if self.model == "cvae" and self.n_classes < 1:
+            raise SettingsError("cvae is conditional on a label: it needs n_classes >= 1 (the data's classes)")
+
+    def to_dict(self) -> dict:
+        """The config as JSON values (the ``model_config`` of checkpoints and model files)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def conv_sizes(self) -> list[tuple[int, int]]:
+        """``conv``: the image size ``(H, W)`` before each convolution and after the last."""
+        return stacks.conv_sizes(self.image_shape, len(self.channels))
+
+    def estimated_bytes(self, rows: int) -> int:
+        """About the memory a model of this config takes to train on batches of ``rows`` rows: weights,
+        gradients and an optimiser's two moments (4 buffers), and each layer's output and gradient (for a
+        convolution also its patches, 16 times its input). Computed from the sizes alone, so that an absurd
+        size is refused before anything is allocated."""
+        itemsize = 4 if self.dtype == "float32" else 8
+        extra = self.n_classes
+        params = sum(math.prod(shape) for _, shape in self.layout())
+        K, D = self.latent_dim, self.input_dim
+        if self.arch == "conv":
+            images = [(h * w, c) for (h, w), c in zip(self.conv_sizes(), (1 + extra, *self.channels))]
+            widths = [2 * K, K + extra, D, *(2 * n * c + n * c * 16 for n, c in images)]
+        else:
+            widths = [D + extra, *self.hidden, 2 * K, K + extra, *reversed(self.hidden), D]
+        return itemsize * (4 * params + 2 * rows * sum(widths))
+
+    def check_fits(self, rows: int, what: str) -> None:
+        """``SettingsError`` when :meth:`estimated_bytes` for ``rows`` rows exceeds this machine's memory;
+        ``what`` names the sizes in the message (e.g. the settings that set them)."""
+        need = self.estimated_bytes(rows)
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if need > have:
+            raise SettingsError(f"these sizes need about {need / 2**30:.1f} GiB ({what}), more than this machine's "
+                                f"{have / 2**30:.1f} GiB")
+
+
+@dataclass(frozen=True)
+class VAEConfig(NetworkConfig):
+    """A :class:`NetworkConfig` and the VAEs' own settings. A VAE with ``n_classes`` > 0 is the conditional
+    one, ``model`` ``cvae``."""
+
+    model: str = setting("vae", "vae, or cvae (conditional on the label)", choices=VAE_MODELS)
+    mc_samples: int = setting(1, "L, draws of z per example (the SGVB estimator's L)", **positive,
+                              only={"model": VAE_MODELS})
+
+    def __post_init__(self):
+        if self.n_classes and self.model == "vae":
+            object.__setattr__(self, "model", "cvae")
+        super().__post_init__()
+
+    def layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``(name, shape)`` of every parameter tensor, in storage order."""
+        K, C = self.latent_dim, self.n_classes
+        out, H = stacks.encoder_layout(self, C)
+        # mu and logvar stored back to back so the heads run as one (2K, H) GEMM.
+        out += [
+            ("encoder.mu.weight", (K, H)),
+            ("encoder.logvar.weight", (K, H)),
+            ("encoder.mu.bias", (K,)),
+            ("encoder.logvar.bias", (K,)),
+        ]
+        return out + stacks.decoder_layout(self, K + C)
+
+
+@dataclass(frozen=True)
+class AEConfig(NetworkConfig):
+    """A :class:`NetworkConfig` and the autoencoders' own settings (``model`` one of :data:`AE_MODELS`).
+
+    Raises:
+        SettingsError: as :class:`NetworkConfig`; and a model that cannot be built as asked (``cae`` with
+            convolutions; a linear code for ``sparse-ae`` or ``cae``; a corrupted fraction
+            outside [0, 1]).
+    """
+
+    model: str = setting("ae", "ae, dae (denoising), sparse-ae or cae (contractive)", choices=AE_MODELS)
+    code_activation: str = setting("sigmoid", "the code h = act(a): sigmoid or linear (sparse-ae and cae need "
+                                              "sigmoid)", choices=CODE_ACTIVATIONS, only={"model": AE_MODELS})
+    corruption: str = setting("mask", "dae: the corruption of the encoder's input", choices=CORRUPTIONS,
+                              only={"model": ("dae",)})
+    noise: float = setting(0.3, "dae: the corrupted fraction (mask, salt-and-pepper) or the std (gaussian)",
+                           **non_negative, only={"model": ("dae",)})
+    rho: float = setting(0.05, "sparse-ae: the target mean activation rho", check=lambda v: 0 < v < 1,
+                         accepts="in (0, 1)", only={"model": ("sparse-ae",)})
+    sparsity_weight: float = setting(10.0, "sparse-ae: the weight of sum_j KL(rho || rho_hat_j)", **non_negative,
+                                     only={"model": ("sparse-ae",)})
+    contractive_weight: float = setting(1.0, "cae: the weight of ||dh/dx||_F^2", **non_negative,
+                                        only={"model": ("cae",)})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.corruption != "gaussian" and self.noise > 1:
+            raise SettingsError(f"noise is the corrupted fraction of {self.corruption}, in [0, 1]; got {self.noise}")
+        if self.model in ("sparse-ae", "cae") and self.code_activation != "sigmoid":
+            raise SettingsError(f"{self.model} needs a sigmoid code (its penalty is defined for units in (0, 1))")
+        if self.model == "cae" and self.arch != "mlp":
+            raise SettingsError("cae: the contractive penalty is in closed form for an encoder that is one sigmoid "
+                                f"layer (Rifai et al. 2011); arch {self.arch} puts convolutions in front. Use arch mlp")
+        if self.n_classes:
+            raise SettingsError(f"{self.model} takes no labels: n_classes must be 0, got {self.n_classes}")
+
+    def layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``(name, shape)`` of every parameter tensor, in storage order."""
+        out, H = stacks.encoder_layout(self)
+        K = self.latent_dim
+        out += [("encoder.code.weight", (K, H)), ("encoder.code.bias", (K,))]
+        return out + stacks.decoder_layout(self, K)
+
+
+CONFIGS = {**dict.fromkeys(VAE_MODELS, VAEConfig), **dict.fromkeys(AE_MODELS, AEConfig)}
+# Every model setting, by name; where the VAE's and the autoencoders' declarations share a name, the VAE's
+# default (model "vae") is the command line's.
+MODEL_SETTINGS = {**declared(AEConfig), **declared(VAEConfig)}
+MODEL_SETTINGS["model"] = declared(NetworkConfig)["model"]

@@ -1,0 +1,87 @@
+"""The one interface every model implements (:class:`tinyvae.models.vae.VAE` and
+:class:`tinyvae.models.autoencoders.Autoencoder`), so that training, evaluation, pictures and gradient
+checks call a model without asking which kind it is.
+
+A capability that only some models have is an attribute, not a type test: ``has_prior`` (a VAE can
+:meth:`Model.sample`), ``denoises`` (a dae corrupts its input: ``denoise``), ``rows_independent``
+(a loss that is a mean over rows, as data-parallel training needs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A model with hand-derived gradients over one flat parameter buffer.
+
+    Arrays: ``x`` is ``(B, D)`` float data (in [0, 1] for the Bernoulli decoder), ``y`` ``(B,)`` integer labels
+    for a conditional model (None otherwise), codes ``(B, K)``; losses are in nats per example. Every checked
+    method raises :class:`tinyvae.errors.DataError` for bad arrays and :class:`tinyvae.errors.SettingsError` for
+    a bad argument.
+
+    Attributes:
+        config: the model's config (:class:`tinyvae.models.config.NetworkConfig`).
+        backend, xp, dtype: the backend, its array module, and the model's float dtype.
+        params: the :class:`tinyvae.nn.params.FlatParams` of every weight; ``grad``: the ``(P,)`` gradient.
+        encoder, decoder: the :class:`tinyvae.nn.layers.Sequential` stacks.
+        rng: the ``numpy.random.Generator`` of the model's noise.
+        has_prior, denoises, rows_independent: the capabilities above.
+    """
+
+    config: Any
+    backend: Any
+    xp: Any
+    dtype: np.dtype
+    params: Any
+    grad: Any
+    encoder: Any
+    decoder: Any
+    rng: np.random.Generator
+    has_prior: bool
+    denoises: bool
+    rows_independent: bool
+    row_slice: tuple[int, int, int] | None
+
+    @property
+    def kind(self) -> str:
+        """``vae``, ``cvae``, ``ae``, ``dae``, ``sparse-ae`` or ``cae``."""
+
+    def loss_and_grad(self, x, y=None, *, beta: float = 1.0, **fixed) -> NamedTuple:
+        """The batch's mean loss and its terms (``loss``, ``nll``, and the model's own: ``kl`` or
+        ``penalty``), and its gradient into ``grad``; ``fixed`` holds the loss's noise fixed (``eps=`` for a
+        VAE, ``corrupted=`` for a dae)."""
+
+    def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, **fixed) -> np.ndarray:
+        """Host float64 terms whose sum is :meth:`loss_and_grad`'s loss, from a forward pass alone."""
+
+    def train_step(self, x, optimizer, y=None, beta: float = 1.0):
+        """Forward, backward and ``optimizer.step(grad)`` on a batch already checked; returns the minimised
+        objective summed over the batch, a 0-d backend array (no host sync)."""
+
+    def evaluate(self, batches) -> dict:
+        """Test metrics (``test_loss`` first) over ``(x, y)`` batches, nats per example."""
+
+    def workspace(self, batch: int):
+        """The buffers of the last pass at this batch size (``enc_outs``, ``dec_outs``, ...)."""
+
+    def encode(self, x, y=None):
+        """The encoder's output: ``(mu, logvar)`` of q(z|x) for a VAE, the code h for an autoencoder."""
+
+    def code(self, x, y=None) -> np.ndarray:
+        """The point code of ``x``, ``(B, K)``: mu for a VAE, h for an autoencoder."""
+
+    def decode(self, z, y=None) -> np.ndarray:
+        """The mean of p(x|z), ``(B, D)``."""
+
+    def reconstruct(self, x, y=None) -> np.ndarray:
+        """The mean of p(x|z) at :meth:`code` of ``x``, ``(B, D)``."""
+
+    def per_sample_loss(self, x, y=None, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(nll, kl)`` (a VAE) or ``(nll, penalty)`` (an autoencoder) per example, each ``(B,)``."""
+
+    def sample(self, n: int, y=None, seed: int | None = None) -> np.ndarray:
+        """``n`` draws of the model, decoded, ``(n, D)``: where ``has_prior``."""

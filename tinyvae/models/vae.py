@@ -1,0 +1,361 @@
+"""The VAE of Kingma & Welling (2014) and its variants, written once against an array module.
+
+Encoder: ``[x | y] (B, D + C) -> [Linear + ReLU] * n -> Linear -> (mu, logvar)``,
+both ``(B, K)``; the two heads are one ``(2K, H)`` GEMM over adjacent storage.
+Reparameterization: ``z = mu + exp(0.5 * logvar) * eps``, ``eps ~ N(0, I)``,
+with L draws of ``eps`` per data point (the SGVB estimator, K&W eq. 10).
+Decoder: ``[z | y] (L*B, K + C) -> [Linear + ReLU] * n (hidden sizes reversed)
+-> Linear -> (L*B, D)``, the parameters of p(x|z):
+
+* ``bernoulli``: logits, p(x|z) = Bernoulli(sigmoid(logits)) (K&W Appendix C.1);
+* ``gaussian``: the mean, p(x|z) = N(mean, exp(decoder_logvar) I) with a fixed
+  log-variance (0: the squared-error case of the seeds, as a proper NLL);
+* ``gaussian-learned``: the mean, with a learned per-pixel log-variance, the
+  parameter ``decoder.logvar`` ``(D,)`` (K&W Appendix C.2, shared over z).
+
+``y`` is the one-hot label of a conditional VAE (Sohn et al. 2015, "Learning
+Structured Output Representation using Deep Conditional Generative Models",
+Sec. 4: q(z|x, y), p(x|z, y), prior N(0, I)); C = 0 for the plain VAE.
+
+Loss per data point, in nats: ``nll + beta * kl``, ``nll = -log p(x|z)``
+averaged over the L draws, ``kl`` the analytic KL(q(z|x) || N(0, I)); for
+beta = 1 the negative ELBO (K&W eq. 10), beta-VAE otherwise (Higgins et al.
+2017, eq. 4). The hand-derived gradient is that of the batch mean of this loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backends import Backend
+from ..errors import DataError, SettingsError
+from ..nn import stacks
+from ..nn.layers import Linear, Sequential
+from .base import DecoderOutput, EncoderDecoder, one_hot_into, repeat_rows
+from .config import VAEConfig
+
+
+class ELBOTerms(NamedTuple):
+    """Batch means, in nats per data point: ``loss = nll + beta * kl``."""
+
+    loss: float
+    nll: float
+    kl: float
+
+
+@dataclass
+class VAEWorkspace(DecoderOutput):
+    """Every activation and activation gradient of one batch size, made once.
+
+    Rows: the encoder sees B rows; the latent ops, the decoder and the
+    likelihood see N = L * B rows, draw l of data point b in row l * B + b.
+    """
+
+    batch: int
+    rows: object         # arange(B), to scatter one-hot labels without allocating
+    onehot: object       # (B, C) the labels one-hot, or None for C = 0
+    xin: object          # encoder input: (B, D + C) [x | y] (mlp), (B, D (1 + C)) channels [x, y] (conv); None for C = 0
+    target: object       # (N, D) x repeated L times, or None for L = 1
+    enc_outs: list
+    enc_douts: list
+    heads_rep: object    # (N, 2K) the encoder's [mu | logvar] repeated L times, or None for L = 1
+    dheads_rep: object
+    zin: object          # (N, K + C) decoder input [z | y]
+    dzin: object
+    dec_outs: list
+    dec_douts: list
+    eps: object          # (N, K)
+    kl: object           # (N,) nats
+    nll: object          # (N,) nats
+    heads: object = field(init=False)   # (N, 2K) [mu | logvar], one row per draw
+    dheads: object = field(init=False)
+    mu: object = field(init=False)
+    logvar: object = field(init=False)
+    z: object = field(init=False)
+    dz: object = field(init=False)
+    beta: float = field(init=False, default=1.0)  # the KL weight of the last backward pass
+
+    def __post_init__(self):
+        K = self.eps.shape[1]
+        self.heads = heads = self.enc_outs[-1] if self.heads_rep is None else self.heads_rep
+        self.dheads = self.enc_douts[-1] if self.dheads_rep is None else self.dheads_rep
+        self.mu, self.logvar = heads[:, :K], heads[:, K:]
+        self.z, self.dz = self.zin[:, :K], self.dzin[:, :K]
+
+
+class VAE(EncoderDecoder):
+    """A Gaussian-encoder VAE with hand-derived gradients (see the module doc for its variants).
+
+    Args:
+        config: sizes, likelihood and dtype (:class:`VAEConfig`).
+        backend: a :class:`tinyvae.backends.Backend` or its name.
+        seed: seeds the ``numpy.random.Generator`` used for the initial weights
+            and, unless the caller passes ``eps``, for the noise of each step.
+
+    Attributes:
+        params: :class:`tinyvae.nn.params.FlatParams`; ``params.data`` is the flat ``(P,)`` buffer.
+        grad: ``(P,)`` gradient buffer, same layout, filled by :meth:`loss_and_grad`.
+        encoder, decoder: the two :class:`tinyvae.nn.layers.Sequential`; the encoder ends in the
+            ``(2K, H)`` head layer giving ``[mu | logvar]``.
+        rng: the model's ``numpy.random.Generator``.
+    """
+
+    has_prior = True
+
+    def __init__(self, config: VAEConfig = VAEConfig(), backend: Backend | str = "numpy", seed: int = 1):
+        super().__init__(config, backend, seed)
+        p, g = self.params, self.grad
+        K2, H = 2 * config.latent_dim, p.shapes["encoder.mu.weight"][1]
+        w = ("encoder.mu.weight", "encoder.logvar.weight", (K2, H))
+        b = ("encoder.mu.bias", "encoder.logvar.bias", (K2,))
+        heads = Linear(p.span(*w), p.span(*b), p.span(*w, buffer=g), p.span(*b, buffer=g), relu=False,
+                       image_in=stacks.flat_image(config))
+        self.encoder = Sequential([*stacks.encoder_body(config, p, g, config.n_classes), heads])
+
+    def workspace(self, batch: int) -> VAEWorkspace:
+        """The buffers for batch size ``batch``, made on first use and kept."""
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            xp, dt, cfg = self.xp, self.dtype, self.config
+            D, K, C, L = cfg.input_dim, cfg.latent_dim, cfg.n_classes, cfg.mc_samples
+            N = L * batch
+            ws = VAEWorkspace(
+                batch=batch, rows=xp.arange(batch), onehot=xp.empty((batch, C), dt) if C else None,
+                xin=xp.empty((batch, D * (1 + C) if cfg.arch == "conv" else D + C), dt) if C else None,
+                target=xp.empty((N, D), dt) if L > 1 else None,
+                enc_outs=self.encoder.buffers(xp, batch, dt), enc_douts=self.encoder.buffers(xp, batch, dt),
+                heads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
+                dheads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
+                zin=xp.empty((N, K + C), dt), dzin=xp.empty((N, K + C), dt),
+                dec_outs=self.decoder.buffers(xp, N, dt), dec_douts=self.decoder.buffers(xp, N, dt),
+                eps=xp.empty((N, K), dt), kl=xp.empty(N, dt), nll=xp.empty(N, dt),
+            )
+            self._workspaces[batch] = ws
+        return ws
+
+    # -- the pass -------------------------------------------------------------
+    def encode_into(self, ws: VAEWorkspace, x, y=None):
+        """Run the encoder on ``x`` (and labels ``y``); leaves ``[mu | logvar]`` in ``ws.enc_outs[-1]``.
+
+        A conditional model's encoder sees the one-hot label as more input columns (mlp), or as that many
+        more channels, constant over the image (conv)."""
+        D = self.config.input_dim
+        if ws.xin is not None:
+            one_hot_into(ws.onehot, y, ws.rows)
+            if self.config.arch == "conv":
+                pixels = ws.xin.reshape(x.shape[0], D, -1)  # channels-last: channel 0 the image, then the label
+                pixels[:, :, 0] = x
+                pixels[:, :, 1:] = ws.onehot[:, None, :]
+            else:
+                ws.xin[:, :D] = x
+                ws.xin[:, D:] = ws.onehot
+            x = ws.xin
+        self.encoder.forward(self.backend, x, ws.enc_outs)
+
+    def forward(self, x, eps=None, y=None) -> VAEWorkspace:
+        """Encoder, reparameterization and decoder for one batch (no checks).
+
+        Args:
+            x: ``(B, D)`` array of the backend, the model's dtype.
+            eps: optional ``(L*B, K)`` noise; drawn from :attr:`rng` when None.
+            y: ``(B,)`` integer labels of a conditional model, else None.
+
+        Returns:
+            The batch's workspace, holding ``mu``, ``logvar``, ``z``, ``decoder_out``
+            (the parameters of p(x|z)) and the per-row ``kl`` (``(L*B,)``, nats).
+        """
+        B, K, L = x.shape[0], self.config.latent_dim, self.config.mc_samples
+        ws = self.workspace(B)
+        if eps is None:
+            self.draw(ws.eps)
+        else:
+            ws.eps[...] = eps
+        self.encode_into(ws, x, y)
+        if L > 1:
+            repeat_rows(ws.heads_rep, ws.enc_outs[-1])
+            repeat_rows(ws.target, x)
+        if ws.onehot is not None:
+            repeat_rows(ws.zin[:, K:], ws.onehot)
+        self.backend.reparameterize_kl(ws.heads, ws.eps, ws.z, ws.kl)
+        self.decoder.forward(self.backend, ws.zin, ws.dec_outs)
+        return ws
+
+    def backward(self, ws: VAEWorkspace, x, beta: float):
+        """Fill :attr:`grad` with d(mean loss)/d(params) for the batch of ``ws``.
+
+        Also writes the per-row ``ws.nll`` (the likelihood op computes loss and
+        gradient in one pass) and keeps ``beta`` in ``ws.beta``.
+        """
+        N, ws.beta = ws.eps.shape[0], beta
+        target = x if ws.target is None else ws.target
+        self.nll(ws.decoder_out, target, 1.0 / N, ws.nll, ws.decoder_dout, self.decoder_dlogvar)
+        self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
+        # Each data point's KL appears in L rows, so each row weighs beta / N.
+        self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, beta / N, ws.dheads)
+        if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
+            L, B = self.config.mc_samples, ws.batch
+            self.xp.sum(ws.dheads_rep.reshape(L, B, -1), axis=0, out=ws.enc_douts[-1])
+        self.encoder.backward(self.backend, x if ws.xin is None else ws.xin, ws.enc_outs, ws.enc_douts)
+
+    def train_step(self, x, optimizer, y=None, beta: float = 1.0):
+        """Forward, backward and one optimiser update for a batch (no checks, no host sync).
+
+        Returns:
+            The minimised objective ``nll + beta * kl`` summed over the batch, in
+            nats, a 0-d backend array (over the L draws: their mean).
+        """
+        ws = self.forward(x, y=y)
+        self.backward(ws, x, beta)
+        optimizer.step(self.grad)
+        nll, kl = self.sums(ws)
+        return nll + beta * kl
+
+    def sums(self, ws: VAEWorkspace):
+        """``(nll, kl)`` of ``ws``'s batch summed over data points (means over the L draws), 0-d arrays."""
+        L = self.config.mc_samples
+        return ws.nll.sum() / L, ws.kl.sum() / L
+
+    def loss_rows(self, ws: VAEWorkspace):
+        """``(L*B,)`` host float64 terms whose sum is the mean loss of ``ws``'s last pass (its backward
+        pass, or :meth:`loss_rows_forward`'s), for gradient checks."""
+        N = ws.eps.shape[0]
+        return np.asarray(self.backend.to_host((ws.nll + ws.beta * ws.kl) / N), np.float64)
+
+    def evaluate(self, batches) -> dict:
+        """Test metrics over ``(x, y)`` batches (checked arrays), in nats per data point.
+
+        Returns:
+            ``test_loss`` (the negative ELBO, one draw of z per image), ``test_nll``
+            (-log p(x|z)), ``test_kl`` (KL(q(z|x) || N(0, I))) and ``test_recon``
+            (-log p(x|z = mu), the reconstruction loss of the mean code, as for an autoencoder).
+        """
+        nll = kl = recon = 0.0
+        n = 0
+        for x, y in batches:
+            a, b = self.sums(self.forward_loss(x, y))
+            nll, kl, n = nll + float(a), kl + float(b), n + x.shape[0]
+            recon += float(self.sums(self.forward_loss(x, y, eps=0.0))[0])
+        return {"test_loss": (nll + kl) / n, "test_nll": nll / n, "test_kl": kl / n, "test_recon": recon / n}
+
+    # -- checked public API ---------------------------------------------------
+
+    def loss_and_grad(self, x, y=None, *, beta: float = 1.0, eps=None) -> ELBOTerms:
+        """Negative ELBO of a batch and its gradient (into :attr:`grad`).
+
+        Args:
+            x: ``(B, D)`` float data (in [0, 1] for the Bernoulli decoder).
+            y: ``(B,)`` integer labels in [0, C) for a conditional model.
+            beta: weight of the KL term (1 for the ELBO).
+            eps: optional ``(L*B, K)`` float noise for the reparameterization (drawn from :attr:`rng` when
+                None); a fixed ``eps`` makes the loss a function of the weights alone (gradient checks).
+
+        Returns:
+            :class:`ELBOTerms` of batch means in nats per data point.
+
+        Raises:
+            DataError: wrong shape or dtype, NaN/inf, or (Bernoulli) values outside [0, 1] in ``x``;
+                missing, unexpected or out-of-range labels; ``eps`` of the wrong shape or non-finite.
+            SettingsError: a non-finite or negative ``beta``.
+        """
+        x, y, eps = self.checked(x, y, beta, eps)
+        ws = self.forward(x, eps, y)
+        self.backward(ws, x, beta)
+        nll, kl = (float(v) / x.shape[0] for v in self.sums(ws))
+        return ELBOTerms(nll + beta * kl, nll, kl)
+
+    def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, eps=None):
+        """:meth:`loss_rows` of a forward pass alone, the terms of :meth:`loss_and_grad`'s loss at these
+        weights without its backward pass: the finite differences of :func:`tinyvae.gradcheck.check_model`.
+        Raises like :meth:`loss_and_grad`."""
+        x, y, eps = self.checked(x, y, beta, eps)
+        ws = self.forward_loss(x, y, eps)
+        ws.beta = beta
+        return self.loss_rows(ws)
+
+    def checked(self, x, y, beta: float, eps):
+        """``(x, y, eps)`` of :meth:`loss_and_grad` checked, as backend arrays (``eps`` may be None)."""
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+            raise SettingsError(f"beta must be finite and >= 0, got {beta}")
+        x = self.as_batch(x)
+        y = self.as_labels(y, x.shape[0])
+        if eps is not None:
+            shape = (self.config.mc_samples * x.shape[0], self.config.latent_dim)
+            eps = self.xp.asarray(eps, dtype=self.dtype)
+            if eps.shape != shape or not bool(self.xp.isfinite(eps).all()):
+                raise DataError(f"eps must be finite with shape {shape}, got {eps.shape}")
+        return x, y, eps
+
+    def forward_loss(self, x, y=None, eps=None) -> VAEWorkspace:
+        """:meth:`forward`, then the per-row ``ws.nll`` (no checks, no gradient)."""
+        ws = self.forward(x, eps, y)
+        target = x if ws.target is None else ws.target
+        self.nll(ws.decoder_out, target, 0.0, ws.nll, ws.decoder_dout)
+        return ws
+
+    def per_sample_loss(self, x, y=None, seed: int | None = None):
+        """Per-data-point ``(nll, kl)`` of a batch, each ``(B,)`` host float arrays in nats.
+
+        The nll is averaged over the L draws of z, taken from ``numpy.random.default_rng(seed)`` (the same
+        numbers for the same seed), or from the model's own generator when ``seed`` is None.
+        Raises like :meth:`loss_and_grad`.
+        """
+        x = self.as_batch(x)
+        eps = None
+        if seed is not None:
+            eps = self.xp.empty((self.config.mc_samples * x.shape[0], self.config.latent_dim), self.dtype)
+            self.draw(eps, rng=np.random.default_rng(seed))
+        ws = self.forward_loss(x, self.as_labels(y, x.shape[0]), eps)
+        L, B = self.config.mc_samples, x.shape[0]
+        host = self.backend.to_host
+        return host(ws.nll).reshape(L, B).mean(axis=0), host(ws.kl)[:B].copy()
+
+    def encode(self, x, y=None):
+        """``(mu, logvar)`` of q(z|x), each ``(B, K)`` host arrays. Raises like :meth:`loss_and_grad`."""
+        x = self.as_batch(x)
+        y = self.as_labels(y, x.shape[0])
+        ws = self.workspace(x.shape[0])
+        self.encode_into(ws, x, y)
+        K, host = self.config.latent_dim, self.backend.to_host
+        heads = ws.enc_outs[-1]
+        return host(heads[:, :K]).copy(), host(heads[:, K:]).copy()
+
+    def code(self, x, y=None):
+        """The point code of ``x``: E_q[z] = mu, ``(B, K)`` host array. Raises like :meth:`loss_and_grad`."""
+        return self.encode(x, y)[0]
+
+    def labels_into(self, zin, y):
+        """Write the one-hot labels ``y`` ``(B,)`` into the label columns of decoder input ``zin``
+        ``(L*B, K + C)``, repeated L times (outside the training step: allocates)."""
+        B, C = y.shape[0], self.config.n_classes
+        onehot = self.xp.empty((B, C), self.dtype)
+        one_hot_into(onehot, y, self.xp.arange(B))
+        repeat_rows(zin[:, self.config.latent_dim:], onehot)
+
+    def decoder_input(self, z, y):
+        """``[z | one-hot y]`` for a conditional VAE (labels checked), ``z`` otherwise."""
+        y = self.as_labels(y, z.shape[0])
+        if y is None:
+            return z
+        zin = self.xp.empty((z.shape[0], self.config.latent_dim + self.config.n_classes), self.dtype)
+        zin[:, :self.config.latent_dim] = z
+        self.labels_into(zin, y)
+        return zin
+
+    def sample(self, n: int, y=None, seed: int | None = None) -> np.ndarray:
+        """``n`` draws from the model: z ~ N(0, I) (from ``numpy.random.default_rng(seed)``, or the model's
+        generator when ``seed`` is None) decoded to the mean of p(x|z), a ``(n, D)`` host float array.
+
+        Args:
+            y: ``(n,)`` labels in [0, C) for a conditional VAE (required there, refused otherwise).
+
+        Raises:
+            SettingsError: ``n`` < 1. DataError: bad labels.
+        """
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise SettingsError(f"n must be an int >= 1, got {n!r}")
+        rng = self.rng if seed is None else np.random.default_rng(seed)
+        return self.decode(rng.standard_normal((n, self.config.latent_dim)), y)

@@ -1,0 +1,291 @@
+"""The training loop of one run: data, the :class:`~tinyvae.training.state.TrainingState` it advances,
+the epochs with their divergence checks, evaluation, pictures and checkpoints; alone or as one rank of a
+data-parallel group (:mod:`tinyvae.training.distributed`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import DataError, Diverged, MissingDependency
+from ..io.datasets import PIXEL_SCALE, Dataset, load_dataset
+from ..io.images import loss_curves, prior_samples, save_grid
+from .distributed import DataParallel, DataParallelError, DataParallelOptimizer
+from .settings import RunSettings
+from .state import TrainingState, checkpoint_of
+
+
+def test_set(data: Dataset, settings: RunSettings, xp, n_classes: int) -> tuple:
+    """``(x, y)``: a run's test images as the model sees them, ``(N, D)`` float32 backend arrays in [0, 1] (with
+    ``--binarize`` one fixed binarisation, drawn from its own generator), and their labels for a conditional
+    model (``n_classes`` > 0), else None."""
+    x = data.test.x
+    if settings.train.binarize:
+        x = (np.random.default_rng([settings.train.seed, 1]).random(x.shape) < x).astype(np.float32)
+    return xp.asarray(x), xp.asarray(data.test.y) if n_classes else None
+
+
+def batches(x, y, size: int):
+    """``(x, y)`` in batches of ``size`` rows (``y`` None for a model without labels)."""
+    for i in range(0, x.shape[0], size):
+        yield x[i:i + size], None if y is None else y[i:i + size]
+
+
+def codes(model, x, y, size: int) -> np.ndarray:
+    """``model.code`` of every row of ``x``, ``(N, K)`` host array, ``size`` rows at a time."""
+    return np.concatenate([model.code(xb, yb) for xb, yb in batches(x, y, size)])
+
+
+class Trainer:
+    """Trains one run's state on its data, epoch by epoch, and saves it after each.
+
+    Args:
+        state: the run's :class:`TrainingState` (new, or restored from its checkpoint).
+        data: its :class:`~tinyvae.io.datasets.Dataset`, both splits.
+        run_dir: the run directory.
+        group: the :class:`~tinyvae.training.distributed.DataParallel` ranks this one trains with, or None
+            (alone). Rank 0 alone writes ``run_dir``.
+
+    Raises:
+        DataError: data of another size than the model's.
+        DataParallelError: (data parallel) a batch that does not split over the ranks, or a model whose loss
+            is not a mean over rows (sparse-ae).
+    """
+
+    def __init__(self, state: TrainingState, data: Dataset, run_dir: Path, group: DataParallel | None = None):
+        self.state, self.data, self.run_dir, self.group = state, data, Path(run_dir), group
+        self.model, self.settings = state.model, state.settings
+        self.backend = self.model.backend
+        self.writes = group is None or group.is_root
+        config, s = self.model.config, self.settings.train
+        if (config.input_dim != math.prod(data.image_shape) or (config.n_classes and config.n_classes != data.n_classes)
+                or (config.arch == "conv" and config.image_shape != tuple(data.image_shape))):
+            raise DataError(f"the run's model takes examples of {config.input_dim} values"
+                            f"{f' and {config.n_classes} classes' if config.n_classes else ''}; {data.source} holds "
+                            f"{tuple(data.image_shape)} images of {data.n_classes} classes")
+        if self.writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if group is not None:
+            if not self.model.rows_independent:
+                raise DataParallelError(f"{self.model.kind} cannot train data-parallel: its penalty is a function of "
+                                        "the whole batch's mean activation, not a mean over rows; run it in one process")
+            group.check_batches(len(data.train), s.batch_size, len(data.test), s.eval_batch_size)
+        optimizer = self.optimizer = state.optimizer
+        # The optimiser the training step calls: with ranks, it first averages the gradient over them.
+        self.stepper = optimizer if group is None else DataParallelOptimizer(optimizer, group)
+        xp = self.backend.xp
+        self.train_pixels = xp.asarray(data.train.pixels)  # uint8; each batch is scaled on its own
+        self.train_y = xp.asarray(data.train.y) if config.n_classes else None
+        self.test_x, self.test_y = test_set(data, self.settings, xp, config.n_classes)
+        self.saved_epoch = state.epoch  # the epoch of the checkpoint in run_dir (0: none yet)
+        # The epoch's running loss stays non-finite once a batch loss is. It is read, and checked, every step
+        # on the host; on a GPU every 50 steps (a read is a sync), the window's batch losses kept on the device.
+        self.check_every = 1 if xp is np else 50
+        if group is not None:  # every rank takes rank 0's weights and optimiser state
+            for buf in (self.model.params.data, *optimizer.state()[0].values()):
+                group.buffers.broadcast_(buf)
+
+    @classmethod
+    def start(cls, settings: RunSettings, backend, run_dir: Path, group: DataParallel | None = None,
+              data: Dataset | None = None) -> "Trainer":
+        """A new run of ``settings`` on ``backend``, on ``data`` (default: read from where the settings say).
+
+        Raises:
+            SettingsError, DataError: settings or data the model refuses; as :class:`Trainer`.
+        """
+        data = data or load_dataset(settings.train.dataset, settings.train.data_dir)
+        config = settings.model_config(math.prod(data.image_shape), data.image_shape, data.n_classes)
+        return cls(TrainingState.new(settings, config, backend), data, run_dir, group)
+
+    @classmethod
+    def resume(cls, run_dir: Path, backend, data_dir: str | None = None, group: DataParallel | None = None) -> "Trainer":
+        """The run in ``run_dir`` (or of its checkpoint file) continued from its checkpoint, its data read from ``data_dir`` where given (the
+        run's data have moved; stored at the next save), else from where the run found them. ``group`` may have
+        any size (every rank reads the checkpoint).
+
+        Raises:
+            CheckpointError: a missing, unreadable or inconsistent checkpoint. DataError: as :class:`Trainer`.
+        """
+        state = TrainingState.restore(run_dir, backend, data_dir)
+        t = state.settings.train
+        return cls(state, load_dataset(t.dataset, t.data_dir), checkpoint_of(run_dir).parent, group)
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    def check_ranks_agree(self):
+        """Data parallel: :class:`DataParallelError` unless every rank holds the same weights, bit for bit
+        (a CRC-32 of them, compared after every epoch)."""
+        sums = self.group.checksums(self.backend.to_host(self.model.params.data))
+        if len(set(sums)) > 1:
+            raise DataParallelError(f"after epoch {self.epoch}, the ranks' weights differ (CRC-32 per rank: "
+                                    f"{', '.join(f'{c:08x}' for c in sums)}); the run stopped; the checkpoint of "
+                                    f"epoch {self.saved_epoch} in {self.run_dir} is intact")
+
+    # -- one epoch -------------------------------------------------------------
+    def train_epoch(self) -> tuple[float, float]:
+        """One pass over the shuffled training set. Returns (mean loss in nats per sample, seconds).
+
+        Data parallel: this rank takes its rows of each global batch, and the loss is summed over the ranks.
+        """
+        xp, s, group, model = self.backend.xp, self.settings.train, self.group, self.model
+        N, D = self.train_pixels.shape
+        perm = xp.asarray(model.rng.permutation(N))
+        n_batches = -(-N // s.batch_size)
+
+        def rows(i):  # this rank's rows of batch i: indices into perm, and the model's row slice (for its draws)
+            start, n = i * s.batch_size, min(s.batch_size, N - i * s.batch_size)
+            if group is None:
+                return perm[start:start + n], None
+            lo, hi = group.rows(n)
+            return perm[start + lo:start + hi], (lo, hi, n)
+
+        batches: dict[int, tuple] = {}  # batch size -> its x buffer and its binarisation draws
+        total = xp.zeros((), dtype=model.dtype)
+        check_every = self.check_every
+        # Between two reads (on a GPU) the batch losses stay on the device, so the first bad step can be named.
+        window = None if check_every == 1 else xp.empty(check_every, dtype=model.dtype)
+        running, y = 0.0, None
+        start = time.perf_counter()
+        idx, model.row_slice = rows(0)
+        try:
+            with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False,
+                      disable=None if self.writes else True) as bar:
+                for i in range(n_batches):
+                    if idx.shape[0] not in batches:
+                        batches[idx.shape[0]] = (xp.empty((idx.shape[0], D), model.dtype),
+                                                 xp.empty((idx.shape[0], D), np.float32) if s.binarize else None)
+                    x, u = batches[idx.shape[0]]
+                    next_idx, next_slice = rows(i + 1) if i + 1 < n_batches else (perm[:0], None)
+                    self.backend.gather_pixels(self.train_pixels, idx, PIXEL_SCALE, x, next_idx)
+                    if s.binarize:  # dynamic binarisation: a fresh Bernoulli draw each time
+                        model.draw(u, "random")
+                        x[...] = u < x
+                    if self.train_y is not None:
+                        y = self.train_y[idx]
+                    loss = model.train_step(x, self.stepper, y, self.settings.beta_at(self.epoch * n_batches + i,
+                                                                                      n_batches))
+                    idx, model.row_slice = next_idx, next_slice
+                    total += loss
+                    if window is not None:
+                        window[i % check_every] = loss
+                    if i % check_every == check_every - 1 or i == n_batches - 1:
+                        running = float(total) if group is None else float(group.sum(float(total))[0])
+                        if not math.isfinite(running):
+                            step = i
+                            if window is not None:
+                                bad = np.flatnonzero(~np.isfinite(self.backend.to_host(window[:i % check_every + 1])))
+                                step = i - i % check_every + int(bad[0]) if bad.size else i
+                            raise Diverged(self.stopped(f"the training loss became {running} at epoch {self.epoch + 1}, "
+                                                        f"step {step + 1} of {n_batches}"))
+                    if i % 50 == 49 or i == n_batches - 1:
+                        bar.set_postfix(loss=f"{running / min(N, (i + 1) * s.batch_size):.2f}")
+                    bar.update()
+        finally:
+            model.row_slice = None
+        return running / N, time.perf_counter() - start
+
+    def check_finite(self, metrics: dict) -> None:
+        """``Diverged`` unless the epoch's test metrics, the weights and the optimiser's state are all finite,
+        so that nothing non-finite is drawn or saved."""
+        bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        xp = self.backend.xp
+        arrays = {"the weights": self.model.params.data,
+                  **{f"the optimiser's {k}": v for k, v in self.state.optimizer.state()[0].items()}}
+        bad += [name for name, a in arrays.items() if not bool(xp.isfinite(a).all())]
+        if bad:
+            raise Diverged(self.stopped(f"after epoch {self.epoch + 1}, {', '.join(bad)} hold non-finite values"))
+
+    def stopped(self, what: str) -> str:
+        """The message of a run stopped by a non-finite number: what, what is intact, the likely causes."""
+        t, m = self.settings.train, self.settings.model
+        kept = (f"the checkpoint of epoch {self.saved_epoch} in {self.run_dir} is intact" if self.saved_epoch
+                else "no epoch had finished, so nothing was saved")
+        causes = [f"a learning rate too high (--lr {t.lr:g}; lower it)"]
+        if m["likelihood"] == "gaussian" and m["decoder_logvar"] < -10:
+            causes.append(f"--decoder-logvar {m['decoder_logvar']:g}: exp(-logvar) overflows; try a value near 0")
+        if t.beta > 10:
+            causes.append(f"--beta {t.beta:g}")
+        return f"{what}; the run stopped there and {kept}. Likely cause: {'; or '.join(causes)}"
+
+    def test_labels(self, lo: int, hi: int):
+        """Labels of test images ``lo:hi`` for a conditional model, else None."""
+        return None if self.test_y is None else self.test_y[lo:hi]
+
+    def evaluate(self) -> dict:
+        """The model's test metrics (see ``VAE.evaluate``, ``Autoencoder.evaluate``), nats per sample.
+
+        Data parallel: each rank evaluates its rows of every test batch (with the noise a one-process run
+        draws for them), and the metrics, each a mean over images, are combined weighted by the ranks' counts.
+        """
+        B, n, group = self.settings.train.eval_batch_size, self.test_x.shape[0], self.group
+        if group is None:
+            return self.model.evaluate(batches(self.test_x, self.test_y, B))
+        counted = [0]
+
+        def my_rows():
+            for i in range(0, n, B):
+                lo, hi = group.rows(min(B, n - i))
+                self.model.row_slice = (lo, hi, min(B, n - i))  # for the draws of the batch about to be evaluated
+                counted[0] += hi - lo
+                yield self.test_x[i + lo:i + hi], self.test_labels(i + lo, i + hi)
+
+        try:
+            local = self.model.evaluate(my_rows())
+        finally:
+            self.model.row_slice = None
+        names = list(local)
+        sums = group.sum([counted[0]] + [local[k] * counted[0] for k in names])
+        return {k: float(v / sums[0]) for k, v in zip(names, sums[1:])}
+
+    def write_images(self):
+        """The epoch's pictures. Data parallel: every rank makes them (so that every generator draws the
+        same numbers), rank 0 alone saves them."""
+        h, w = self.data.image_shape
+        save = save_grid if self.writes else lambda *args: None
+        x = self.backend.to_host(self.test_x[:8])
+        y = self.test_labels(0, 8)
+        recon = self.model.reconstruct(x, y)
+        save(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
+        if self.model.denoises:
+            corrupted, denoised = self.model.denoise(x)
+            save(self.run_dir / f"denoising_{self.epoch}.png",
+                 np.concatenate([np.clip(corrupted, 0, 1), denoised, x]).reshape(24, h, w), 3, 8)
+        if self.model.has_prior:
+            images, rows, cols = prior_samples(self.model, self.model.rng)
+            save(self.run_dir / f"sample_{self.epoch}.png", images.reshape(rows * cols, h, w), rows, cols)
+
+    def run(self, epochs: int, log=print) -> list[dict]:
+        """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
+        state = self.state
+        while state.epoch < epochs:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # check_finite says it once
+                train_loss, seconds = self.train_epoch()
+                t0 = time.perf_counter()
+                metrics = self.evaluate()
+            self.check_finite(metrics)
+            state.epoch += 1
+            if self.group is not None:
+                self.check_ranks_agree()
+            self.write_images()
+            record = {"epoch": state.epoch, "train_loss": train_loss, **metrics,
+                      "samples_per_s": self.train_pixels.shape[0] / seconds, "seconds": seconds,
+                      "eval_seconds": time.perf_counter() - t0, "backend": self.backend.name}
+            state.history.append(record)
+            if not self.writes:  # rank 0 saves the epoch
+                self.saved_epoch = state.epoch
+                continue
+            try:
+                loss_curves(self.run_dir / "loss.png", state.history)
+            except MissingDependency:  # matplotlib is an optional extra
+                pass
+            state.save(self.run_dir)
+            self.saved_epoch = state.epoch
+            log(f"epoch {state.epoch:3d}  train {train_loss:9.4f}  test {metrics['test_loss']:9.4f} nats/sample"
+                f"  ({record['samples_per_s']:,.0f} samples/s, {seconds:.1f} s)")
+        return state.history

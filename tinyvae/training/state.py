@@ -1,0 +1,180 @@
+"""What a training checkpoint saves and restores: the run's settings, the model, the optimiser's state,
+the random generator, the epochs done and their metrics (docs/formats.md).
+
+Every field is checked on restore, before any work is done, and a field that does not fit raises a
+:class:`tinyvae.errors.CheckpointError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError, SettingsError
+from ..io.checkpoint import (CHECKPOINT, atomic_write_bytes, check_tensors, load_checkpoint, read_metadata,
+                             save_checkpoint)
+from ..io.modelfile import load_weights, stored_config
+from ..models.build import model_for
+from ..models.protocol import Model
+from ..nn import optim
+from .settings import RunSettings
+
+MAX_STEPS = 2**53  # an optimiser's step count beyond which float64 cannot count (a corrupt file)
+
+
+@dataclass
+class TrainingState:
+    """One run's state between two epochs.
+
+    Attributes:
+        settings: the run's :class:`~tinyvae.training.settings.RunSettings`.
+        model: the :class:`~tinyvae.models.protocol.Model` being trained; its ``rng`` draws the run's noise.
+        optimizer: the optimiser over ``model.params`` (:mod:`tinyvae.nn.optim`).
+        epoch: the epochs done.
+        history: one record per epoch done, the lines of ``metrics.jsonl``.
+    """
+
+    settings: RunSettings
+    model: Model
+    optimizer: object
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, settings: RunSettings, config, backend) -> "TrainingState":
+        """A run's state before its first step: the model of ``config`` on ``backend`` with its initial
+        weights drawn from the run's seed, and a fresh optimiser."""
+        model = model_for(config, backend, settings.train.seed)
+        t = settings.train
+        return cls(settings, model, optim.make(t.optimizer, model.params, model.backend, t.lr, t.momentum, t.nesterov))
+
+    def save(self, run_dir: Path) -> None:
+        """Write ``run_dir/checkpoint.safetensors`` and ``run_dir/metrics.jsonl``, each atomically."""
+        opt_arrays, opt_scalars = self.optimizer.state()
+        host = self.model.backend.to_host
+        tensors = {k: host(v) for k, v in self.model.params.state_dict().items()}
+        tensors |= {f"optimizer.{k}": host(v) for k, v in opt_arrays.items()}
+        save_checkpoint(run_dir / CHECKPOINT, tensors, {
+            "model_config": self.model.config.to_dict(),
+            "settings": self.settings.record(),
+            "history": self.history,
+            "optimizer": {"name": self.optimizer.name, **opt_scalars},
+            "epoch": self.epoch,
+            "rng_state": self.model.rng.bit_generator.state,
+        })
+        lines = "".join(json.dumps(m, allow_nan=False) + "\n" for m in self.history)
+        atomic_write_bytes(run_dir / "metrics.jsonl", lines.encode())
+
+    @classmethod
+    def restore(cls, run_dir: Path, backend, data_dir: str | None = None) -> "TrainingState":
+        """The state in ``run_dir/checkpoint.safetensors`` (or in ``run_dir``, a checkpoint file), on ``backend``; ``data_dir`` (absolute) replaces
+        the folder the run's data were read from. A checkpoint does not depend on the number of ranks that
+        wrote it.
+
+        Raises:
+            CheckpointError: a missing or unreadable checkpoint, or a field or tensor that does not fit,
+                naming the file and the field.
+            BackendUnavailable: a backend that cannot run here.
+        """
+        path = checkpoint_of(run_dir)
+        tensors, meta = load_checkpoint(path)
+        for key, kind in (("settings", dict), ("model_config", dict), ("optimizer", dict), ("epoch", int),
+                          ("rng_state", dict)):
+            value = meta.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                found = "missing" if key not in meta else f"a {type(value).__name__}"
+                raise CheckpointError(f"{path}: metadata field {key!r} is {found}, not a {kind.__name__}")
+        try:
+            settings = RunSettings.from_record(meta["settings"])
+        except SettingsError as e:
+            raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
+        if data_dir is not None:
+            settings = replace(settings, train=replace(settings.train, data_dir=data_dir))
+        history = meta["history"] if "history" in meta else meta["settings"].get("history")
+        check_history(path, history, meta["epoch"])
+        config = stored_config(path, {**meta, "model": settings.kind})
+        try:
+            expected = settings.model_config(config.input_dim, config.image_shape, config.n_classes)
+        except SettingsError as e:
+            raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
+        if expected != config:
+            raise CheckpointError(f"{path}: metadata field 'model_config' ({meta['model_config']}) does not match "
+                                  f"the run's settings")
+        state = cls.new(settings, config, backend)
+        model, opt = state.model, state.optimizer
+        load_weights(model, tensors, path)
+        opt_arrays, _ = opt.state()
+        check_tensors(path, tensors, {f"optimizer.{k}": ((model.params.size,), model.dtype.name) for k in opt_arrays})
+        if "v" in opt_arrays and not (tensors["optimizer.v"] >= 0).all():
+            raise CheckpointError(f"{path}: tensor 'optimizer.v' holds negative second moments, which Adam cannot have")
+        t = meta["optimizer"].get("t", 0)
+        if meta["optimizer"].get("name") != opt.name or (opt.name == "adam" and not (
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < MAX_STEPS)):
+            raise CheckpointError(f"{path}: metadata field 'optimizer' is {meta['optimizer']}, not the state of "
+                                  f"{opt.name} (its step count t an int in [0, 2^53))")
+        opt.load_state({k: model.xp.asarray(tensors[f"optimizer.{k}"]) for k in opt_arrays}, meta["optimizer"])
+        set_generator_state(path, model.rng, meta["rng_state"])
+        state.epoch, state.history = meta["epoch"], history
+        return state
+
+
+def checkpoint_of(run: Path) -> Path:
+    """The checkpoint of ``run``: a run directory's ``checkpoint.safetensors``, or the checkpoint file itself."""
+    run = Path(run)
+    return run if run.is_file() else run / CHECKPOINT
+
+
+def run_settings(run: Path) -> tuple[RunSettings, int]:
+    """``(settings, epochs done)`` of the run in ``run`` (a run directory or its checkpoint), read from the
+    checkpoint's metadata alone (its tensors are not read).
+
+    Raises:
+        CheckpointError: as :func:`tinyvae.io.checkpoint.read_metadata`, or settings that do not fit.
+    """
+    path = checkpoint_of(run)
+    meta = read_metadata(path)
+    try:
+        settings = RunSettings.from_record(meta.get("settings"))
+    except SettingsError as e:
+        raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
+    epoch = meta.get("epoch")
+    history = meta["history"] if "history" in meta else (meta.get("settings") or {}).get("history")
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        raise CheckpointError(f"{path}: metadata field 'epoch' is {epoch!r}, not an int")
+    check_history(path, history, epoch)
+    return settings, epoch
+
+
+def check_history(path, history, epoch: int) -> None:
+    """``CheckpointError`` unless ``history`` is one record per epoch done (``epoch`` of them), each an object
+    with its ``epoch``, a finite ``train_loss`` and ``test_loss``, and finite numbers or strings elsewhere."""
+    if not isinstance(history, list) or not 0 <= epoch == len(history):
+        held = f"{len(history)} records" if isinstance(history, list) else f"a {type(history).__name__}"
+        raise CheckpointError(f"{path}: metadata field 'epoch' is {epoch} but the run's history holds {held}")
+    for i, record in enumerate(history):
+        finite = isinstance(record, dict) and all(
+            isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+            for v in record.values())
+        if not finite or record.get("epoch") != i + 1 or not all(k in record for k in ("train_loss", "test_loss")):
+            raise CheckpointError(f"{path}: metadata field 'history', record {i + 1}, is not an epoch's metrics "
+                                  "(an object with epoch, train_loss and test_loss, each value a finite number "
+                                  f"or a string): {record!r}"[:400])
+
+
+def set_generator_state(path, rng: np.random.Generator, state) -> None:
+    """Give ``rng`` (a PCG64 generator) the checkpoint's ``state``; ``CheckpointError`` for a state that is not
+    one: PCG64's 128-bit ``state`` and ``inc`` (``inc`` odd), and its buffered 32-bit draw."""
+    inner = state.get("state") if isinstance(state, dict) else None
+    ints = lambda v, bits: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**bits
+    ok = (state.get("bit_generator") == type(rng.bit_generator).__name__ and isinstance(inner, dict)
+          and ints(inner.get("state"), 128) and ints(inner.get("inc"), 128) and inner["inc"] % 2 == 1
+          and state.get("has_uint32") in (0, 1) and ints(state.get("uinteger"), 32))
+    if not ok:
+        raise CheckpointError(f"{path}: metadata field 'rng_state' is not a {type(rng.bit_generator).__name__} "
+                              f"state (128-bit state and odd inc, has_uint32 0 or 1, a 32-bit uinteger): "
+                              f"{state!r}"[:400])
+    rng.bit_generator.state = state
