@@ -1,4 +1,4 @@
-"""The Python API a user starts from: tinyvae.load, model.save (tinyvae's names and PyTorch's example's),
+"""The Python API a user starts from: tinyvae.load, tinyvae.save (tinyvae's names and PyTorch's example's),
 encode / decode / reconstruct / sample / per_sample_loss with a seed, tinyvae.__version__."""
 
 import shutil
