@@ -118,9 +118,10 @@ def test_sparsity_penalty_stays_finite_for_saturated_units(a, rho, dtype):
     value = float(sparsity_penalty(a, rho, 1.0, np, da))
     assert np.isfinite(value) and np.isfinite(da).all()
     a64 = a.astype(np.float64)
-    rho_hat = _sigmoid(a64).mean()
-    if 1e-300 < rho_hat < 1 - 1e-12:
-        expected = rel_entr(rho, rho_hat) + rel_entr(1 - rho, 1 - rho_hat)
+    # 1 - rho_hat as the mean of sigmoid(-a): 1 minus a rho_hat near 1 would keep few of its digits
+    rho_hat, one_minus_rho_hat = _sigmoid(a64).mean(), _sigmoid(-a64).mean()
+    if 1e-300 < rho_hat and 1e-300 < one_minus_rho_hat:
+        expected = rel_entr(rho, rho_hat) + rel_entr(1 - rho, one_minus_rho_hat)
         f32 = dtype == np.float32
         assert value == pytest.approx(expected, rel=1e-4 if f32 else 1e-9, abs=1e-5 if f32 else 1e-12)
         assert np.asarray(sparsity_penalty(a, rho, 1.0, np)).dtype == dtype
