@@ -111,7 +111,7 @@ def train(cuda, args):
 
         def ours(i, model=model, opt=opt):
             model.backend.gather_pixels(X, perm[i * B:(i + 1) * B], PIXEL_SCALE, x)
-            model.train_step(x, opt)
+            model.train_step(x, opt, step=i, rows=perm[i * B:(i + 1) * B])  # eps drawn on the device
 
         contenders = {ours_name: epoch_of(ours, n_steps, cupy.cuda.Device().synchronize)}
         if torch is not None:

@@ -15,26 +15,37 @@ import argparse
 
 import numpy as np
 
+from tinyvae import rng as streams
 from tinyvae.backends import get_backend
 from tinyvae.backends.reference import ConvGeometry
 
 
 def launch_each_kernel(be, B: int = 37, D: int = 45, K: int = 5, H: int = 33, P: int = 1000) -> None:
-    """Every op once per dtype, so every ``<op>_f32`` and ``<op>_f64`` kernel runs (both Gaussian kernels)."""
+    """Every op once per dtype, so every ``<op>_f32`` and ``<op>_f64`` kernel runs (both Gaussian kernels; each
+    corruption), and the one Philox kernel that the dtype does not concern."""
     xp = be.xp
     rng = np.random.default_rng(0)
+    key = streams.stream_key(1, "eps")
+    counters = xp.asarray(rng.integers(0, 2**32, (P, 4), dtype=np.uint32))
+    be.philox4x32_10(counters, key, xp.empty_like(counters))
     for dtype in (np.float32, np.float64):
         def normal(*shape):
             return xp.asarray(rng.standard_normal(shape).astype(dtype))
 
         pixels = xp.asarray(rng.integers(0, 256, (50, D), dtype=np.uint8))
-        be.gather_pixels(pixels, xp.asarray(rng.integers(0, 50, B)), 1 / 255, xp.empty((B, D), dtype))
+        rows = xp.asarray(rng.integers(0, 50, B))
+        be.gather_pixels(pixels, rows, 1 / 255, xp.empty((B, D), dtype))
+        be.gather_pixels(pixels, rows, 1 / 255, xp.empty((B, D), dtype), binarize=(key, 3))
         x = xp.asarray(rng.random((B, D)).astype(dtype))
+        for kind in ("gaussian", "mask", "salt-and-pepper"):
+            be.corrupt(x, key, 3, rows, kind, 0.3, xp.empty((B, D), dtype))
+        be.draw_normal(key, 3, rows, xp.empty((2 * B, K), dtype))
         be.bce_with_logits(normal(B, D), x, 1 / B, xp.empty(B, dtype), xp.empty((B, D), dtype))
         be.gaussian_nll(normal(B, D), x, normal(D), 1 / B, xp.empty(B, dtype), xp.empty((B, D), dtype),
                         xp.empty(D, dtype))
         heads, eps, zin = normal(B, 2 * K), normal(B, K), xp.zeros((B, K + 3), dtype)
         be.reparameterize_kl(heads, eps, zin[:, :K], xp.empty(B, dtype))
+        be.reparameterize_kl_draw(heads, key, 3, rows, xp.empty((B, K), dtype), zin[:, :K], xp.empty(B, dtype))
         be.reparameterize_kl_backward(normal(B, K + 3)[:, :K], heads, eps, 0.1, xp.empty((B, 2 * K), dtype))
         h = normal(B, H)
         be.bias_act(h, normal(H), True)

@@ -47,9 +47,9 @@ def tinyvae_epoch(data, backend, batch_size, seed=1, config=VAEConfig()):
 
     def epoch():
         for i in range(0, len(X) - batch_size + 1, batch_size):
-            model.backend.gather_pixels(X, perm[i:i + batch_size], PIXEL_SCALE, x,
-                                        perm[i + batch_size:i + 2 * batch_size])
-            model.train_step(x, opt)
+            rows = perm[i:i + batch_size]
+            model.backend.gather_pixels(X, rows, PIXEL_SCALE, x, perm[i + batch_size:i + 2 * batch_size])
+            model.train_step(x, opt, step=i // batch_size, rows=rows)  # eps drawn for these examples
 
     return epoch
 

@@ -16,6 +16,7 @@ import argparse
 
 import numpy as np
 
+from tinyvae import rng as streams
 from tinyvae.backends import get_backend
 from tinyvae.io.datasets import load_dataset
 from tinyvae.nn import stacks
@@ -94,27 +95,30 @@ def main(argv=None) -> list[tuple[float, float]]:
     args = p.parse_args(argv)
     data = load_dataset(args.dataset, args.data_dir)
     train_x, test_x = data.train.x, data.test.x            # (N, 784) float32 in [0, 1]
-    rng = np.random.default_rng(args.seed)                 # the weights, then each epoch's order and eps
-    params, grad, layers = make_vae(train_x.shape[1], args.hidden, args.latent_dim, rng)
+    N, K = len(train_x), args.latent_dim
+    params, grad, layers = make_vae(train_x.shape[1], args.hidden, K, np.random.default_rng(args.seed))
     adam = Adam(params, ops, lr=1e-3)
-    history = []
-    for epoch in range(1, args.epochs + 1):
-        order, total = rng.permutation(len(train_x)), np.float32(0)
-        for i in range(0, len(train_x), args.batch_size):
-            x = train_x[order[i:i + args.batch_size]]
-            eps = rng.standard_normal((len(x), args.latent_dim), dtype=np.float32)
-            bce, kl = loss_and_backward(layers, forward(layers, x, eps), 1.0 / len(x))
+    # Every draw is addressed by (seed, stream, step, example) (tinyvae/rng.py): no generator state.
+    eps_key, test_key = streams.stream_key(args.seed, "eps"), streams.stream_key(args.seed, "evaluate")
+    steps, history = -(-N // args.batch_size), []
+    for epoch in range(args.epochs):
+        order, total = streams.generator(args.seed, "shuffle", epoch).permutation(N), np.float32(0)
+        for j, i in enumerate(range(0, N, args.batch_size)):
+            rows = order[i:i + args.batch_size]            # the examples' indices address their eps
+            eps = np.empty((len(rows), K), np.float32)
+            ops.draw_normal(eps_key, epoch * steps + j, rows, eps)
+            bce, kl = loss_and_backward(layers, forward(layers, train_x[rows], eps), 1.0 / len(rows))
             adam.step(grad)
             total += bce.sum() + kl.sum()
         test_bce = test_kl = 0.0
         for i in range(0, len(test_x), 1000):
-            x = test_x[i:i + 1000]
-            eps = rng.standard_normal((len(x), args.latent_dim), dtype=np.float32)
-            bce, kl = loss_and_backward(layers, forward(layers, x, eps), 0.0)
+            rows = np.arange(i, min(i + 1000, len(test_x)))
+            eps = np.empty((len(rows), K), np.float32)  # the same draws every epoch
+            ops.draw_normal(test_key, streams.EVALUATE_STEPS["elbo"], rows, eps)
+            bce, kl = loss_and_backward(layers, forward(layers, test_x[rows], eps), 0.0)
             test_bce, test_kl = test_bce + float(bce.sum()), test_kl + float(kl.sum())
-        history.append((float(total) / len(train_x), (test_bce + test_kl) / len(test_x)))
-        print(f"epoch {epoch:3d}  train {history[-1][0]:9.4f}  test {history[-1][1]:9.4f} nats/image")
-        rng.standard_normal((64, args.latent_dim))  # the draws of the training command's prior-sample picture
+        history.append((float(total) / N, (test_bce + test_kl) / len(test_x)))
+        print(f"epoch {epoch + 1:3d}  train {history[-1][0]:9.4f}  test {history[-1][1]:9.4f} nats/image")
     return history
 
 

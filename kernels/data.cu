@@ -1,15 +1,18 @@
 // The batch gather of the training loop (tinyvae/training/loop.py), in one pass:
 //   gather_pixels: out[i, d] = float(pixels[rows[i], d]) * scale for a (B, D) batch of uint8
 //   rows; the product is taken in float (tinyvae.io.datasets.pixels_to_unit's rule) and widened for
-//   double.
+//   double. With `binarize`, a Bernoulli draw of that intensity instead: out = u < p, u the uniform of
+//   element d of example r at `step` under the key (k0, k1) (philox.cuh), compared in double.
 // A row index r < 0 counts from the end (r + N). Indices are not checked here: a check would
 // cost a device-to-host copy per batch. An index outside [-N, N) is taken modulo N, as
 // cupy.take does. The numpy reference is in tinyvae/backends/reference.py.
 #include "common.cuh"
+#include "philox.cuh"
 
 template <typename T>
 __device__ void gather_elems(const unsigned char* pixels, long n_rows, long ld_pixels, const long* rows, float scale,
-                             T* out, long ld_out, long B, int D) {
+                             T* out, long ld_out, long B, int D, int binarize, unsigned int k0, unsigned int k1,
+                             unsigned long long step) {
     for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < B * D; k += (long)gridDim.x * blockDim.x) {
         const long i = k / D;
         const int d = (int)(k - i * D);
@@ -17,15 +20,22 @@ __device__ void gather_elems(const unsigned char* pixels, long n_rows, long ld_p
         if (r < 0) {
             r += n_rows;
         }
-        out[i * ld_out + d] = T((float)pixels[r * ld_pixels + d] * scale);
+        const float p = (float)pixels[r * ld_pixels + d] * scale;
+        if (binarize) {
+            const PhiloxBlock block = philox_at(d / 4, r, step, k0, k1);
+            out[i * ld_out + d] = T(philox_uniform(block.w[d % 4]) < (double)p ? 1 : 0);
+        } else {
+            out[i * ld_out + d] = T(p);
+        }
     }
 }
 
 #define TINYVAE_DATA(T, SUFFIX)                                                                               \
     extern "C" __global__ void gather_pixels_##SUFFIX(const unsigned char* pixels, long n_rows, long ld_pixels,  \
                                                       const long* rows, float scale, T* out, long ld_out, long B, \
-                                                      int D) {                                                \
-        gather_elems<T>(pixels, n_rows, ld_pixels, rows, scale, out, ld_out, B, D);                           \
+                                                      int D, int binarize, unsigned int k0, unsigned int k1,  \
+                                                      unsigned long long step) {                              \
+        gather_elems<T>(pixels, n_rows, ld_pixels, rows, scale, out, ld_out, B, D, binarize, k0, k1, step);  \
     }
 
 TINYVAE_DATA(float, f32)

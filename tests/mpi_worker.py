@@ -1,7 +1,8 @@
 """What tests/test_distributed.py runs under ``mpirun -np P`` (and alone, as P = 1).
 
     python tests/mpi_worker.py float64 OUT DATA    # one epoch of 5 steps of each model, float64; rank 0 saves
-                                                   # the weights to OUT/<model>.npy
+                                                   # the weights to OUT/<model>.npy, and rank r the draws it
+                                                   # made to OUT/<model>_draws_<r>.npy
     python tests/mpi_worker.py fail KIND STEP -- TRAIN_ARGS...
                                                    # tinyvae.train's main with TRAIN_ARGS, rank 1 raising
                                                    # (KIND: data, an expected failure; bug, a RuntimeError)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +37,34 @@ MODELS = {
 }
 
 
+def counting(backend, seen: list):
+    """``backend`` with its drawing ops noting each draw, ``(op, key, step, example)``, into ``seen``."""
+    def noted(op, where):
+        def call(*args, **kwargs):
+            key, step, rows = where(*args, **kwargs)
+            if key is not None:
+                seen.extend((op, int(key[0]), int(key[1]), int(step), int(r)) for r in backend.to_host(rows))
+            return getattr(backend, op)(*args, **kwargs)
+        return call
+
+    binarize = lambda pixels, rows, scale, out, next_rows=None, binarize=None: (*(binarize or (None, None)), rows)
+    return replace(backend, reparameterize_kl_draw=noted("reparameterize_kl_draw", lambda h, k, s, r, *a: (k, s, r)),
+                   corrupt=noted("corrupt", lambda x, k, s, r, *a: (k, s, r)),
+                   gather_pixels=noted("gather_pixels", binarize))
+
+
 def float64(out: Path, data: Path):
     group = from_environment("numpy")
+    rank = 0 if group is None else group.rank
     for name, extra in MODELS.items():
         settings = RunSettings.resolve({**dict(data_dir=str(data), batch_size=64, hidden=(16,), latent_dim=3,
                                                eval_batch_size=40, dtype="float64"), **extra}, flags=False)
         trainer = Trainer.start(settings, "numpy", out / name, group=group)
+        seen: list = []
+        trainer.backend = trainer.model.backend = counting(trainer.backend, seen)
         trainer.train_epoch()
         metrics = trainer.evaluate()
+        np.save(out / f"{name}_draws_{rank}.npy", np.array(seen, dtype=object))
         if trainer.writes:
             np.save(out / f"{name}.npy", trainer.model.params.data)
             np.save(out / f"{name}_metrics.npy", np.array([metrics[k] for k in sorted(metrics)]))

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tinyvae"
-# Top to bottom; a module may import its own layer's modules and those of the layers below. errors is
-# below them all: every layer raises its errors, and it imports nothing of tinyvae.
+# Top to bottom; a module may import its own layer's modules and those of the layers below. rng (the
+# random streams' reference, which every layer draws by) and errors are below them all: every layer raises
+# its errors, and errors imports nothing of tinyvae.
 LAYERS = {
     "face": ["tinyvae"],
     "commands": ["tinyvae.train", "tinyvae.evaluate", "tinyvae.sample", "tinyvae.cli", "tinyvae.__main__",
@@ -18,6 +19,7 @@ LAYERS = {
     "models": ["tinyvae.models"],
     "nn": ["tinyvae.nn"],
     "backends": ["tinyvae.backends"],
+    "rng": ["tinyvae.rng"],
     "errors": ["tinyvae.errors"],
 }
 RANK = {prefix: len(LAYERS) - i for i, prefixes in enumerate(LAYERS.values()) for prefix in prefixes}

@@ -1,6 +1,6 @@
 """Judge a trained VAE: ``python -m tinyvae.evaluate RUN_DIR [--k 1000] [--n-images 1000]``.
 
-Reports, in nats per image: the test-set negative ELBO with one z per image, split into its
+Reports, in nats per image: the test-set negative ELBO with L draws of z per image, split into its
 reconstruction term (``test_nll``, -log p(x|z)) and its KL term; the number of active latent units over
 the test set; and on the first ``--n-images`` test images, with ``--k`` draws of z each, the
 importance-weighted bound (IWAE) and, from the same draws, the ELBO (:mod:`tinyvae.models.bounds` has the
@@ -28,13 +28,15 @@ from .training.state import checkpoint_of, run_settings
 
 
 def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images: int = 1000,
-                 seed: int = 0, log=print, data_dir=None) -> dict:
+                 seed: int | None = None, log=print, data_dir=None) -> dict:
     """Evaluate the model of the run in ``run_dir`` (a run directory or its checkpoint); print a table; write
     ``evaluation.json`` beside the checkpoint.
 
     The model comes from :func:`tinyvae.load`; only the test split is read, from ``data_dir`` where given,
-    else from where the run found its data. The draws of z come from ``seed``: the test ELBO's from
-    ``numpy.random.default_rng([seed, 1])``, the IWAE bound's from ``default_rng(seed)``.
+    else from where the run found its data. The draws of z come from the ``evaluate`` stream of ``seed``
+    (default: the run's seed; :mod:`tinyvae.rng`), the test ELBO's at its ``elbo`` step, the IWAE bound's at
+    its ``iwae`` step, for each test image by its index: with the run's seed, the test ELBO is the one its
+    last epoch recorded.
 
     Raises:
         SettingsError: k < 1, n_images < 1, seed < 0, or a run of an autoencoder.
@@ -45,8 +47,8 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         raise SettingsError(f"--n-images must be an int >= 1, got {n_images!r}")
     if not isinstance(k, int) or k < 1:
         raise SettingsError(f"--k must be an int >= 1, got {k!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise SettingsError(f"--seed must be an int >= 0, got {seed!r}")
+    if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**64):
+        raise SettingsError(f"--seed must be an int in [0, 2^64), got {seed!r}")
     settings, epoch = run_settings(run_dir)
     model = load(run_dir, backend)
     if not model.has_prior:
@@ -54,17 +56,15 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
                             "(its test reconstruction loss is in metrics.jsonl)")
     t = settings.train
     data = load_dataset(t.dataset, data_dir or t.data_dir, splits=("test",))
-    test_x, test_y = test_set(data, settings, model.xp, model.config.n_classes)
+    test_x, test_y = test_set(data, settings, model.backend, model.config.n_classes)
     log(f"{run_dir}: epoch {epoch}, backend {model.backend.name}")
-    model.rng = np.random.default_rng([seed, 1])
-    metrics = model.evaluate(batches(test_x, test_y, t.eval_batch_size))
+    metrics = model.evaluate(batches(test_x, test_y, t.eval_batch_size), seed)
     n_active, _ = active_units(codes(model, test_x, test_y, t.eval_batch_size))
     n_test = test_x.shape[0]
     n = min(n_images, n_test)
-    rng = np.random.default_rng(seed)
     iwae, elbo = [], []
-    for xb, yb in batches(test_x[:n], None if test_y is None else test_y[:n], 100):
-        a, b = importance_weighted(model, xb, k, yb, rng)
+    for xb, yb, rows in batches(test_x[:n], None if test_y is None else test_y[:n], 100):
+        a, b = importance_weighted(model, xb, k, yb, seed, model.backend.to_host(rows))
         iwae.append(a)
         elbo.append(b)
     result = {
@@ -80,7 +80,7 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         raise CheckpointError(f"{run_dir}: the evaluation of its model gave non-finite {', '.join(bad)}; "
                               "evaluation.json not written")
     rows = [
-        ("test negative ELBO, 1 z per image", f"{result['test_loss']:.2f}", "nats/image", f"all {n_test}"),
+        (f"test negative ELBO, {model.config.mc_samples} z per image", f"{result['test_loss']:.2f}", "nats/image", f"all {n_test}"),
         ("  reconstruction -log p(x|z)", f"{result['test_nll']:.2f}", "nats/image", ""),
         ("  KL(q(z|x) || p(z))", f"{result['test_kl']:.2f}", "nats/image", ""),
         ("active units (Var mu > 0.01)", f"{n_active} of {model.config.latent_dim}", "", f"all {n_test}"),
@@ -102,7 +102,8 @@ def build_parser():
     p.add_argument("--k", type=int, default=1000, help="draws of z per image for the IWAE bound (default 1000)")
     p.add_argument("--n-images", type=int, default=1000,
                    help="test images for the IWAE bound, the first ones (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the draws of z (default 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seeds the draws of z (default: the run's seed, whose test ELBO its last epoch recorded)")
     return p
 
 

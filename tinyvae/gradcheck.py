@@ -132,16 +132,16 @@ def check_model(model: Model, x, max_per_tensor: int | None = None, seed: int = 
             sample); None tests every element.
         seed: seeds the element sample.
         fixed: the rest of ``model.loss_and_grad``'s arguments, held fixed: all
-            its randomness (``eps`` of a VAE, ``corrupted`` of a denoising
-            autoencoder), and ``beta`` or labels ``y``.
+            its randomness (``noise_seed=S`` fixes every draw of the loss by a
+            seed; or the noise itself, ``eps`` of a VAE, ``corrupted`` of a
+            denoising autoencoder), and ``beta`` or labels ``y``.
 
     Returns:
         ``{tensor name: CheckResult}``; judge it with :func:`assert_close`.
 
     Raises:
         SettingsError: if the model is not float64; if its loss is not the same at
-            the same weights (its randomness is not fixed: pass ``eps`` for a VAE,
-            ``corrupted`` for a denoising autoencoder); if some tensor had no
+            the same weights (its randomness is not fixed: pass ``noise_seed``); if some tensor had no
             element that could be tested (every one skipped at a ReLU kink).
     """
     if model.dtype != np.float64:
@@ -150,7 +150,7 @@ def check_model(model: Model, x, max_per_tensor: int | None = None, seed: int = 
     analytic = model.backend.to_host(model.grad).copy()
     if model.loss_and_grad(x, **fixed) != first:
         raise SettingsError("the model's loss differs between two calls at the same weights, so finite differences "
-                         "mean nothing: fix its randomness (eps= for a VAE, corrupted= for a denoising autoencoder)")
+                         "mean nothing: fix its randomness with noise_seed=")
     p = model.params.data
     batch = np.shape(x)[0]
     base = _relu_pattern(model, batch)

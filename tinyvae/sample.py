@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli
+from . import cli, rng
 from .errors import SettingsError
 from .io.datasets import load_dataset
 from .io.images import image_shape, interpolate, manifold, prior_samples, read_grey, save_grid, scatter
@@ -64,7 +64,6 @@ def main(argv=None) -> int:
             if getattr(args, name) < low:
                 raise SettingsError(f"--{name} must be an int >= {low}, got {getattr(args, name)}")
         out = Path(args.out or checkpoint_of(args.run_dir).parent / f"{args.what}.png")
-        rng = np.random.default_rng(args.seed)
         model = load(args.run_dir, args.backend)
         if args.what in PRIOR and not model.has_prior:
             raise SettingsError(f"{args.run_dir} holds a {model.kind} run; {args.what} needs a VAE's prior "
@@ -73,7 +72,7 @@ def main(argv=None) -> int:
         if args.what in PRIOR or args.images:
             h, w = image_shape(model.config)
         if args.what == "samples":
-            images, rows, cols = prior_samples(model, rng)
+            images, rows, cols = prior_samples(model, args.seed)
             save_grid(out, images.reshape(-1, h, w), rows, cols)
         elif args.what == "manifold":
             save_grid(out, manifold(model, args.n).reshape(-1, h, w), args.n, args.n)
@@ -88,14 +87,14 @@ def main(argv=None) -> int:
             t = settings.train
             data = load_dataset(t.dataset, args.data_dir or t.data_dir, splits=("test",))
             h, w = data.image_shape
-            test_x, test_y = test_set(data, settings, model.xp, model.config.n_classes)
+            test_x, test_y = test_set(data, settings, model.backend, model.config.n_classes)
             if args.what == "interpolate":
                 host = model.backend.to_host
                 test_x, test_y = host(test_x), None if test_y is None else host(test_y)
                 if 2 * args.pairs > len(test_x):
                     raise SettingsError(f"--pairs {args.pairs} needs {2 * args.pairs} test images; the test set "
                                         f"holds {len(test_x)}")
-                idx = rng.choice(len(test_x), 2 * args.pairs, replace=False)
+                idx = rng.generator(args.seed, "pictures", 0).choice(len(test_x), 2 * args.pairs, replace=False)
                 a, b = idx[:args.pairs], idx[args.pairs:]
                 ya, yb = (test_y[a], test_y[b]) if test_y is not None else (None, None)
                 lines = interpolate(model, test_x[a], test_x[b], args.steps, ya, yb)

@@ -6,14 +6,18 @@ for a VAE, nll plus the model's penalty for an autoencoder) and the test loss
 for an autoencoder), both in nats per sample, and writes into the run directory:
 
 * ``metrics.jsonl``: one JSON object per epoch;
-* ``checkpoint.safetensors``: weights, optimiser state, random generator state
-  and epoch, written atomically, so ``--resume RUN_DIR`` continues exactly;
+* ``checkpoint.safetensors``: weights, optimiser state and epoch, written
+  atomically, so ``--resume RUN_DIR`` continues exactly (every random draw is
+  addressed by the seed, the step and the example: :mod:`tinyvae.rng`);
 * ``reconstruction_{epoch}.png`` (8 test images above their reconstructions)
   and ``sample_{epoch}.png`` (an 8x8 grid of decoded z ~ N(0, I); for
   ``--model cvae`` one row per class, the same 8 draws of z in every row; VAEs only);
 * ``denoising_{epoch}.png`` (``--model dae``): 8 test images corrupted, their
   reconstructions, and the originals, row by row;
 * ``loss.png``: the train and test loss per epoch (where matplotlib is installed).
+
+``--no-pictures`` writes none of the PNGs. The pictures draw from their own random
+stream, so a run's numbers are the same with them or without.
 
 Variants: ``--likelihood {bernoulli,gaussian,gaussian-learned}``, ``--beta``
 with a linear KL warm-up over ``--warmup-epochs``, ``--mc-samples L`` draws of
@@ -73,6 +77,8 @@ def build_parser():
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR with its own settings (default: a new run); --data-dir "
                         "names where its data are now")
+    p.add_argument("--no-pictures", action="store_true",
+                   help="write no PNG (the numbers of the run are the same with pictures or without; default: off)")
     add_flags(p, SETTINGS, group_of)
     return p
 
@@ -93,7 +99,8 @@ def main(argv=None) -> int:
             if ignored and (group is None or group.is_root):
                 print(f"resuming {args.resume}: its settings come from the checkpoint; "
                       f"ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
-            trainer = Trainer.resume(Path(args.resume), args.backend, given.get("data_dir"), group)
+            trainer = Trainer.resume(Path(args.resume), args.backend, given.get("data_dir"), group,
+                                     not args.no_pictures)
             if trainer.epoch >= args.epochs:
                 raise SettingsError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the "
                                     f"total, so ask for more than {trainer.epoch}")
@@ -103,7 +110,7 @@ def main(argv=None) -> int:
             run["dir"], run["created"] = new_run_dir(args.out)
         if group is not None:  # rank 0 names the run directory (a new timestamped one by default)
             run["dir"] = Path(group.share(str(run["dir"]) if group.is_root else None))
-        return Trainer.start(settings, args.backend, run["dir"], group)
+        return Trainer.start(settings, args.backend, run["dir"], group, pictures=not args.no_pictures)
 
     def body() -> int:
         nonlocal group

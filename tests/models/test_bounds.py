@@ -29,7 +29,7 @@ def test_iwae_converges_to_the_true_log_likelihood():
     model = VAE(VAEConfig(6, (5,), 1, "float64"), seed=3)
     rng = np.random.default_rng(0)
     x = (rng.random((3, 6)) < 0.5).astype(np.float64)
-    iwae, elbo = importance_weighted(model, x, 20000, rng=np.random.default_rng(1))
+    iwae, elbo = importance_weighted(model, x, 20000, seed=1)
     exact = np.array([_log_px_by_quadrature(model, x[i:i + 1]) for i in range(3)])
     assert np.all(elbo < iwae)
     np.testing.assert_allclose(iwae, exact, atol=0.02)
@@ -40,8 +40,8 @@ def test_iwae_converges_to_the_true_log_likelihood():
 def test_chunking_does_not_change_the_estimate(likelihood):
     model = VAE(VAEConfig(7, (6,), 3, "float64", n_classes=2, likelihood=likelihood), seed=1)
     x, y = np.random.default_rng(2).random((4, 7)), np.array([0, 1, 1, 0])
-    a = importance_weighted(model, x, 50, y, np.random.default_rng(5), chunk=50)
-    b = importance_weighted(model, x, 50, y, np.random.default_rng(5), chunk=7)
+    a = importance_weighted(model, x, 50, y, 5, chunk=50)
+    b = importance_weighted(model, x, 50, y, 5, chunk=7)
     for u, v in zip(a, b):
         np.testing.assert_allclose(u, v, rtol=1e-12)
     assert np.all(a[0] >= a[1])
@@ -51,8 +51,8 @@ def test_iwae_with_one_draw_is_a_single_log_weight():
     """k = 1: both numbers estimate the ELBO from the same draw; only the KL differs (sampled vs closed form)."""
     model = VAE(VAEConfig(5, (4,), 2, "float64"), seed=2)
     x = np.random.default_rng(3).random((6, 5))
-    iwae, elbo = importance_weighted(model, x, 1, rng=np.random.default_rng(0))
-    iwae_many, elbo_many = importance_weighted(model, x, 4000, rng=np.random.default_rng(0))
+    iwae, elbo = importance_weighted(model, x, 1, seed=0)
+    iwae_many, elbo_many = importance_weighted(model, x, 4000, seed=0)
     assert np.all(np.isfinite(iwae))
     assert abs(elbo_many.mean() - iwae_many.mean()) < abs(elbo_many.mean()) * 0.2
     assert np.all(iwae_many >= elbo_many)
@@ -64,6 +64,17 @@ def test_bad_arguments_are_refused():
         importance_weighted(model, np.zeros((2, 5)), 0)
     with pytest.raises(ValueError, match="NaN"):
         importance_weighted(model, np.full((2, 5), np.nan), 3)
+    with pytest.raises(ValueError, match=r"rows must be the \(2,\) indices >= 0"):
+        importance_weighted(model, np.zeros((2, 5)), 3, rows=np.array([0, -1]))
+
+
+def test_each_image_draws_by_its_index_whatever_the_batch():
+    model = VAE(VAEConfig(5, (4,), 2, "float64"), seed=2)
+    x = np.random.default_rng(3).random((6, 5))
+    whole = importance_weighted(model, x, 30, seed=4)
+    parts = [importance_weighted(model, x[i:i + 2], 30, seed=4, rows=np.arange(i, i + 2)) for i in (0, 2, 4)]
+    for u, v in zip(whole, zip(*parts)):
+        np.testing.assert_allclose(u, np.concatenate(v), rtol=1e-13)
 
 
 def test_active_units_counts_variances_above_the_threshold():
@@ -85,5 +96,10 @@ def test_evaluate_cli_writes_a_table_and_json(tiny_data_dir, tmp_path, capsys):
     r = json.loads((run / "evaluation.json").read_text())
     assert r["n_images"] == 20 and r["k"] == 64 and 0 <= r["active_units"] <= 3
     assert r["iwae_nll"] <= r["elbo_nll"]
+    # with the run's seed (the default), the test ELBO is the one the last epoch recorded
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert r["test_loss"] == pytest.approx(last["test_loss"], rel=1e-12)
+    assert main([str(run), "--k", "64", "--n-images", "20", "--seed", "5"]) == 0
+    assert json.loads((run / "evaluation.json").read_text())["test_loss"] != r["test_loss"]
     assert main([str(tmp_path / "nothing")]) == 2
     assert main([str(run), "--k", "0"]) == 2

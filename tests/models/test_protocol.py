@@ -24,7 +24,7 @@ def test_every_model_answers_the_protocol_without_being_asked_its_kind(kind):
     assert model.code(x, y).shape == (4, 2) and model.reconstruct(x, y).shape == (4, 12)
     nll, other = model.per_sample_loss(x, y, seed=3)
     assert nll.shape == other.shape == (4,)
-    metrics = model.evaluate([(model.as_batch(x), y)])
+    metrics = model.evaluate([(model.as_batch(x), y, np.arange(4))])
     assert next(iter(metrics)) == "test_loss"
     assert model.has_prior == (kind["model"] in ("vae", "cvae"))
     if model.has_prior:

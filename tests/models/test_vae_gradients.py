@@ -21,9 +21,9 @@ def _check(config, B, beta, seed=0, x_kind="uniform", max_per_tensor=None):
         x = rng.normal(0.5, 1.0, x.shape)
     if config.likelihood == "gaussian-learned":  # move the log-variance off its initial 0
         model.params.view("decoder.logvar")[...] = rng.normal(0, 0.5, config.input_dim)
-    eps = rng.standard_normal((config.mc_samples * B, config.latent_dim))
     y = rng.integers(0, config.n_classes, B) if config.n_classes else None
-    results = gradcheck.check_model(model, x, max_per_tensor=max_per_tensor, seed=seed, eps=eps, beta=beta, y=y)
+    results = gradcheck.check_model(model, x, max_per_tensor=max_per_tensor, seed=seed, noise_seed=seed, beta=beta,
+                                    y=y)
     assert set(results) == set(model.params.names)  # every parameter tensor is checked
     for name, r in results.items():
         assert r.tested > 0, name
@@ -88,23 +88,45 @@ def test_variant_gradient_hypothesis(D, hidden, K, B, L, C, likelihood, seed):
 
 def test_gradcheck_refuses_float32():
     with pytest.raises(ValueError, match="float64"):
-        gradcheck.check_model(VAE(VAEConfig(4, (3,), 2)), np.zeros((1, 4)), eps=np.zeros((1, 2)))
+        gradcheck.check_model(VAE(VAEConfig(4, (3,), 2)), np.zeros((1, 4)), noise_seed=0)
 
 
 def test_check_model_restores_the_weights():
     model = VAE(VAEConfig(6, (4,), 2, "float64"))
     before = model.params.data.copy()
-    gradcheck.check_model(model, np.full((2, 6), 0.5), eps=np.ones((2, 2)))
+    gradcheck.check_model(model, np.full((2, 6), 0.5), noise_seed=0)
     np.testing.assert_array_equal(model.params.data, before)
 
 
 # -- a check that cannot pass by accident -------------------------------------------
 def test_a_random_loss_is_refused_not_passed():
-    """Without eps a VAE draws new noise at every evaluation: the check refuses rather than reporting 0 error."""
+    """Without noise_seed a VAE draws new noise at every evaluation: the check refuses rather than reporting 0
+    error; with it, or with eps itself, the check passes."""
     model = VAE(VAEConfig(6, (4,), 2, "float64"), seed=0)
     x = np.random.default_rng(0).random((3, 6))
-    with pytest.raises(ValueError, match="differs between two calls.*eps="):
+    with pytest.raises(ValueError, match="differs between two calls.*noise_seed="):
         gradcheck.check_model(model, x, max_per_tensor=10)
+    gradcheck.assert_close(gradcheck.check_model(model, x, max_per_tensor=10, noise_seed=3), tol=TOL)
+    eps = np.random.default_rng(1).standard_normal((3, 2))
+    gradcheck.assert_close(gradcheck.check_model(model, x, max_per_tensor=10, eps=eps), tol=TOL)
+
+
+def test_noise_seed_fixes_the_loss_and_eps_is_its_draw():
+    """loss_and_grad(noise_seed=S) is loss_and_grad(eps=E) with E the eps stream of S at step 0, row b
+    the example b."""
+    from tinyvae import rng
+
+    model = VAE(VAEConfig(6, (4,), 3, "float64", mc_samples=2), seed=0)
+    x = np.random.default_rng(0).random((3, 6))
+    a = model.loss_and_grad(x, noise_seed=7)
+    assert model.loss_and_grad(x, noise_seed=7) == a and model.loss_and_grad(x, noise_seed=8) != a
+    z = rng.normals(rng.stream_key(7, "eps"), 0, np.arange(3), 2 * 3)
+    eps = np.concatenate([z[:, :3], z[:, 3:]])  # row l B + b: elements l K .. l K + K - 1 of example b
+    assert model.loss_and_grad(x, eps=eps) == a
+    with pytest.raises(ValueError, match="pass one of them, not both"):
+        model.loss_and_grad(x, noise_seed=7, eps=eps)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        model.loss_and_grad(x, noise_seed=-1)
 
 
 def test_a_tensor_with_nothing_testable_is_an_error(monkeypatch):

@@ -114,15 +114,16 @@ def test_nccl_collectives_refuse_what_nccl_cannot_take(bad):
 
 
 @pytest.mark.parametrize("L", [1, 3])
-def test_a_rank_draws_the_whole_batch_and_keeps_its_rows(L):
-    # eps of a batch of n rows, L draws each: row l*n + j. Rank r's rows are j in [lo, hi) of every block.
-    model = VAE(VAEConfig(input_dim=6, hidden=(4,), latent_dim=2, mc_samples=L), seed=3)
-    n, lo, hi = 10, 4, 7
-    whole = np.random.default_rng(5).standard_normal((L * n, 2), dtype=np.float32)
-    model.rng, model.row_slice = np.random.default_rng(5), (lo, hi, n)
-    mine = np.empty((L * (hi - lo), 2), np.float32)
-    model.draw(mine)
-    np.testing.assert_array_equal(mine, whole.reshape(L, n, 2)[:, lo:hi].reshape(-1, 2))
+def test_a_rank_draws_for_its_rows_what_one_process_draws_for_them(L):
+    """eps of example i at step t is the eps stream's element block of (t, i): a rank passes its rows' indices
+    and gets, row for row, what the whole batch's step gives those rows."""
+    model = VAE(VAEConfig(input_dim=6, hidden=(4,), latent_dim=2, mc_samples=L, dtype="float64"), seed=3)
+    x = np.random.default_rng(0).random((10, 6))
+    examples = np.array([41, 7, 3, 99, 12, 5, 60, 8, 2, 77])
+    whole = model.forward(x, noise=model.noise("eps", 10, step=4, rows=examples)).eps.reshape(L, 10, 2).copy()
+    lo, hi = 4, 7
+    mine = model.forward(x[lo:hi], noise=model.noise("eps", 3, step=4, rows=examples[lo:hi])).eps
+    np.testing.assert_array_equal(mine.reshape(L, 3, 2), whole[:, lo:hi])
 
 
 def test_the_optimizer_steps_on_the_mean_gradient():
@@ -221,6 +222,12 @@ def test_two_ranks_take_the_steps_of_one_in_float64(tmp_path, data_dir):
         np.testing.assert_allclose(two, one, rtol=1e-12, atol=0, err_msg=name)
         np.testing.assert_allclose(np.load(tmp_path / "two" / f"{name}_metrics.npy"),
                                    np.load(tmp_path / "one" / f"{name}_metrics.npy"), rtol=1e-12, err_msg=name)
+        # every draw (op, stream key, step, example) of one process is made by exactly one of the two ranks,
+        # and each rank draws for half of the rows: its own
+        draws = lambda run, r: [tuple(d) for d in np.load(tmp_path / run / f"{name}_draws_{r}.npy", allow_pickle=True)]
+        alone, (r0, r1) = draws("one", 0), (draws("two", 0), draws("two", 1))
+        assert bool(alone) == (name != "cae") and sorted(r0 + r1) == sorted(alone), name  # cae draws nothing
+        assert len(r0) == len(r1) == len(alone) // 2 and not set(r0) & set(r1), name
 
 
 def test_two_ranks_train_as_one_process_in_float32(tmp_path, data_dir):

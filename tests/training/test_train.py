@@ -48,6 +48,20 @@ def test_resume_gives_the_same_numbers(tiny_data_dir, tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
 
 
+@pytest.mark.parametrize("extra", [["--binarize", "--mc-samples", "2"], ["--model", "dae", "--corruption", "mask"],
+                                   ["--model", "cvae"]], ids=lambda a: " ".join(a))
+def test_pictures_on_or_off_change_no_number(extra, tiny_data_dir, tmp_path):
+    """The pictures draw from their own stream: a run with them and one without are the same run."""
+    common = [*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "2", *extra]
+    assert main([*common, "--out", str(tmp_path / "on")]) == 0
+    assert main([*common, "--no-pictures", "--out", str(tmp_path / "off")]) == 0
+    strip = lambda ms: [{k: v for k, v in r.items() if "second" not in k and k != "samples_per_s"} for r in ms]
+    assert strip(_metrics(tmp_path / "on")) == strip(_metrics(tmp_path / "off"))
+    a, b = load_file(tmp_path / "on" / CHECKPOINT), load_file(tmp_path / "off" / CHECKPOINT)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert list((tmp_path / "on").glob("*.png")) and not list((tmp_path / "off").glob("*.png"))
+
+
 def test_resume_from_a_corrupt_checkpoint_fails_cleanly(tiny_data_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "1", "--out", str(run)]) == 0

@@ -14,10 +14,14 @@ from typing import Any, Callable
 from ..errors import BackendUnavailable, SettingsError
 
 OPS = (
+    "philox4x32_10",
+    "draw_normal",
     "gather_pixels",
+    "corrupt",
     "bce_with_logits",
     "gaussian_nll",
     "reparameterize_kl",
+    "reparameterize_kl_draw",
     "reparameterize_kl_backward",
     "matmul",
     "bias_act",
@@ -38,10 +42,14 @@ class Backend:
 
     name: str
     xp: Any
+    philox4x32_10: Callable
+    draw_normal: Callable
     gather_pixels: Callable
+    corrupt: Callable
     bce_with_logits: Callable
     gaussian_nll: Callable
     reparameterize_kl: Callable
+    reparameterize_kl_draw: Callable
     reparameterize_kl_backward: Callable
     matmul: Callable
     bias_act: Callable

@@ -55,13 +55,22 @@ def kernel_dir() -> Path:
 
 KERNEL_DIR = kernel_dir()
 FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
+    "philox4x32_10": "random", "draw_normal": "random", "corrupt": "random",
     "gather_pixels": "data",
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
-    "reparameterize_kl": "latent", "reparameterize_kl_backward": "latent",
+    "reparameterize_kl": "latent", "reparameterize_kl_draw": "latent", "reparameterize_kl_backward": "latent",
     "bias_act": "linear", "bias_act_backward": "linear", "bias_act_backward_sum": "linear",
     "unfold": "conv", "fold": "conv",
     "adam_step": "optim", "sgd_step": "optim",
 }
+UNTYPED = ("philox4x32_10",)  # ops on words alone: one kernel, named as the op, not <op>_f32 and <op>_f64
+
+
+def kernel_names(family: str | None = None) -> set[str]:
+    """The names of the kernels that the ops of ``family`` (default: every family) launch."""
+    return {name for op, f in FAMILIES.items() if family in (None, f)
+            for name in ((op,) if op in UNTYPED else (f"{op}_f32", f"{op}_f64"))}
+
 THREADS = 256     # threads per block of the row and elementwise kernels
 COLUMNS = 32      # columns per block of the column-sum kernels
 COLUMN_ROWS = 8   # TINYVAE_COLUMN_ROWS in kernels/common.cuh
@@ -125,6 +134,20 @@ def _scalar(value, sfx):
     return np.float32(value) if sfx == "f32" else np.float64(value)
 
 
+def _key(key) -> tuple:
+    """A stream's ``(2,)`` uint32 key as the kernels' two ``unsigned int`` arguments."""
+    return np.uint32(int(key[0])), np.uint32(int(key[1]))
+
+
+def _rows(rows):
+    """Example indices as the kernels' contiguous ``long`` array."""
+    return rows.astype(np.int64, order="C", copy=False)
+
+
+def _contiguous(a):
+    return array_module(a).ascontiguousarray(a)
+
+
 class CudaOps:
     """The ops, each launching its kernel from a module that ``load(path)`` makes of a kernel file.
 
@@ -139,14 +162,40 @@ class CudaOps:
         self._modules: dict = {}
         self._scratch: dict = {}
 
-    def kernel(self, op: str, sfx: str):
-        """The kernel ``<op>_<sfx>``, its ``.cu`` file loaded on first use."""
+    def kernel(self, op: str, sfx: str = ""):
+        """The kernel ``<op>_<sfx>`` (``<op>`` for one of :data:`UNTYPED`), its ``.cu`` file loaded on first use."""
         family = FAMILIES[op]
         if family not in self._modules:
             self._modules[family] = self._load(source(op))
-        return self._modules[family].get_function(f"{op}_{sfx}")
+        return self._modules[family].get_function(f"{op}_{sfx}" if sfx else op)
 
-    def gather_pixels(self, pixels, rows, scale, out, next_rows=None):
+    def philox4x32_10(self, counter, key, out):
+        if counter.dtype != np.uint32 or out.dtype != np.uint32 or counter.shape != out.shape or counter.shape[1:] != (4,):
+            raise TypeError(f"philox4x32_10 takes (n, 4) uint32 counters and out, got {counter.dtype} {counter.shape}, "
+                            f"{out.dtype} {out.shape}")
+        n = counter.shape[0]
+        self.kernel("philox4x32_10")((grid_for(n),), (THREADS,),
+                                     (_contiguous(counter), *_key(key), out, np.int64(n)))
+
+    def draw_normal(self, key, step, rows, out):
+        sfx = suffix(out.dtype)
+        B, (N, K) = rows.shape[0], out.shape
+        self.kernel("draw_normal", sfx)(
+            (grid_for(B * -(-(N // B * K) // 4)),), (THREADS,),
+            (*_key(key), np.uint64(step), _rows(rows), np.int32(B), np.int32(N // B), np.int32(K), out,
+             np.int64(row_stride(out))))
+
+    def corrupt(self, x, key, step, rows, kind, noise, out):
+        sfx = _check(x, out)
+        B, D = x.shape
+        words = self.scratch("corrupt", (B, 2 * D), array_module(x).empty(0, np.uint32))
+        self.kernel("corrupt", sfx)(
+            (B,), (THREADS,),
+            (x, np.int64(row_stride(x)), *_key(key), np.uint64(step), _rows(rows),
+             np.int32({"gaussian": 0, "mask": 1, "salt-and-pepper": 2}[kind]), _scalar(noise, sfx),
+             np.int32(round(noise * D)), out, np.int64(row_stride(out)), words, np.int32(D)))
+
+    def gather_pixels(self, pixels, rows, scale, out, next_rows=None, binarize=None):
         sfx = suffix(out.dtype)
         if pixels.dtype != np.uint8 or pixels.ndim != 2:
             raise TypeError(f"gather_pixels takes (N, D) uint8 pixels, got {pixels.dtype} {pixels.shape}")
@@ -155,8 +204,10 @@ class CudaOps:
             raise ValueError(f"out must have shape {(rows.shape[0], pixels.shape[1])}, got {out.shape}")
         self.kernel("gather_pixels", sfx)(
             (grid_for(B * D),), (THREADS,),
-            (pixels, np.int64(pixels.shape[0]), np.int64(row_stride(pixels)), rows.astype(np.int64, order="C", copy=False),
-             np.float32(scale), out, np.int64(row_stride(out)), np.int64(B), np.int32(D)))
+            (pixels, np.int64(pixels.shape[0]), np.int64(row_stride(pixels)), _rows(rows),
+             np.float32(scale), out, np.int64(row_stride(out)), np.int64(B), np.int32(D),
+             np.int32(binarize is not None), *_key(binarize[0] if binarize else (0, 0)),
+             np.uint64(binarize[1] if binarize else 0)))
 
     def bce_with_logits(self, logits, x, scale, loss_out, dlogits_out):
         sfx = _check(logits, x, loss_out, dlogits_out)
@@ -188,6 +239,17 @@ class CudaOps:
             (math.ceil(B / rows_per_block),), (THREADS,),
             (mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)), eps, np.int64(row_stride(eps)),
              z_out, np.int64(row_stride(z_out)), kl_out, np.int32(B), np.int32(K)))
+
+    def reparameterize_kl_draw(self, heads, key, step, rows, eps_out, z_out, kl_out):
+        sfx = _check(heads, eps_out, z_out, kl_out)
+        N, K = eps_out.shape
+        mu, logvar = heads[:, :K], heads[:, K:]
+        rows_per_block = THREADS // 32
+        self.kernel("reparameterize_kl_draw", sfx)(
+            (math.ceil(N / rows_per_block),), (THREADS,),
+            (mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)), *_key(key), np.uint64(step),
+             _rows(rows), np.int32(rows.shape[0]), eps_out, np.int64(row_stride(eps_out)), z_out,
+             np.int64(row_stride(z_out)), kl_out, np.int32(N), np.int32(K)))
 
     def reparameterize_kl_backward(self, dz, heads, eps, kl_scale, dheads_out):
         sfx = _check(dz, heads, eps, dheads_out)

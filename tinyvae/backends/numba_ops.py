@@ -44,6 +44,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .numba_gemm import matmul  # noqa: F401 (the op ``matmul`` of this backend)
+from .numba_random import binarize as _binarize
+from .numba_random import corrupt, draw_normal, philox4x32_10, reparameterize_kl_draw  # noqa: F401
 _JIT = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 
 _LN2_HI, _LN2_LO = np.float32(0.693145751953125), np.float32(1.428606765330187e-06)
@@ -186,8 +188,11 @@ def _gather_pixels(pixels, rows, scale, out, next_rows):
 _NO_ROWS = np.empty(0, np.int64)
 
 
-def gather_pixels(pixels, rows, scale, out, next_rows=None):
-    _gather_pixels(pixels, rows, np.float32(scale), out, _NO_ROWS if next_rows is None else next_rows)
+def gather_pixels(pixels, rows, scale, out, next_rows=None, binarize=None):
+    if binarize is None:
+        _gather_pixels(pixels, rows, np.float32(scale), out, _NO_ROWS if next_rows is None else next_rows)
+    else:
+        _binarize(pixels, rows, scale, out, *binarize)
 
 
 @njit(parallel=True, **_JIT)

@@ -14,6 +14,9 @@ Conventions shared by all backends:
   may be non-contiguous column views of a ``(B, 2K)`` array.
 * Losses are in nats. The per-sample loss of a batch is written to a ``(B,)``
   array; the caller reduces it.
+* A random op draws inside itself, from a stream's ``key`` (``(2,)`` uint32), a
+  ``step`` and ``rows``, the ``(B,)`` int64 indices of the batch's examples in
+  their dataset: :mod:`tinyvae.rng` is the layout and its reference.
 
 Sources: Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014
 (K&W below): eq. (3) for the SGVB estimator, eq. (10) and Appendix B for the
@@ -29,6 +32,10 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
+
+from .. import rng
+
 
 def array_module(a):
     """The array module (numpy or cupy) that owns array ``a``."""
@@ -42,8 +49,14 @@ def array_module(a):
     return numpy
 
 
-def gather_pixels(pixels, rows, scale, out, next_rows=None):
-    """A batch of images from a uint8 training set, scaled: ``out = pixels[rows] * scale``.
+def _host(a):
+    """``a`` as a NumPy array (a CuPy array copied to the host)."""
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def gather_pixels(pixels, rows, scale, out, next_rows=None, binarize=None):
+    """A batch of images from a uint8 training set, scaled: ``out = pixels[rows] * scale``; with
+    ``binarize``, a fresh Bernoulli draw of each pixel instead: ``out = u < pixels[rows] * scale``.
 
     The product is taken in float32 (``scale`` is cast to it), the rule of
     :func:`tinyvae.io.datasets.pixels_to_unit`; a float64 ``out`` receives the
@@ -58,6 +71,8 @@ def gather_pixels(pixels, rows, scale, out, next_rows=None):
             CPU to start loading those rows into its caches while the step runs
             does (numba). A hint only: no result depends on it, and this
             reference ignores it.
+        binarize: None, or ``(key, step)``: ``u`` is the uniform of element ``d`` of example ``rows[i]``
+            (taken modulo N) at ``step`` of the stream of ``key`` (:mod:`tinyvae.rng`), compared in float64.
 
     Raises:
         IndexError: a row index outside ``[-N, N)``.
@@ -67,6 +82,51 @@ def gather_pixels(pixels, rows, scale, out, next_rows=None):
         raise ValueError(f"out must have shape {(rows.shape[0], pixels.shape[1])}, got {out.shape}")
     xp = array_module(pixels)
     xp.multiply(xp.take(pixels, rows, axis=0), xp.float32(scale), out=out)
+    if binarize is not None:
+        key, step = binarize
+        u = rng.uniforms(key, step, _host(rows) % pixels.shape[0], pixels.shape[1])
+        out[...] = xp.asarray(u) < out.astype(np.float64)
+
+
+def philox4x32_10(counter, key, out):
+    """Random123's Philox4x32-10 (:func:`tinyvae.rng.philox4x32_10`): ``out (n, 4)`` uint32, the words of
+    ``counter`` ``(n, 4)`` uint32 under ``key`` ``(2,)`` uint32 (a host array)."""
+    out[...] = array_module(out).asarray(rng.philox4x32_10(_host(counter), key))
+
+
+def draw_normal(key, step: int, rows, out):
+    """``out (L*B, K)``: N(0, 1) draws, row ``l*B + b`` holding elements ``l K .. l K + K - 1`` of example
+    ``rows[b]`` at ``step`` of the stream of ``key`` (:func:`tinyvae.rng.normals`), rounded to ``out``'s dtype."""
+    B, (N, K) = rows.shape[0], out.shape
+    z = rng.normals(key, step, _host(rows), (N // B) * K).reshape(B, N // B, K).transpose(1, 0, 2)
+    out[...] = array_module(out).asarray(z.reshape(N, K).astype(out.dtype))
+
+
+def corrupt(x, key, step: int, rows, kind: str, noise: float, out):
+    """A denoising autoencoder's corruption of ``x`` ``(B, D)`` into ``out``, drawn from the stream of ``key`` at
+    ``step`` for the examples ``rows`` (Vincent et al. 2008, Sec. 2.3; 2010, Sec. 4.2):
+
+    * ``gaussian``: ``out = x + noise * z``, z the normal of element d;
+    * ``mask``: the ``m = round(noise D)`` pixels of smallest word (element d's; ties by index) are set to 0;
+    * ``salt-and-pepper``: the same m pixels are set to 0 or 1, 1 where the word of element ``D + d`` is
+      below 2^31 (a fair coin).
+    """
+    xp = array_module(x)
+    B, D = x.shape
+    host_rows = _host(rows)
+    if kind == "gaussian":
+        z = rng.normals(key, step, host_rows, D).astype(x.dtype)
+        xp.add(x, x.dtype.type(noise) * xp.asarray(z), out=out)
+        return
+    xp.copyto(out, x)
+    m = round(noise * D)
+    if m == 0:
+        return
+    w = rng.words(key, step, host_rows, 2 * D)
+    chosen = np.zeros((B, D), bool)
+    chosen[np.arange(B)[:, None], np.argsort(w[:, :D], axis=1, kind="stable")[:, :m]] = True
+    value = 0 if kind == "mask" else (w[:, D:] < np.uint32(2**31)).astype(x.dtype)
+    xp.copyto(out, xp.asarray(np.broadcast_to(value, (B, D)).astype(x.dtype)), where=xp.asarray(chosen))
 
 
 def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
@@ -149,6 +209,13 @@ def reparameterize_kl(heads, eps, z_out, kl_out):
     mu, logvar = heads[:, :K], heads[:, K:]
     xp.add(mu, xp.exp(0.5 * logvar) * eps, out=z_out)
     xp.multiply(xp.sum(1 + logvar - mu * mu - xp.exp(logvar), axis=1), -0.5, out=kl_out)
+
+
+def reparameterize_kl_draw(heads, key, step: int, rows, eps_out, z_out, kl_out):
+    """:func:`reparameterize_kl` drawing its own ``eps``: ``eps_out (L*B, K)`` receives :func:`draw_normal`'s
+    draws (for the backward pass), then ``z_out`` and ``kl_out`` as there."""
+    draw_normal(key, step, rows, eps_out)
+    reparameterize_kl(heads, eps_out, z_out, kl_out)
 
 
 def reparameterize_kl_backward(dz, heads, eps, kl_scale, dheads_out):

@@ -82,17 +82,17 @@ def read_grey(path, shape: tuple[int, int]) -> np.ndarray:
     return grey.ravel()
 
 
-def prior_samples(model: VAE, rng: np.random.Generator, per_row: int = 8) -> tuple[np.ndarray, int, int]:
-    """Decoded z ~ N(0, I): ``(images (rows*cols, D), rows, cols)``.
+def prior_samples(model: VAE, seed: int | None = None, per_row: int = 8) -> tuple[np.ndarray, int, int]:
+    """Decoded z ~ N(0, I), drawn by ``model.prior_draws(n, seed)``: ``(images (rows*cols, D), rows, cols)``.
 
     8 rows of ``per_row`` for a VAE; one row per class (the same ``per_row``
     draws of z in every row) for a conditional VAE.
     """
-    C, K = model.config.n_classes, model.config.latent_dim
+    C = model.config.n_classes
     if C:
-        z = np.tile(rng.standard_normal((per_row, K)), (C, 1))
+        z = np.tile(model.prior_draws(per_row, seed), (C, 1))
         return model.decode(z, np.repeat(np.arange(C), per_row)), C, per_row
-    return model.decode(rng.standard_normal((8 * per_row, K))), 8, per_row
+    return model.decode(model.prior_draws(8 * per_row, seed)), 8, per_row
 
 
 def interpolate(model: Model, a: np.ndarray, b: np.ndarray, steps: int = 10, ya=None, yb=None) -> np.ndarray:

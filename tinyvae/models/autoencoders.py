@@ -21,7 +21,8 @@ The loss minimised is the batch mean of that, plus each model's own term:
   - ``salt-and-pepper``: round(nu D) pixels, chosen at random, are set to 0 or 1
     by a fair coin (Vincent et al. 2010, Sec. 4.2).
 
-  (:data:`tinyvae.models.config.CORRUPTIONS`.)
+  (:data:`tinyvae.models.config.CORRUPTIONS`; the backends' ``corrupt`` op draws them from the
+  ``corruption`` stream, :mod:`tinyvae.rng`.)
 
   Test-time evaluation never corrupts.
 * ``sparse-ae``: sigmoid code, plus ``sparsity_weight * sum_j KL(rho || rho_hat_j)``
@@ -50,10 +51,9 @@ from ..errors import DataError, SettingsError
 from ..nn import stacks
 from ..nn.layers import Sequential
 from ..nn.penalties import contractive_penalty, sigmoid_into, sparsity_penalty
-from .base import DecoderOutput, EncoderDecoder
+from ..rng import EVALUATE_STEPS
+from .base import DecoderOutput, EncoderDecoder, Noise
 from .config import AEConfig
-
-DENOISING_SEED = 2008  # the corruption of the test set for a dae's test_denoising
 
 
 class AETerms(NamedTuple):
@@ -70,9 +70,6 @@ class AEWorkspace(DecoderOutput):
 
     batch: int
     xin: Any        # (B, D) the corrupted input (dae), or None
-    corrupt: Any    # (B, D) bool host array, True at the pixels to corrupt (mask, salt-and-pepper), or None
-    draws: Any      # (B, D) float64 host random numbers for the corruption, or None
-    order: Any      # (B, D) float64 host scratch: the draws partitioned along each row, or None
     enc_outs: list  # the last is the pre-activation a (B, K)
     enc_douts: list
     code: Any       # (B, K) h = act(a); for a linear code, enc_outs[-1] itself
@@ -90,7 +87,8 @@ class Autoencoder(EncoderDecoder):
     Args:
         config: :class:`~tinyvae.models.config.AEConfig`.
         backend: a :class:`tinyvae.backends.Backend` or its name.
-        seed: seeds the generator of the initial weights and of the corruption.
+        seed: seeds the initial weights and keys the model's random streams (:mod:`tinyvae.rng`): the dae
+            draws its corruption from the ``corruption`` stream.
 
     Attributes:
         params, grad: flat ``(P,)`` buffers; encoder, decoder: :class:`tinyvae.nn.layers.Sequential`.
@@ -112,13 +110,9 @@ class Autoencoder(EncoderDecoder):
         if ws is None:
             xp, dt, cfg = self.xp, self.dtype, self.config
             D, K = cfg.input_dim, cfg.latent_dim
-            dae = cfg.model == "dae"
             enc_outs, enc_douts = self.encoder.buffers(xp, batch, dt), self.encoder.buffers(xp, batch, dt)
-            chosen = dae and cfg.corruption != "gaussian"  # a random choice of pixels per row
             ws = AEWorkspace(
-                batch=batch, xin=xp.empty((batch, D), dt) if dae else None,
-                corrupt=np.empty((batch, D), bool) if chosen else None,
-                draws=np.empty((batch, D)) if chosen else None, order=np.empty((batch, D)) if chosen else None,
+                batch=batch, xin=xp.empty((batch, D), dt) if self.denoises else None,
                 enc_outs=enc_outs, enc_douts=enc_douts,
                 code=xp.empty((batch, K), dt) if self.sigmoid else enc_outs[-1],
                 dcode=xp.empty((batch, K), dt) if self.sigmoid else enc_douts[-1],
@@ -129,31 +123,11 @@ class Autoencoder(EncoderDecoder):
         return ws
 
     # -- the pass -------------------------------------------------------------
-    def corrupt_into(self, x, ws: AEWorkspace, rng: np.random.Generator):
-        """Write a fresh corruption of ``x`` (``dae``) drawn from ``rng`` into ``ws.xin``."""
-        cfg, xp = self.config, self.xp
-        if cfg.corruption == "gaussian":
-            self.draw(ws.xin, rng=rng)
-            ws.xin *= cfg.noise
-            ws.xin += x
-            return
-        xp.copyto(ws.xin, x)
-        m = round(cfg.noise * cfg.input_dim)
-        if m == 0:
-            return
-        # A uniformly random choice of m pixels per row: the m smallest of D uniform draws,
-        # those at or below the row's m-th smallest (float64 draws: ties have probability ~D / 2^53).
-        self.draw(ws.draws, "random", rng)
-        ws.order[...] = ws.draws
-        ws.order.partition(m - 1, axis=1)
-        np.less_equal(ws.draws, ws.order[:, m - 1:m], out=ws.corrupt)
-        corrupt = ws.corrupt if xp is np else xp.asarray(ws.corrupt)
-        if cfg.corruption == "mask":
-            xp.copyto(ws.xin, 0, where=corrupt)
-        else:  # salt-and-pepper: 0 or 1 by a fair coin
-            self.draw(ws.draws, "random", rng)
-            np.less(ws.draws, 0.5, out=ws.order, casting="unsafe")
-            xp.copyto(ws.xin, ws.order if xp is np else xp.asarray(ws.order), where=corrupt)
+    def corrupt_into(self, x, ws: AEWorkspace, noise: Noise):
+        """Write the corruption of ``x`` (``dae``) that ``noise`` addresses into ``ws.xin`` (the backend's
+        ``corrupt`` op)."""
+        cfg = self.config
+        self.backend.corrupt(x, noise.key, noise.step, noise.rows, cfg.corruption, cfg.noise, ws.xin)
 
     def encode_into(self, ws: AEWorkspace, inp):
         """Run the encoder on ``inp`` ``(B, D)``; leaves the code h in ``ws.code``."""
@@ -162,25 +136,26 @@ class Autoencoder(EncoderDecoder):
         if self.sigmoid:
             sigmoid_into(ws.enc_outs[-1], ws.code, self.xp)
 
-    def forward(self, x, corrupted=None, train: bool = False) -> AEWorkspace:
+    def forward(self, x, corrupted=None, noise: Noise | None = None) -> AEWorkspace:
         """Encoder, code and decoder for one batch (no checks).
 
         Args:
             x: ``(B, D)`` array of the backend, the model's dtype.
-            corrupted: ``dae`` only: the encoder's input x~, held fixed (gradient checks).
-            train: ``dae`` only: corrupt ``x`` afresh when ``corrupted`` is None;
-                without it the encoder sees the clean ``x`` (evaluation).
+            corrupted: ``dae`` only: the encoder's input x~ itself.
+            noise: ``dae`` only: corrupt ``x`` with the draws that this
+                :class:`~tinyvae.models.base.Noise` addresses. Without either
+                the encoder sees the clean ``x`` (evaluation).
 
         Returns:
             The batch's workspace, holding ``code`` (h) and ``decoder_out`` (the parameters of p(x|z)).
         """
         ws = self.workspace(x.shape[0])
         inp = x
-        if ws.xin is not None and (corrupted is not None or train):
+        if ws.xin is not None and (corrupted is not None or noise is not None):
             if corrupted is not None:
                 ws.xin[...] = corrupted
             else:
-                self.corrupt_into(x, ws, self.rng)
+                self.corrupt_into(x, ws, noise)
             inp = ws.xin
         self.encode_into(ws, inp)
         self.decoder.forward(self.backend, ws.code, ws.dec_outs)
@@ -223,16 +198,18 @@ class Autoencoder(EncoderDecoder):
         if scale is not None:
             code.gW += scale[:, None] * code.W
 
-    def train_step(self, x, optimizer, y=None, beta: float = 1.0):
-        """Forward (a fresh corruption for ``dae``), backward and one optimiser update (no checks). ``y`` and
-        ``beta`` are the VAE's (:meth:`tinyvae.models.vae.VAE.train_step`): an autoencoder takes no labels
-        and has no KL term to weigh, so they are None and 1.
+    def train_step(self, x, optimizer, y=None, beta: float = 1.0, step: int | None = None, rows=None):
+        """Forward (``dae``: a corruption drawn from the ``corruption`` stream at training step ``step`` for the
+        examples ``rows``, as :meth:`tinyvae.models.vae.VAE.train_step` draws eps), backward and one optimiser
+        update (no checks). ``y`` and ``beta`` are the VAE's: an autoencoder takes no labels and has no KL
+        term to weigh, so they are None and 1.
 
         Returns:
             The minimised objective summed over the batch (``nll`` plus the
             penalty, per image), in nats, a 0-d backend array.
         """
-        ws = self.forward(x, train=True)
+        noise = self.noise("corruption", x.shape[0], step=step, rows=rows) if self.denoises else None
+        ws = self.forward(x, noise=noise)
         self.backward(ws, x)
         optimizer.step(self.grad)
         return ws.nll.sum() + x.shape[0] * ws.penalty
@@ -243,14 +220,17 @@ class Autoencoder(EncoderDecoder):
         return np.append(np.asarray(rows, np.float64), float(ws.penalty))
 
     # -- checked public API ---------------------------------------------------
-    def loss_and_grad(self, x, y=None, *, beta: float = 1.0, corrupted=None) -> AETerms:
+    def loss_and_grad(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None,
+                      corrupted=None) -> AETerms:
         """Mean loss of a batch and its gradient (into :attr:`grad`).
 
         Args:
             x: ``(B, D)`` float data (in [0, 1] for the Bernoulli decoder).
             y, beta: the VAE's arguments (:meth:`tinyvae.models.vae.VAE.loss_and_grad`), None and 1 here.
-            corrupted: ``dae`` only: the encoder's input ``(B, D)``, finite; drawn
-                afresh from the model's generator when None.
+            noise_seed: ``dae``: draw the corruption from the ``corruption`` stream of this seed (step 0, the
+                rows numbered from 0), so that the loss is a function of the weights alone (gradient checks);
+                None: a fresh corruption at every call. Other models draw nothing, and ignore it.
+            corrupted: ``dae`` only: instead, the encoder's input ``(B, D)`` itself, finite.
 
         Returns:
             :class:`AETerms`: the objective, the reconstruction loss and the penalty, nats per image.
@@ -258,23 +238,29 @@ class Autoencoder(EncoderDecoder):
         Raises:
             DataError: bad ``x`` (as :func:`tinyvae.models.base.check_batch`), labels, or a ``corrupted`` of the
                 wrong shape or non-finite.
-            SettingsError: ``beta`` other than 1, or ``corrupted`` given to a model other than dae.
+            SettingsError: ``beta`` other than 1, ``corrupted`` given to a model other than dae, a bad
+                ``noise_seed``, or one given with ``corrupted``.
         """
-        x, corrupted = self.checked(x, y, beta, corrupted)
-        ws = self.forward(x, corrupted, train=True)
+        x, corrupted, noise = self.checked(x, y, beta, corrupted, noise_seed)
+        if self.denoises and corrupted is None and noise is None:
+            noise = self.noise("corruption", x.shape[0])
+        ws = self.forward(x, corrupted, noise)
         self.backward(ws, x)
         nll = float(ws.nll.sum()) / x.shape[0]
         return AETerms(nll + float(ws.penalty), nll, float(ws.penalty))
 
-    def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, corrupted=None):
+    def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None, corrupted=None):
         """:meth:`loss_rows` of a forward pass alone, the terms of :meth:`loss_and_grad`'s loss at these
         weights without its backward pass: the finite differences of :func:`tinyvae.gradcheck.check_model`.
         Raises like :meth:`loss_and_grad`."""
-        x, corrupted = self.checked(x, y, beta, corrupted)
-        return self.loss_rows(self.forward_loss(x, corrupted))
+        x, corrupted, noise = self.checked(x, y, beta, corrupted, noise_seed)
+        if self.denoises and corrupted is None and noise is None:
+            noise = self.noise("corruption", x.shape[0])
+        return self.loss_rows(self.forward_loss(x, corrupted, noise))
 
-    def checked(self, x, y, beta: float, corrupted):
-        """``(x, corrupted)`` of :meth:`loss_and_grad` checked, as backend arrays (``corrupted`` may be None)."""
+    def checked(self, x, y, beta: float, corrupted, noise_seed):
+        """``(x, corrupted, noise)`` of :meth:`loss_and_grad` checked, as backend arrays (``corrupted`` may be
+        None), ``noise`` that of ``noise_seed`` for the dae (else None)."""
         if beta != 1:
             raise SettingsError(f"an autoencoder's loss has no KL term to weigh: beta must be 1, got {beta}")
         x = self.as_batch(x)
@@ -285,31 +271,33 @@ class Autoencoder(EncoderDecoder):
             corrupted = self.xp.asarray(corrupted, dtype=self.dtype)
             if corrupted.shape != x.shape or not bool(self.xp.isfinite(corrupted).all()):
                 raise DataError(f"corrupted must be finite with shape {x.shape}, got {corrupted.shape}")
-        return x, corrupted
+        noise = self.fixed_noise("corruption", x.shape[0], noise_seed, corrupted=corrupted)
+        return x, corrupted, noise if self.denoises else None
 
-    def forward_loss(self, x, corrupted=None) -> AEWorkspace:
-        """:meth:`forward` on the clean ``x`` (or, ``dae``, on a given ``corrupted`` input), then ``ws.nll``
-        and ``ws.penalty`` (no checks, no gradient)."""
-        ws = self.forward(x, corrupted)
+    def forward_loss(self, x, corrupted=None, noise: Noise | None = None) -> AEWorkspace:
+        """:meth:`forward` on the clean ``x`` (or, ``dae``, on a ``corrupted`` input, given or drawn as ``noise``
+        says), then ``ws.nll`` and ``ws.penalty`` (no checks, no gradient)."""
+        ws = self.forward(x, corrupted, noise)
         self.nll(ws.decoder_out, x, 0.0, ws.nll, ws.decoder_dout)
         ws.penalty, _ = self.penalty(ws, grad=False)
         return ws
 
-    def evaluate(self, batches) -> dict:
-        """Test metrics over ``(x, y)`` batches (``y`` unused), nats per image.
+    def evaluate(self, batches, seed: int | None = None) -> dict:
+        """Test metrics over ``(x, y, rows)`` batches (``y`` unused; ``rows`` the examples' ``(B,)`` int64 indices
+        in the test set), nats per image.
 
         Returns:
             ``test_loss`` = ``test_recon``, the reconstruction loss -log p(x|z = h)
             of the clean x (never corrupted); ``test_penalty``, the model's term
             (sparse-ae: the mean over batches); ``test_mean_activation``, the mean of h
             over images and units; for ``dae`` also ``test_denoising``, -log p(x|z = h(x~))
-            for a corruption x~ of each test image drawn from a fixed seed (the same every call).
+            for a corruption x~ of each test image drawn from the ``evaluate`` stream of ``seed`` (default:
+            the model's) at its ``denoising`` step (:data:`tinyvae.rng.EVALUATE_STEPS`): the same every call.
         """
-        dae = self.config.model == "dae"
-        rng = np.random.default_rng(DENOISING_SEED)
+        dae = self.denoises
         sums = dict.fromkeys(("recon", "penalty", "activation", "denoising"), 0.0)
         n = 0
-        for x, _ in batches:
+        for x, _, rows in batches:
             ws = self.forward_loss(x)
             B = x.shape[0]
             n += B
@@ -317,8 +305,7 @@ class Autoencoder(EncoderDecoder):
             sums["penalty"] += B * float(ws.penalty)
             sums["activation"] += B * float(ws.code.mean())
             if dae:
-                self.corrupt_into(x, ws, rng)
-                ws = self.forward(x, ws.xin)
+                ws = self.forward(x, noise=self.noise("evaluate", B, seed, EVALUATE_STEPS["denoising"], rows))
                 self.nll(ws.decoder_out, x, 0.0, ws.nll, ws.decoder_dout)
                 sums["denoising"] += float(ws.nll.sum())
         metrics = {"test_loss": sums["recon"] / n, "test_recon": sums["recon"] / n,
@@ -342,17 +329,21 @@ class Autoencoder(EncoderDecoder):
         the reconstruction loss, and the batch's penalty in every row (the model's term is a mean over the
         batch, or for sparse-ae a function of the whole batch). Nothing is drawn, so ``seed`` (the VAE's)
         changes nothing. Raises like :meth:`loss_and_grad`."""
-        x, _ = self.checked(x, y, 1.0, None)
+        x, _, _ = self.checked(x, y, 1.0, None, None)
         ws = self.forward_loss(x)
         return self.backend.to_host(ws.nll).copy(), np.full(x.shape[0], float(ws.penalty))
 
-    def denoise(self, x, rng: np.random.Generator | None = None):
-        """``dae``: ``(x~, x_hat)``, a corruption of ``x`` ``(B, D)`` drawn from ``rng`` (default: the model's
-        generator) and the mean of p(x|z = h(x~)), its reconstruction; two ``(B, D)`` host arrays."""
+    def denoise(self, x, seed: int | None = None):
+        """``dae``: ``(x~, x_hat)``, a corruption of ``x`` ``(B, D)`` and the mean of p(x|z = h(x~)), its
+        reconstruction; two ``(B, D)`` host arrays. Row ``i`` is example ``i`` of the ``pictures`` stream of
+        ``seed`` (the same for the same seed), or of the model's own seed at a fresh step when ``seed`` is
+        None.
+
+        Raises:
+            SettingsError: a model other than dae, or a bad seed. DataError: bad ``x``.
+        """
         if not self.denoises:
             raise SettingsError(f"{self.config.model} does not corrupt its input; the dae does")
         x = self.as_batch(x)
-        ws = self.workspace(x.shape[0])
-        self.corrupt_into(x, ws, self.rng if rng is None else rng)
-        ws = self.forward(x, ws.xin)
+        ws = self.forward(x, noise=self.noise("pictures", x.shape[0], seed))
         return self.backend.to_host(ws.xin).copy(), self.output_mean(ws.decoder_out)

@@ -8,8 +8,11 @@ VAE, :mod:`tinyvae.models.autoencoders` for the autoencoders).
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
+from .. import rng
 from ..backends import Backend, get_backend
 from ..errors import DataError, SettingsError
 from ..nn import likelihoods, stacks
@@ -62,6 +65,15 @@ def one_hot_into(out, y, rows):
     out[rows, y] = 1
 
 
+class Noise(NamedTuple):
+    """Where a pass's random draws come from (:mod:`tinyvae.rng`): a stream's ``key`` ``(2,)`` uint32, the
+    ``step``, and ``rows``, each row's example (its index in the dataset), a ``(B,)`` int64 backend array."""
+
+    key: np.ndarray
+    step: int
+    rows: Any
+
+
 class DecoderOutput:
     """For a model's workspace holding the decoder's buffers ``dec_outs`` and ``dec_douts``."""
 
@@ -82,14 +94,14 @@ class EncoderDecoder:
     Args:
         config: a :class:`~tinyvae.models.config.NetworkConfig` (a model's subclass of it).
         backend: a :class:`tinyvae.backends.Backend` or its name.
-        seed: seeds the ``numpy.random.Generator`` used for the initial weights
-            and for the noise of each training step.
+        seed: seeds the initial weights (a ``numpy.random.Generator``, as PyTorch's initialisation draws on
+            the host) and keys the model's random streams (:mod:`tinyvae.rng`).
 
     Attributes:
         params: :class:`~tinyvae.nn.params.FlatParams`; ``params.data`` is the flat ``(P,)`` buffer.
         grad: ``(P,)`` gradient buffer, same layout.
         decoder: the decoder :class:`~tinyvae.nn.layers.Sequential`.
-        rng: the model's ``numpy.random.Generator``.
+        seed: the seed of the model's streams.
         has_prior: whether the model has a prior p(z) to :meth:`sample` from (the VAEs).
         denoises: whether the model's encoder sees a corrupted input (the dae's ``denoise``).
         rows_independent: whether the loss is a mean over rows (every model but sparse-ae, whose penalty is
@@ -105,10 +117,10 @@ class EncoderDecoder:
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         xp = self.xp = self.backend.xp
         self.dtype = np.dtype(config.dtype)
-        self.rng = np.random.default_rng(seed)
+        self.seed = rng.check_seed(seed)
         self.params = FlatParams(config.layout(), xp, self.dtype)
         self.grad = self.params.zeros_like()
-        stacks.init_weights(self.params, self.rng, xp)
+        stacks.init_weights(self.params, np.random.default_rng(seed), xp)
         self.decoder = Sequential(stacks.decoder_layers(config, self.params, self.grad))
         if config.likelihood == "gaussian-learned":
             self.decoder_logvar = self.params.view("decoder.logvar")
@@ -117,34 +129,47 @@ class EncoderDecoder:
             self.decoder_logvar = xp.full(config.input_dim, config.decoder_logvar, self.dtype)
             self.decoder_dlogvar = None
         self._workspaces: dict = {}
-        self.row_slice: tuple[int, int, int] | None = None  # data parallel: see draw()
+        self._calls = 0  # the step of the next draw that names no seed (see noise())
+        self._keys: dict = {}  # (seed, stream) -> its key
 
     @property
     def kind(self) -> str:
         """The model's name: ``vae``, ``cvae``, ``ae``, ``dae``, ``sparse-ae`` or ``cae``."""
         return self.config.model
 
-    def draw(self, out, kind: str = "standard_normal", rng: np.random.Generator | None = None):
-        """Fill ``out`` with ``rng.standard_normal`` (N(0, 1)) or ``rng.random`` (U[0, 1)) draws of its dtype,
-        drawn on the host from ``rng`` (default: the model's generator).
+    def noise(self, stream: str, batch: int, seed: int | None = None, step: int | None = None, rows=None) -> Noise:
+        """The :class:`Noise` of a pass over ``batch`` rows drawing from ``stream`` (:data:`tinyvae.rng.STREAMS`).
 
-        ``out`` is ``(L*b, ...)``, draw l of row j in row ``l*b + j`` (L = 1 for most draws). Under
-        data-parallel training (:mod:`tinyvae.training.distributed`) :attr:`row_slice` is ``(lo, hi, n)``:
-        this rank holds rows lo:hi of a batch of n. The draw is then the whole batch's, ``(L*n, ...)``, and
-        ``out`` receives rows lo:hi of each of its L blocks, so every rank makes the draws of a
-        one-process run, and keeps its own.
+        ``seed`` None takes the model's own. ``step`` None takes, for a draw that names no seed, the model's
+        count of such draws, so that each call draws afresh; for one that names a seed, 0, so that the same
+        seed gives the same numbers. ``rows`` None numbers the rows 0 to ``batch`` - 1.
+
+        Raises:
+            SettingsError: a seed that is not an int in [0, 2^64).
         """
-        rng = self.rng if rng is None else rng
-        fill = getattr(rng, kind)
-        if self.row_slice is not None:
-            lo, hi, n = self.row_slice
-            whole = fill((out.shape[0] // (hi - lo), n, *out.shape[1:]), dtype=out.dtype)
-            mine = whole[:, lo:hi].reshape(out.shape)
-            out[...] = mine if isinstance(out, np.ndarray) else self.xp.asarray(mine)
-        elif isinstance(out, np.ndarray):
-            fill(dtype=out.dtype, out=out)
-        else:
-            out[...] = self.xp.asarray(fill(out.shape, dtype=out.dtype))
+        if step is None:
+            if seed is None:
+                step, self._calls = self._calls, self._calls + 1
+            else:
+                step = 0
+        seed = self.seed if seed is None else rng.check_seed(seed)
+        if (seed, stream) not in self._keys:
+            self._keys[(seed, stream)] = rng.stream_key(seed, stream)
+        return Noise(self._keys[(seed, stream)], step, self.xp.arange(batch, dtype=np.int64) if rows is None else rows)
+
+    def fixed_noise(self, stream: str, batch: int, noise_seed: int | None, **given) -> Noise | None:
+        """The :class:`Noise` that ``noise_seed`` fixes for a checked call's draws from ``stream`` (None without
+        one); ``given``: the call's arguments that hand the noise over whole (``eps=``, ``corrupted=``).
+
+        Raises:
+            SettingsError: a bad ``noise_seed``, or one given together with the noise itself.
+        """
+        if noise_seed is None:
+            return None
+        handed = [name for name, value in given.items() if value is not None]
+        if handed:
+            raise SettingsError(f"noise_seed draws what {handed[0]}= hands over; pass one of them, not both")
+        return self.noise(stream, batch, seed=noise_seed)
 
     def nll(self, out, x, scale, nll_out, dout_out, dlogvar_out=None):
         """``nll_out (N,) = -log p(x|z)`` per row in nats and ``dout_out = scale * d nll / d out`` for the

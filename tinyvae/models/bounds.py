@@ -13,7 +13,8 @@
 The log weights are ``log w = log p(x|z) + log p(z) - log q(z|x)``; with ``z = mu + sigma * eps`` the
 log(2 pi) terms of p(z) and q(z|x) cancel, leaving ``log p(x|z) - 0.5 |z|^2 + 0.5 |eps|^2 + 0.5 sum(logvar)``.
 Their mean over k is taken as a running log-sum-exp (max shift), ``chunk`` draws at a time, so k = 5000
-needs no more memory than k = chunk.
+needs no more memory than k = chunk. Draw ``j`` of an image is elements ``j K .. j K + K - 1`` of its
+example in the ``evaluate`` stream at its ``iwae`` step (:mod:`tinyvae.rng`), whatever the chunks.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import math
 
 import numpy as np
 
+from .. import rng
 from ..backends import reference
-from ..errors import SettingsError
+from ..errors import DataError, SettingsError
 from .base import repeat_rows
 from .vae import VAE
 
@@ -31,7 +33,7 @@ ACTIVE_THRESHOLD = 0.01
 MAX_ROWS = 1 << 15  # decoder rows per chunk: bounds memory whatever k is
 
 
-def importance_weighted(model: VAE, x, k: int, y=None, rng: np.random.Generator | None = None,
+def importance_weighted(model: VAE, x, k: int, y=None, seed: int | None = None, rows=None,
                         chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """IWAE bound and ELBO of each image, from the same ``k`` draws of z.
 
@@ -40,7 +42,8 @@ def importance_weighted(model: VAE, x, k: int, y=None, rng: np.random.Generator 
         x: ``(B, D)`` images (host or backend array), checked like training data.
         k: draws of z per image, >= 1.
         y: ``(B,)`` labels for a conditional model (the bounds are then of log p(x|y)).
-        rng: source of eps (default: a fresh generator seeded 0).
+        seed: the seed of the ``evaluate`` stream the draws come from (default: the model's).
+        rows: ``(B,)`` the images' indices in their dataset, which address their draws (default: 0 .. B - 1).
         chunk: draws per decoder pass (default: as many as fit ``MAX_ROWS`` rows).
 
     Returns:
@@ -48,22 +51,27 @@ def importance_weighted(model: VAE, x, k: int, y=None, rng: np.random.Generator 
         bounds in nats (negate for an NLL); ``iwae >= elbo`` element-wise.
 
     Raises:
-        SettingsError: for k < 1. DataError: bad ``x`` or ``y`` (as :meth:`VAE.loss_and_grad`).
+        SettingsError: for k < 1, or a bad seed. DataError: bad ``x`` or ``y`` (as :meth:`VAE.loss_and_grad`),
+            or ``rows`` that are not ``(B,)`` indices >= 0.
     """
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise SettingsError(f"k must be an int >= 1, got {k!r}")
-    rng = rng if rng is not None else np.random.default_rng(0)
     xp, dt, cfg = model.xp, model.dtype, model.config
     B, K, C = np.shape(x)[0], cfg.latent_dim, cfg.n_classes
     mu, logvar = model.encode(x, y)  # checks x and y
+    rows = np.arange(B) if rows is None else np.asarray(rows)
+    if rows.shape != (B,) or rows.dtype.kind not in "iu" or (rows < 0).any():
+        raise DataError(f"rows must be the ({B},) indices >= 0 of the images, got {rows.dtype} {rows.shape}")
+    key = rng.stream_key(model.seed if seed is None else seed, "evaluate")
     x = xp.asarray(x, dtype=dt)
     c = max(1, min(k, chunk or MAX_ROWS // B))
-    rows = c * B
-    zin = xp.zeros((rows, K + C), dt)
+    n_rows = c * B
+    zin = xp.zeros((n_rows, K + C), dt)
     if C:
         model.labels_into(zin, model.as_labels(y, B))
-    outs = model.decoder.buffers(xp, rows, dt)
-    nll, dout, target = xp.empty(rows, dt), xp.empty((rows, cfg.input_dim), dt), xp.empty((rows, cfg.input_dim), dt)
+    outs = model.decoder.buffers(xp, n_rows, dt)
+    nll, dout = xp.empty(n_rows, dt), xp.empty((n_rows, cfg.input_dim), dt)
+    target = xp.empty((n_rows, cfg.input_dim), dt)
     repeat_rows(target, x)
     mu64, logvar64 = mu.astype(np.float64), logvar.astype(np.float64)
     std = np.exp(0.5 * logvar64)
@@ -73,7 +81,7 @@ def importance_weighted(model: VAE, x, k: int, y=None, rng: np.random.Generator 
     done = 0
     while done < k:
         n = min(c, k - done)
-        eps = rng.standard_normal((n, B, K))
+        eps = rng.normals(key, rng.EVALUATE_STEPS["iwae"], rows, n * K, done * K).reshape(B, n, K).transpose(1, 0, 2)
         z = mu64 + std * eps
         zin[:n * B, :K] = xp.asarray(z.reshape(n * B, K).astype(dt))
         out = model.decoder.forward(model.backend, zin, outs)

@@ -28,7 +28,8 @@ class Model(Protocol):
         backend, xp, dtype: the backend, its array module, and the model's float dtype.
         params: the :class:`tinyvae.nn.params.FlatParams` of every weight; ``grad``: the ``(P,)`` gradient.
         encoder, decoder: the :class:`tinyvae.nn.layers.Sequential` stacks.
-        rng: the ``numpy.random.Generator`` of the model's noise.
+        seed: the seed of the model's random streams (:mod:`tinyvae.rng`), whose draws are addressed by
+            (seed, stream, step, example): a model holds no generator state.
         has_prior, denoises, rows_independent: the capabilities above.
     """
 
@@ -40,30 +41,32 @@ class Model(Protocol):
     grad: Any
     encoder: Any
     decoder: Any
-    rng: np.random.Generator
+    seed: int
     has_prior: bool
     denoises: bool
     rows_independent: bool
-    row_slice: tuple[int, int, int] | None
 
     @property
     def kind(self) -> str:
         """``vae``, ``cvae``, ``ae``, ``dae``, ``sparse-ae`` or ``cae``."""
 
-    def loss_and_grad(self, x, y=None, *, beta: float = 1.0, **fixed) -> NamedTuple:
+    def loss_and_grad(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None, **fixed) -> NamedTuple:
         """The batch's mean loss and its terms (``loss``, ``nll``, and the model's own: ``kl`` or
-        ``penalty``), and its gradient into ``grad``; ``fixed`` holds the loss's noise fixed (``eps=`` for a
-        VAE, ``corrupted=`` for a dae)."""
+        ``penalty``), and its gradient into ``grad``; ``noise_seed`` fixes every random draw of the loss by a
+        seed (``fixed``: the noise itself, ``eps=`` for a VAE, ``corrupted=`` for a dae)."""
 
-    def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, **fixed) -> np.ndarray:
+    def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None,
+                          **fixed) -> np.ndarray:
         """Host float64 terms whose sum is :meth:`loss_and_grad`'s loss, from a forward pass alone."""
 
-    def train_step(self, x, optimizer, y=None, beta: float = 1.0):
-        """Forward, backward and ``optimizer.step(grad)`` on a batch already checked; returns the minimised
-        objective summed over the batch, a 0-d backend array (no host sync)."""
+    def train_step(self, x, optimizer, y=None, beta: float = 1.0, step: int | None = None, rows=None):
+        """Forward, backward and ``optimizer.step(grad)`` on a batch already checked, its draws those of
+        training step ``step`` for the examples ``rows`` (their ``(B,)`` int64 indices in the training set);
+        returns the minimised objective summed over the batch, a 0-d backend array (no host sync)."""
 
-    def evaluate(self, batches) -> dict:
-        """Test metrics (``test_loss`` first) over ``(x, y)`` batches, nats per example."""
+    def evaluate(self, batches, seed: int | None = None) -> dict:
+        """Test metrics (``test_loss`` first) over ``(x, y, rows)`` batches, nats per example, their draws
+        from the ``evaluate`` stream of ``seed`` (default: the model's) for the examples ``rows``."""
 
     def workspace(self, batch: int):
         """The buffers of the last pass at this batch size (``enc_outs``, ``dec_outs``, ...)."""

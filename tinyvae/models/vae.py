@@ -35,7 +35,8 @@ from ..backends import Backend
 from ..errors import DataError, SettingsError
 from ..nn import stacks
 from ..nn.layers import Linear, Sequential
-from .base import DecoderOutput, EncoderDecoder, one_hot_into, repeat_rows
+from ..rng import EVALUATE_STEPS
+from .base import DecoderOutput, EncoderDecoder, Noise, one_hot_into, repeat_rows
 from .config import VAEConfig
 
 
@@ -93,15 +94,15 @@ class VAE(EncoderDecoder):
     Args:
         config: sizes, likelihood and dtype (:class:`VAEConfig`).
         backend: a :class:`tinyvae.backends.Backend` or its name.
-        seed: seeds the ``numpy.random.Generator`` used for the initial weights
-            and, unless the caller passes ``eps``, for the noise of each step.
+        seed: seeds the initial weights and keys the model's random streams (:mod:`tinyvae.rng`): eps is
+            drawn from the ``eps`` stream, unless the caller passes ``eps`` or ``noise_seed``.
 
     Attributes:
         params: :class:`tinyvae.nn.params.FlatParams`; ``params.data`` is the flat ``(P,)`` buffer.
         grad: ``(P,)`` gradient buffer, same layout, filled by :meth:`loss_and_grad`.
         encoder, decoder: the two :class:`tinyvae.nn.layers.Sequential`; the encoder ends in the
             ``(2K, H)`` head layer giving ``[mu | logvar]``.
-        rng: the model's ``numpy.random.Generator``.
+        seed: the seed of the model's random streams.
     """
 
     has_prior = True
@@ -156,13 +157,15 @@ class VAE(EncoderDecoder):
             x = ws.xin
         self.encoder.forward(self.backend, x, ws.enc_outs)
 
-    def forward(self, x, eps=None, y=None) -> VAEWorkspace:
+    def forward(self, x, eps=None, y=None, noise: Noise | None = None) -> VAEWorkspace:
         """Encoder, reparameterization and decoder for one batch (no checks).
 
         Args:
             x: ``(B, D)`` array of the backend, the model's dtype.
-            eps: optional ``(L*B, K)`` noise; drawn from :attr:`rng` when None.
+            eps: optional ``(L*B, K)`` noise (or a number for every element); else drawn on the backend, inside
+                the reparameterisation op, as ``noise`` says (default: the ``eps`` stream, a fresh step).
             y: ``(B,)`` integer labels of a conditional model, else None.
+            noise: the :class:`~tinyvae.models.base.Noise` of the draws of eps.
 
         Returns:
             The batch's workspace, holding ``mu``, ``logvar``, ``z``, ``decoder_out``
@@ -170,17 +173,18 @@ class VAE(EncoderDecoder):
         """
         B, K, L = x.shape[0], self.config.latent_dim, self.config.mc_samples
         ws = self.workspace(B)
-        if eps is None:
-            self.draw(ws.eps)
-        else:
-            ws.eps[...] = eps
         self.encode_into(ws, x, y)
         if L > 1:
             repeat_rows(ws.heads_rep, ws.enc_outs[-1])
             repeat_rows(ws.target, x)
         if ws.onehot is not None:
             repeat_rows(ws.zin[:, K:], ws.onehot)
-        self.backend.reparameterize_kl(ws.heads, ws.eps, ws.z, ws.kl)
+        if eps is None:
+            noise = noise or self.noise("eps", B)
+            self.backend.reparameterize_kl_draw(ws.heads, noise.key, noise.step, noise.rows, ws.eps, ws.z, ws.kl)
+        else:
+            ws.eps[...] = eps
+            self.backend.reparameterize_kl(ws.heads, ws.eps, ws.z, ws.kl)
         self.decoder.forward(self.backend, ws.zin, ws.dec_outs)
         return ws
 
@@ -201,14 +205,18 @@ class VAE(EncoderDecoder):
             self.xp.sum(ws.dheads_rep.reshape(L, B, -1), axis=0, out=ws.enc_douts[-1])
         self.encoder.backward(self.backend, x if ws.xin is None else ws.xin, ws.enc_outs, ws.enc_douts)
 
-    def train_step(self, x, optimizer, y=None, beta: float = 1.0):
+    def train_step(self, x, optimizer, y=None, beta: float = 1.0, step: int | None = None, rows=None):
         """Forward, backward and one optimiser update for a batch (no checks, no host sync).
+
+        eps is drawn from the ``eps`` stream at training step ``step`` for the examples ``rows`` (the batch's
+        ``(B,)`` int64 indices in the training set, a backend array); None for either: the model's next
+        step, rows numbered from 0.
 
         Returns:
             The minimised objective ``nll + beta * kl`` summed over the batch, in
             nats, a 0-d backend array (over the L draws: their mean).
         """
-        ws = self.forward(x, y=y)
+        ws = self.forward(x, y=y, noise=self.noise("eps", x.shape[0], step=step, rows=rows))
         self.backward(ws, x, beta)
         optimizer.step(self.grad)
         nll, kl = self.sums(ws)
@@ -225,33 +233,40 @@ class VAE(EncoderDecoder):
         N = ws.eps.shape[0]
         return np.asarray(self.backend.to_host((ws.nll + ws.beta * ws.kl) / N), np.float64)
 
-    def evaluate(self, batches) -> dict:
-        """Test metrics over ``(x, y)`` batches (checked arrays), in nats per data point.
+    def evaluate(self, batches, seed: int | None = None) -> dict:
+        """Test metrics over ``(x, y, rows)`` batches (checked arrays; ``rows`` the examples' ``(B,)`` int64
+        indices in the test set), in nats per data point.
+
+        The draws of z come from the ``evaluate`` stream of ``seed`` (default: the model's), at its ``elbo``
+        step (:data:`tinyvae.rng.EVALUATE_STEPS`) for each example: the same at every call.
 
         Returns:
-            ``test_loss`` (the negative ELBO, one draw of z per image), ``test_nll``
+            ``test_loss`` (the negative ELBO, L draws of z per image), ``test_nll``
             (-log p(x|z)), ``test_kl`` (KL(q(z|x) || N(0, I))) and ``test_recon``
             (-log p(x|z = mu), the reconstruction loss of the mean code, as for an autoencoder).
         """
         nll = kl = recon = 0.0
         n = 0
-        for x, y in batches:
-            a, b = self.sums(self.forward_loss(x, y))
+        for x, y, rows in batches:
+            noise = self.noise("evaluate", x.shape[0], seed, EVALUATE_STEPS["elbo"], rows)
+            a, b = self.sums(self.forward_loss(x, y, noise=noise))
             nll, kl, n = nll + float(a), kl + float(b), n + x.shape[0]
             recon += float(self.sums(self.forward_loss(x, y, eps=0.0))[0])
         return {"test_loss": (nll + kl) / n, "test_nll": nll / n, "test_kl": kl / n, "test_recon": recon / n}
 
     # -- checked public API ---------------------------------------------------
 
-    def loss_and_grad(self, x, y=None, *, beta: float = 1.0, eps=None) -> ELBOTerms:
+    def loss_and_grad(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None, eps=None) -> ELBOTerms:
         """Negative ELBO of a batch and its gradient (into :attr:`grad`).
 
         Args:
             x: ``(B, D)`` float data (in [0, 1] for the Bernoulli decoder).
             y: ``(B,)`` integer labels in [0, C) for a conditional model.
             beta: weight of the KL term (1 for the ELBO).
-            eps: optional ``(L*B, K)`` float noise for the reparameterization (drawn from :attr:`rng` when
-                None); a fixed ``eps`` makes the loss a function of the weights alone (gradient checks).
+            noise_seed: draw eps from the ``eps`` stream of this seed (step 0, the rows numbered from 0), so
+                that the loss is a function of the weights alone (gradient checks); None: a fresh draw of
+                the model's own stream at every call.
+            eps: instead, the ``(L*B, K)`` float noise itself.
 
         Returns:
             :class:`ELBOTerms` of batch means in nats per data point.
@@ -259,39 +274,41 @@ class VAE(EncoderDecoder):
         Raises:
             DataError: wrong shape or dtype, NaN/inf, or (Bernoulli) values outside [0, 1] in ``x``;
                 missing, unexpected or out-of-range labels; ``eps`` of the wrong shape or non-finite.
-            SettingsError: a non-finite or negative ``beta``.
+            SettingsError: a non-finite or negative ``beta``; a bad ``noise_seed``, or one given with ``eps``.
         """
-        x, y, eps = self.checked(x, y, beta, eps)
-        ws = self.forward(x, eps, y)
+        x, y, eps, noise = self.checked(x, y, beta, eps, noise_seed)
+        ws = self.forward(x, eps, y, noise)
         self.backward(ws, x, beta)
         nll, kl = (float(v) / x.shape[0] for v in self.sums(ws))
         return ELBOTerms(nll + beta * kl, nll, kl)
 
-    def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, eps=None):
+    def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None, eps=None):
         """:meth:`loss_rows` of a forward pass alone, the terms of :meth:`loss_and_grad`'s loss at these
         weights without its backward pass: the finite differences of :func:`tinyvae.gradcheck.check_model`.
         Raises like :meth:`loss_and_grad`."""
-        x, y, eps = self.checked(x, y, beta, eps)
-        ws = self.forward_loss(x, y, eps)
+        x, y, eps, noise = self.checked(x, y, beta, eps, noise_seed)
+        ws = self.forward_loss(x, y, eps, noise)
         ws.beta = beta
         return self.loss_rows(ws)
 
-    def checked(self, x, y, beta: float, eps):
-        """``(x, y, eps)`` of :meth:`loss_and_grad` checked, as backend arrays (``eps`` may be None)."""
+    def checked(self, x, y, beta: float, eps, noise_seed):
+        """``(x, y, eps, noise)`` of :meth:`loss_and_grad` checked, as backend arrays (``eps`` may be None),
+        ``noise`` that of ``noise_seed`` (None without one)."""
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
             raise SettingsError(f"beta must be finite and >= 0, got {beta}")
         x = self.as_batch(x)
         y = self.as_labels(y, x.shape[0])
+        noise = self.fixed_noise("eps", x.shape[0], noise_seed, eps=eps)
         if eps is not None:
             shape = (self.config.mc_samples * x.shape[0], self.config.latent_dim)
             eps = self.xp.asarray(eps, dtype=self.dtype)
             if eps.shape != shape or not bool(self.xp.isfinite(eps).all()):
                 raise DataError(f"eps must be finite with shape {shape}, got {eps.shape}")
-        return x, y, eps
+        return x, y, eps, noise
 
-    def forward_loss(self, x, y=None, eps=None) -> VAEWorkspace:
+    def forward_loss(self, x, y=None, eps=None, noise: Noise | None = None) -> VAEWorkspace:
         """:meth:`forward`, then the per-row ``ws.nll`` (no checks, no gradient)."""
-        ws = self.forward(x, eps, y)
+        ws = self.forward(x, eps, y, noise)
         target = x if ws.target is None else ws.target
         self.nll(ws.decoder_out, target, 0.0, ws.nll, ws.decoder_dout)
         return ws
@@ -299,16 +316,13 @@ class VAE(EncoderDecoder):
     def per_sample_loss(self, x, y=None, seed: int | None = None):
         """Per-data-point ``(nll, kl)`` of a batch, each ``(B,)`` host float arrays in nats.
 
-        The nll is averaged over the L draws of z, taken from ``numpy.random.default_rng(seed)`` (the same
-        numbers for the same seed), or from the model's own generator when ``seed`` is None.
-        Raises like :meth:`loss_and_grad`.
+        The nll is averaged over the L draws of z, drawn from the ``evaluate`` stream of ``seed`` (the same
+        numbers for the same seed, on every backend, to rounding), or of the model's own seed at a fresh
+        step when ``seed`` is None. Raises like :meth:`loss_and_grad`, and ``SettingsError`` for a bad seed.
         """
         x = self.as_batch(x)
-        eps = None
-        if seed is not None:
-            eps = self.xp.empty((self.config.mc_samples * x.shape[0], self.config.latent_dim), self.dtype)
-            self.draw(eps, rng=np.random.default_rng(seed))
-        ws = self.forward_loss(x, self.as_labels(y, x.shape[0]), eps)
+        noise = self.noise("evaluate", x.shape[0], seed)
+        ws = self.forward_loss(x, self.as_labels(y, x.shape[0]), noise=noise)
         L, B = self.config.mc_samples, x.shape[0]
         host = self.backend.to_host
         return host(ws.nll).reshape(L, B).mean(axis=0), host(ws.kl)[:B].copy()
@@ -345,17 +359,29 @@ class VAE(EncoderDecoder):
         self.labels_into(zin, y)
         return zin
 
+    def prior_draws(self, n: int, seed: int | None = None) -> np.ndarray:
+        """``(n, K)`` host array of z ~ N(0, I), the model's dtype: draw ``i`` is example ``i`` of the ``pictures``
+        stream of ``seed`` (the same for the same seed), or of the model's own seed at a fresh step when
+        ``seed`` is None.
+
+        Raises:
+            SettingsError: ``n`` < 1, or a bad seed.
+        """
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise SettingsError(f"n must be an int >= 1, got {n!r}")
+        noise = self.noise("pictures", int(n), seed)
+        z = self.xp.empty((int(n), self.config.latent_dim), self.dtype)
+        self.backend.draw_normal(noise.key, noise.step, noise.rows, z)
+        return self.backend.to_host(z)
+
     def sample(self, n: int, y=None, seed: int | None = None) -> np.ndarray:
-        """``n`` draws from the model: z ~ N(0, I) (from ``numpy.random.default_rng(seed)``, or the model's
-        generator when ``seed`` is None) decoded to the mean of p(x|z), a ``(n, D)`` host float array.
+        """``n`` draws from the model: z ~ N(0, I) (:meth:`prior_draws`) decoded to the mean of p(x|z), a
+        ``(n, D)`` host float array.
 
         Args:
             y: ``(n,)`` labels in [0, C) for a conditional VAE (required there, refused otherwise).
 
         Raises:
-            SettingsError: ``n`` < 1. DataError: bad labels.
+            SettingsError: ``n`` < 1, or a bad seed. DataError: bad labels.
         """
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-            raise SettingsError(f"n must be an int >= 1, got {n!r}")
-        rng = self.rng if seed is None else np.random.default_rng(seed)
-        return self.decode(rng.standard_normal((n, self.config.latent_dim)), y)
+        return self.decode(self.prior_draws(n, seed), y)

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .. import rng
+from ..backends.reference import array_module
 from ..errors import DataError, Diverged, MissingDependency
 from ..io.datasets import PIXEL_SCALE, Dataset, load_dataset
 from ..io.images import loss_curves, prior_samples, save_grid
@@ -19,25 +21,33 @@ from .settings import RunSettings
 from .state import TrainingState, checkpoint_of
 
 
-def test_set(data: Dataset, settings: RunSettings, xp, n_classes: int) -> tuple:
-    """``(x, y)``: a run's test images as the model sees them, ``(N, D)`` float32 backend arrays in [0, 1] (with
-    ``--binarize`` one fixed binarisation, drawn from its own generator), and their labels for a conditional
-    model (``n_classes`` > 0), else None."""
-    x = data.test.x
+def test_set(data: Dataset, settings: RunSettings, backend, n_classes: int) -> tuple:
+    """``(x, y)``: a run's test images as the model sees them, ``(N, D)`` float32 arrays of ``backend`` in
+    [0, 1] (with ``--binarize``, one binarisation, drawn from the ``evaluate`` stream of the run's seed at its
+    ``binarize`` step: the same at every call), and their labels for a conditional model (``n_classes`` > 0),
+    else None."""
+    xp = backend.xp
+    pixels = xp.asarray(data.test.pixels)
+    x = xp.empty(pixels.shape, np.float32)
+    binarize = None
     if settings.train.binarize:
-        x = (np.random.default_rng([settings.train.seed, 1]).random(x.shape) < x).astype(np.float32)
-    return xp.asarray(x), xp.asarray(data.test.y) if n_classes else None
+        binarize = (rng.stream_key(settings.train.seed, "evaluate"), rng.EVALUATE_STEPS["binarize"])
+    backend.gather_pixels(pixels, xp.arange(pixels.shape[0], dtype=np.int64), PIXEL_SCALE, x, binarize=binarize)
+    return x, xp.asarray(data.test.y) if n_classes else None
 
 
 def batches(x, y, size: int):
-    """``(x, y)`` in batches of ``size`` rows (``y`` None for a model without labels)."""
+    """``(x, y, rows)`` in batches of ``size`` rows: ``y`` None for a model without labels, ``rows`` the
+    ``(b,)`` int64 indices of the batch's examples (an array of ``x``'s module)."""
+    xp = array_module(x)
     for i in range(0, x.shape[0], size):
-        yield x[i:i + size], None if y is None else y[i:i + size]
+        n = min(size, x.shape[0] - i)
+        yield x[i:i + n], None if y is None else y[i:i + n], xp.arange(i, i + n, dtype=np.int64)
 
 
 def codes(model, x, y, size: int) -> np.ndarray:
     """``model.code`` of every row of ``x``, ``(N, K)`` host array, ``size`` rows at a time."""
-    return np.concatenate([model.code(xb, yb) for xb, yb in batches(x, y, size)])
+    return np.concatenate([model.code(xb, yb) for xb, yb, _ in batches(x, y, size)])
 
 
 class Trainer:
@@ -49,6 +59,8 @@ class Trainer:
         run_dir: the run directory.
         group: the :class:`~tinyvae.training.distributed.DataParallel` ranks this one trains with, or None
             (alone). Rank 0 alone writes ``run_dir``.
+        pictures: whether each epoch writes its PNG pictures (they draw from their own stream, so on or off
+            they change no number of the run).
 
     Raises:
         DataError: data of another size than the model's.
@@ -56,11 +68,13 @@ class Trainer:
             is not a mean over rows (sparse-ae).
     """
 
-    def __init__(self, state: TrainingState, data: Dataset, run_dir: Path, group: DataParallel | None = None):
+    def __init__(self, state: TrainingState, data: Dataset, run_dir: Path, group: DataParallel | None = None,
+                 pictures: bool = True):
         self.state, self.data, self.run_dir, self.group = state, data, Path(run_dir), group
         self.model, self.settings = state.model, state.settings
         self.backend = self.model.backend
         self.writes = group is None or group.is_root
+        self.pictures = pictures and self.writes
         config, s = self.model.config, self.settings.train
         if (config.input_dim != math.prod(data.image_shape) or (config.n_classes and config.n_classes != data.n_classes)
                 or (config.arch == "conv" and config.image_shape != tuple(data.image_shape))):
@@ -80,7 +94,7 @@ class Trainer:
         xp = self.backend.xp
         self.train_pixels = xp.asarray(data.train.pixels)  # uint8; each batch is scaled on its own
         self.train_y = xp.asarray(data.train.y) if config.n_classes else None
-        self.test_x, self.test_y = test_set(data, self.settings, xp, config.n_classes)
+        self.test_x, self.test_y = test_set(data, self.settings, self.backend, config.n_classes)
         self.saved_epoch = state.epoch  # the epoch of the checkpoint in run_dir (0: none yet)
         # The epoch's running loss stays non-finite once a batch loss is. It is read, and checked, every step
         # on the host; on a GPU every 50 steps (a read is a sync), the window's batch losses kept on the device.
@@ -91,18 +105,20 @@ class Trainer:
 
     @classmethod
     def start(cls, settings: RunSettings, backend, run_dir: Path, group: DataParallel | None = None,
-              data: Dataset | None = None) -> "Trainer":
-        """A new run of ``settings`` on ``backend``, on ``data`` (default: read from where the settings say).
+              data: Dataset | None = None, pictures: bool = True) -> "Trainer":
+        """A new run of ``settings`` on ``backend``, on ``data`` (default: read from where the settings say);
+        ``group`` and ``pictures`` as :class:`Trainer`'s.
 
         Raises:
             SettingsError, DataError: settings or data the model refuses; as :class:`Trainer`.
         """
         data = data or load_dataset(settings.train.dataset, settings.train.data_dir)
         config = settings.model_config(math.prod(data.image_shape), data.image_shape, data.n_classes)
-        return cls(TrainingState.new(settings, config, backend), data, run_dir, group)
+        return cls(TrainingState.new(settings, config, backend), data, run_dir, group, pictures)
 
     @classmethod
-    def resume(cls, run_dir: Path, backend, data_dir: str | None = None, group: DataParallel | None = None) -> "Trainer":
+    def resume(cls, run_dir: Path, backend, data_dir: str | None = None, group: DataParallel | None = None,
+               pictures: bool = True) -> "Trainer":
         """The run in ``run_dir`` (or of its checkpoint file) continued from its checkpoint, its data read from ``data_dir`` where given (the
         run's data have moved; stored at the next save), else from where the run found them. ``group`` may have
         any size (every rank reads the checkpoint).
@@ -112,7 +128,7 @@ class Trainer:
         """
         state = TrainingState.restore(run_dir, backend, data_dir)
         t = state.settings.train
-        return cls(state, load_dataset(t.dataset, t.data_dir), checkpoint_of(run_dir).parent, group)
+        return cls(state, load_dataset(t.dataset, t.data_dir), checkpoint_of(run_dir).parent, group, pictures)
 
     @property
     def epoch(self) -> int:
@@ -131,63 +147,61 @@ class Trainer:
     def train_epoch(self) -> tuple[float, float]:
         """One pass over the shuffled training set. Returns (mean loss in nats per sample, seconds).
 
-        Data parallel: this rank takes its rows of each global batch, and the loss is summed over the ranks.
+        Every draw is addressed by the run's seed (:mod:`tinyvae.rng`): the epoch's permutation by the
+        ``shuffle`` stream at the epoch; eps, the dae's corruption and the binarisation by their streams at
+        the global step for each example's index in the training set. Data parallel: this rank takes its
+        rows of each global batch, draws for those rows alone what one process draws for them, and the loss
+        is summed over the ranks.
         """
         xp, s, group, model = self.backend.xp, self.settings.train, self.group, self.model
         N, D = self.train_pixels.shape
-        perm = xp.asarray(model.rng.permutation(N))
+        perm = xp.asarray(rng.generator(s.seed, "shuffle", self.epoch).permutation(N))
         n_batches = -(-N // s.batch_size)
+        binarize_key = rng.stream_key(s.seed, "binarize") if s.binarize else None
 
-        def rows(i):  # this rank's rows of batch i: indices into perm, and the model's row slice (for its draws)
+        def rows(i):  # this rank's rows of batch i: their indices in the training set
             start, n = i * s.batch_size, min(s.batch_size, N - i * s.batch_size)
-            if group is None:
-                return perm[start:start + n], None
-            lo, hi = group.rows(n)
-            return perm[start + lo:start + hi], (lo, hi, n)
+            lo, hi = (0, n) if group is None else group.rows(n)
+            return perm[start + lo:start + hi]
 
-        batches: dict[int, tuple] = {}  # batch size -> its x buffer and its binarisation draws
+        batches: dict[int, object] = {}  # batch size -> its x buffer
         total = xp.zeros((), dtype=model.dtype)
         check_every = self.check_every
         # Between two reads (on a GPU) the batch losses stay on the device, so the first bad step can be named.
         window = None if check_every == 1 else xp.empty(check_every, dtype=model.dtype)
         running, y = 0.0, None
         start = time.perf_counter()
-        idx, model.row_slice = rows(0)
-        try:
-            with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False,
-                      disable=None if self.writes else True) as bar:
-                for i in range(n_batches):
-                    if idx.shape[0] not in batches:
-                        batches[idx.shape[0]] = (xp.empty((idx.shape[0], D), model.dtype),
-                                                 xp.empty((idx.shape[0], D), np.float32) if s.binarize else None)
-                    x, u = batches[idx.shape[0]]
-                    next_idx, next_slice = rows(i + 1) if i + 1 < n_batches else (perm[:0], None)
-                    self.backend.gather_pixels(self.train_pixels, idx, PIXEL_SCALE, x, next_idx)
-                    if s.binarize:  # dynamic binarisation: a fresh Bernoulli draw each time
-                        model.draw(u, "random")
-                        x[...] = u < x
-                    if self.train_y is not None:
-                        y = self.train_y[idx]
-                    loss = model.train_step(x, self.stepper, y, self.settings.beta_at(self.epoch * n_batches + i,
-                                                                                      n_batches))
-                    idx, model.row_slice = next_idx, next_slice
-                    total += loss
-                    if window is not None:
-                        window[i % check_every] = loss
-                    if i % check_every == check_every - 1 or i == n_batches - 1:
-                        running = float(total) if group is None else float(group.sum(float(total))[0])
-                        if not math.isfinite(running):
-                            step = i
-                            if window is not None:
-                                bad = np.flatnonzero(~np.isfinite(self.backend.to_host(window[:i % check_every + 1])))
-                                step = i - i % check_every + int(bad[0]) if bad.size else i
-                            raise Diverged(self.stopped(f"the training loss became {running} at epoch {self.epoch + 1}, "
-                                                        f"step {step + 1} of {n_batches}"))
-                    if i % 50 == 49 or i == n_batches - 1:
-                        bar.set_postfix(loss=f"{running / min(N, (i + 1) * s.batch_size):.2f}")
-                    bar.update()
-        finally:
-            model.row_slice = None
+        idx = rows(0)
+        with tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False,
+                  disable=None if self.writes else True) as bar:
+            for i in range(n_batches):
+                step = self.epoch * n_batches + i
+                if idx.shape[0] not in batches:
+                    batches[idx.shape[0]] = xp.empty((idx.shape[0], D), model.dtype)
+                x = batches[idx.shape[0]]
+                next_idx = rows(i + 1) if i + 1 < n_batches else perm[:0]
+                # With --binarize, dynamic binarisation: each step a fresh Bernoulli draw of every pixel.
+                self.backend.gather_pixels(self.train_pixels, idx, PIXEL_SCALE, x, next_idx,
+                                           binarize=None if binarize_key is None else (binarize_key, step))
+                if self.train_y is not None:
+                    y = self.train_y[idx]
+                loss = model.train_step(x, self.stepper, y, self.settings.beta_at(step, n_batches), step, idx)
+                idx = next_idx
+                total += loss
+                if window is not None:
+                    window[i % check_every] = loss
+                if i % check_every == check_every - 1 or i == n_batches - 1:
+                    running = float(total) if group is None else float(group.sum(float(total))[0])
+                    if not math.isfinite(running):
+                        bad_step = i
+                        if window is not None:
+                            bad = np.flatnonzero(~np.isfinite(self.backend.to_host(window[:i % check_every + 1])))
+                            bad_step = i - i % check_every + int(bad[0]) if bad.size else i
+                        raise Diverged(self.stopped(f"the training loss became {running} at epoch {self.epoch + 1}, "
+                                                    f"step {bad_step + 1} of {n_batches}"))
+                if i % 50 == 49 or i == n_batches - 1:
+                    bar.set_postfix(loss=f"{running / min(N, (i + 1) * s.batch_size):.2f}")
+                bar.update()
         return running / N, time.perf_counter() - start
 
     def check_finite(self, metrics: dict) -> None:
@@ -218,47 +232,49 @@ class Trainer:
         return None if self.test_y is None else self.test_y[lo:hi]
 
     def evaluate(self) -> dict:
-        """The model's test metrics (see ``VAE.evaluate``, ``Autoencoder.evaluate``), nats per sample.
+        """The model's test metrics (see ``VAE.evaluate``, ``Autoencoder.evaluate``), nats per sample; their
+        draws come from the ``evaluate`` stream of the run's seed, the same every epoch.
 
-        Data parallel: each rank evaluates its rows of every test batch (with the noise a one-process run
-        draws for them), and the metrics, each a mean over images, are combined weighted by the ranks' counts.
+        Data parallel: each rank evaluates its rows of every test batch (drawing for them what a one-process
+        run draws), and the metrics, each a mean over images, are combined weighted by the ranks' counts.
         """
         B, n, group = self.settings.train.eval_batch_size, self.test_x.shape[0], self.group
         if group is None:
             return self.model.evaluate(batches(self.test_x, self.test_y, B))
         counted = [0]
+        xp = self.backend.xp
 
         def my_rows():
             for i in range(0, n, B):
                 lo, hi = group.rows(min(B, n - i))
-                self.model.row_slice = (lo, hi, min(B, n - i))  # for the draws of the batch about to be evaluated
                 counted[0] += hi - lo
-                yield self.test_x[i + lo:i + hi], self.test_labels(i + lo, i + hi)
+                yield (self.test_x[i + lo:i + hi], self.test_labels(i + lo, i + hi),
+                       xp.arange(i + lo, i + hi, dtype=np.int64))
 
-        try:
-            local = self.model.evaluate(my_rows())
-        finally:
-            self.model.row_slice = None
+        local = self.model.evaluate(my_rows())
         names = list(local)
         sums = group.sum([counted[0]] + [local[k] * counted[0] for k in names])
         return {k: float(v / sums[0]) for k, v in zip(names, sums[1:])}
 
     def write_images(self):
-        """The epoch's pictures. Data parallel: every rank makes them (so that every generator draws the
-        same numbers), rank 0 alone saves them."""
+        """The epoch's pictures (rank 0, unless pictures are off). Their draws come from the ``pictures``
+        stream of the run's seed, the same every epoch, so that the pictures of two epochs show the same
+        draws of z (and corruptions), and a run's numbers do not depend on whether it draws them."""
+        if not self.pictures:
+            return
         h, w = self.data.image_shape
-        save = save_grid if self.writes else lambda *args: None
         x = self.backend.to_host(self.test_x[:8])
         y = self.test_labels(0, 8)
         recon = self.model.reconstruct(x, y)
-        save(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
+        seed = self.settings.train.seed
+        save_grid(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
         if self.model.denoises:
-            corrupted, denoised = self.model.denoise(x)
-            save(self.run_dir / f"denoising_{self.epoch}.png",
-                 np.concatenate([np.clip(corrupted, 0, 1), denoised, x]).reshape(24, h, w), 3, 8)
+            corrupted, denoised = self.model.denoise(x, seed)
+            save_grid(self.run_dir / f"denoising_{self.epoch}.png",
+                      np.concatenate([np.clip(corrupted, 0, 1), denoised, x]).reshape(24, h, w), 3, 8)
         if self.model.has_prior:
-            images, rows, cols = prior_samples(self.model, self.model.rng)
-            save(self.run_dir / f"sample_{self.epoch}.png", images.reshape(rows * cols, h, w), rows, cols)
+            images, rows, cols = prior_samples(self.model, seed)
+            save_grid(self.run_dir / f"sample_{self.epoch}.png", images.reshape(rows * cols, h, w), rows, cols)
 
     def run(self, epochs: int, log=print) -> list[dict]:
         """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
@@ -280,10 +296,11 @@ class Trainer:
             if not self.writes:  # rank 0 saves the epoch
                 self.saved_epoch = state.epoch
                 continue
-            try:
-                loss_curves(self.run_dir / "loss.png", state.history)
-            except MissingDependency:  # matplotlib is an optional extra
-                pass
+            if self.pictures:
+                try:
+                    loss_curves(self.run_dir / "loss.png", state.history)
+                except MissingDependency:  # matplotlib is an optional extra
+                    pass
             state.save(self.run_dir)
             self.saved_epoch = state.epoch
             log(f"epoch {state.epoch:3d}  train {train_loss:9.4f}  test {metrics['test_loss']:9.4f} nats/sample"

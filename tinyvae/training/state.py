@@ -1,5 +1,6 @@
 """What a training checkpoint saves and restores: the run's settings, the model, the optimiser's state,
-the random generator, the epochs done and their metrics (docs/formats.md).
+the epochs done and their metrics (docs/formats.md). No generator state: every draw of a run is addressed by
+(seed, stream, step, example) (:mod:`tinyvae.rng`), and the seed is among the settings.
 
 Every field is checked on restore, before any work is done, and a field that does not fit raises a
 :class:`tinyvae.errors.CheckpointError` naming the file and the field.
@@ -12,7 +13,6 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 
 from ..errors import CheckpointError, SettingsError
 from ..io.checkpoint import (CHECKPOINT, atomic_write_bytes, check_tensors, load_checkpoint, read_metadata,
@@ -32,7 +32,7 @@ class TrainingState:
 
     Attributes:
         settings: the run's :class:`~tinyvae.training.settings.RunSettings`.
-        model: the :class:`~tinyvae.models.protocol.Model` being trained; its ``rng`` draws the run's noise.
+        model: the :class:`~tinyvae.models.protocol.Model` being trained; its ``seed`` is the run's.
         optimizer: the optimiser over ``model.params`` (:mod:`tinyvae.nn.optim`).
         epoch: the epochs done.
         history: one record per epoch done, the lines of ``metrics.jsonl``.
@@ -64,7 +64,6 @@ class TrainingState:
             "history": self.history,
             "optimizer": {"name": self.optimizer.name, **opt_scalars},
             "epoch": self.epoch,
-            "rng_state": self.model.rng.bit_generator.state,
         })
         lines = "".join(json.dumps(m, allow_nan=False) + "\n" for m in self.history)
         atomic_write_bytes(run_dir / "metrics.jsonl", lines.encode())
@@ -82,8 +81,9 @@ class TrainingState:
         """
         path = checkpoint_of(run_dir)
         tensors, meta = load_checkpoint(path)
-        for key, kind in (("settings", dict), ("model_config", dict), ("optimizer", dict), ("epoch", int),
-                          ("rng_state", dict)):
+        # A checkpoint of an older tinyvae also holds 'rng_state', the state of the one generator its run drew
+        # from; nothing draws from it now, so it is not read.
+        for key, kind in (("settings", dict), ("model_config", dict), ("optimizer", dict), ("epoch", int)):
             value = meta.get(key)
             if not isinstance(value, kind) or isinstance(value, bool):
                 found = "missing" if key not in meta else f"a {type(value).__name__}"
@@ -117,7 +117,6 @@ class TrainingState:
             raise CheckpointError(f"{path}: metadata field 'optimizer' is {meta['optimizer']}, not the state of "
                                   f"{opt.name} (its step count t an int in [0, 2^53))")
         opt.load_state({k: model.xp.asarray(tensors[f"optimizer.{k}"]) for k in opt_arrays}, meta["optimizer"])
-        set_generator_state(path, model.rng, meta["rng_state"])
         state.epoch, state.history = meta["epoch"], history
         return state
 
@@ -163,18 +162,3 @@ def check_history(path, history, epoch: int) -> None:
             raise CheckpointError(f"{path}: metadata field 'history', record {i + 1}, is not an epoch's metrics "
                                   "(an object with epoch, train_loss and test_loss, each value a finite number "
                                   f"or a string): {record!r}"[:400])
-
-
-def set_generator_state(path, rng: np.random.Generator, state) -> None:
-    """Give ``rng`` (a PCG64 generator) the checkpoint's ``state``; ``CheckpointError`` for a state that is not
-    one: PCG64's 128-bit ``state`` and ``inc`` (``inc`` odd), and its buffered 32-bit draw."""
-    inner = state.get("state") if isinstance(state, dict) else None
-    ints = lambda v, bits: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**bits
-    ok = (state.get("bit_generator") == type(rng.bit_generator).__name__ and isinstance(inner, dict)
-          and ints(inner.get("state"), 128) and ints(inner.get("inc"), 128) and inner["inc"] % 2 == 1
-          and state.get("has_uint32") in (0, 1) and ints(state.get("uinteger"), 32))
-    if not ok:
-        raise CheckpointError(f"{path}: metadata field 'rng_state' is not a {type(rng.bit_generator).__name__} "
-                              f"state (128-bit state and odd inc, has_uint32 0 or 1, a 32-bit uinteger): "
-                              f"{state!r}"[:400])
-    rng.bit_generator.state = state
