@@ -113,3 +113,13 @@ def test_the_conv_benchmark_times_each_layer_kind_and_each_op():
     x = data.train.pixels / 255.0
     plain, timed = VAE(config, "numba", seed=1), VAE(config, timed_backend(get_backend("numba"), {}), seed=1)
     assert timed.loss_and_grad(x, eps=np.ones((8, 3)))[0] == plain.loss_and_grad(x, eps=np.ones((8, 3)))[0]
+
+
+def test_the_draws_benchmark_times_each_case_with_and_without_its_draws():
+    from benchmarks.draws import CASES, contenders, measure
+
+    pixels = np.random.default_rng(0).integers(0, 256, (400, 784), dtype=np.uint8)
+    for config, binarize in CASES.values():
+        times = measure(contenders(pixels, config, binarize, 8), 1)
+        assert list(times) == ["draw_ops", "handed_ops", "draw_step", "handed_step"]
+        assert all(t > 0 for t in times.values())
