@@ -66,7 +66,7 @@ def step_parts(config: VAEConfig, data, batch_size: int, steps: int = 50) -> tup
     """Seconds per training step on numba, and the seconds per step inside each layer kind's forward and
     backward (``Conv2d``, ``ConvTranspose2d``, ``Linear``); then, over as many steps again, those of each
     op and GEMM by its first operand's shape (:func:`timed_backend`; ops of one shape in two layers add up)."""
-    x = pixels_to_unit(data.train.pixels[:batch_size])
+    x = pixels_to_unit(data.train.data[:batch_size])
     layers: dict[str, float] = defaultdict(float)
     model = VAE(config, "numba", seed=1)
     for layer in (*model.encoder.layers, *model.decoder.layers):
@@ -93,9 +93,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     data = load_dataset("fashion-mnist")
     channels = tuple(int(c) for c in args.channels.split(","))
-    config = VAEConfig(input_dim=data.train.pixels.shape[1], hidden=(), latent_dim=args.latent_dim, arch="conv",
-                       channels=channels, image_shape=tuple(data.image_shape))
-    n = (len(data.train.pixels) // args.batch_size) * args.batch_size
+    config = VAEConfig(input_dim=data.train.data.shape[1], hidden=(), latent_dim=args.latent_dim, arch="conv",
+                       channels=channels, data_shape=tuple(data.shape))
+    n = (len(data.train.data) // args.batch_size) * args.batch_size
     contenders = {"pytorch": torch_epoch(args.batch_size, args.threads, conv=(channels, args.latent_dim)),
                   "numba": in_child(fashion_mnist, tinyvae_epoch, "numba", args.batch_size, config=config)}
     runs = rounds({k: f for k, f in contenders.items() if f is not None}, args.repeats)

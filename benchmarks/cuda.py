@@ -83,7 +83,7 @@ def epoch_of(step, n_steps, sync):
 ARCHS = {  # what the epochs compare: tinyvae's name, its VAE config, PyTorch's name
     "mlp": ("tinyvae cuda", lambda image: VAEConfig(input_dim=image[0] * image[1]), "pytorch eager"),
     "conv": ("tinyvae cuda conv", lambda image: VAEConfig(input_dim=image[0] * image[1], hidden=(), arch="conv",
-                                                          channels=(32, 64), image_shape=tuple(image)),
+                                                          channels=(32, 64), data_shape=(1, *image)),
              "pytorch eager conv"),
 }
 
@@ -94,9 +94,9 @@ def train(cuda, args):
     cupy = cuda.xp
     data = load_dataset("fashion-mnist", args.data_dir)
     B = args.batch_size
-    n_steps = len(data.train.pixels) // B
-    X = cupy.asarray(data.train.pixels)  # uint8 rows, scaled batch by batch, as the trainer does
-    perm = cupy.asarray(np.random.default_rng(1).permutation(len(data.train.pixels)))
+    n_steps = len(data.train.data) // B
+    X = cupy.asarray(data.train.data)  # uint8 rows, scaled batch by batch, as the trainer does
+    perm = cupy.asarray(np.random.default_rng(1).permutation(len(data.train.data)))
     x = cupy.empty((B, X.shape[1]), cupy.float32)
     try:
         import torch
@@ -116,8 +116,8 @@ def train(cuda, args):
         contenders = {ours_name: epoch_of(ours, n_steps, cupy.cuda.Device().synchronize)}
         if torch is not None:
             torch.manual_seed(1)
-            D = data.train.pixels.shape[1]
-            net = (TorchConvVAE(data.image_shape) if arch == "conv" else TorchVAE(input_dim=D)).cuda()
+            D = data.train.data.shape[1]
+            net = (TorchConvVAE(data.shape) if arch == "conv" else TorchVAE(input_dim=D)).cuda()
             loss = loss_of_logits if arch == "conv" else loss_of
             topt = torch.optim.Adam(net.parameters(), lr=1e-3)
             TX, tperm = torch.from_numpy(data.train.x).cuda(), torch.as_tensor(cupy.asnumpy(perm)).cuda()

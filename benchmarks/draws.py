@@ -116,7 +116,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     add_output_args(p)
     args = p.parse_args(argv)
-    pixels = load_dataset("fashion-mnist").train.pixels
+    pixels = load_dataset("fashion-mnist").train.data
     rows = []
     for case, (config, binarize) in CASES.items():
         t = measure(contenders(pixels, config, binarize, args.batch_size), args.repeats)

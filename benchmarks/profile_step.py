@@ -30,7 +30,7 @@ def run(backend: str, epochs: int, batch_size: int = 128):
     from tinyvae.models import VAE
     from tinyvae.nn.optim import Adam
 
-    X = load_dataset("fashion-mnist").train.pixels
+    X = load_dataset("fashion-mnist").train.data
     model = VAE(backend=backend, seed=1)
     opt = Adam(model.params, model.backend)
     model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile and make buffers outside the loop that counts

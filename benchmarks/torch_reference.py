@@ -70,14 +70,17 @@ class TorchConvVAE(nn.Module):
     """tinyvae's conv VAE (``--arch conv``) as PyTorch modules under tinyvae's parameter names, so a tinyvae
     model's weights load with ``load_state_dict(strict=True)``: 4x4 convolutions of stride 2 and padding 1
     with ReLU, the latent heads on the channels-first flattening, a Linear + ReLU back to the last
-    convolution's output, and transposed convolutions (``output_padding`` restoring each size) to logits."""
+    convolution's output, and transposed convolutions (``output_padding`` restoring each size) to logits.
+    Its examples are PyTorch's: ``(C, H, W)`` images flattened channels-first (tinyvae's rows are channels-last,
+    :func:`channels_first` turns them)."""
 
-    def __init__(self, image_shape=(28, 28), channels=(32, 64), latent_dim=20):
+    def __init__(self, data_shape=(1, 28, 28), channels=(32, 64), latent_dim=20):
         super().__init__()
-        sizes = [tuple(image_shape)]
+        C, H, W = data_shape
+        sizes = [(H, W)]
         for _ in channels:
             sizes.append(tuple((n + 2 - 4) // 2 + 1 for n in sizes[-1]))
-        chans = (1, *channels)
+        chans = (C, *channels)
         self.last = (channels[-1], *sizes[-1])
         flat = channels[-1] * sizes[-1][0] * sizes[-1][1]
         enc = {str(i): nn.Conv2d(chans[i], chans[i + 1], 4, 2, 1) for i in range(len(channels))}
@@ -90,18 +93,18 @@ class TorchConvVAE(nn.Module):
             dec["logits" if i == n else str(i)] = nn.ConvTranspose2d(chans[n - i + 1], chans[n - i], 4, 2, 1,
                                                                      output_padding=pad)
         self.decoder = nn.ModuleDict(dec)
-        self.n, self.image_shape = n, tuple(image_shape)
+        self.n, self.data_shape = n, tuple(data_shape)
 
     def encode(self, x):
-        """``(mu, logvar)`` of flat ``(B, H W)`` images."""
-        h = x.view(x.shape[0], 1, *self.image_shape)
+        """``(mu, logvar)`` of flat ``(B, C H W)`` images."""
+        h = x.view(x.shape[0], *self.data_shape)
         for i in range(self.n):
             h = F.relu(self.encoder[str(i)](h))
         h = h.flatten(1)
         return self.encoder["mu"](h), self.encoder["logvar"](h)
 
     def decode(self, z):
-        """The logits, flat ``(B, H W)``."""
+        """The logits, flat ``(B, C H W)``."""
         h = F.relu(self.decoder["0"](z)).view(z.shape[0], *self.last)
         for i in range(1, self.n):
             h = F.relu(self.decoder[str(i)](h))
@@ -111,3 +114,10 @@ class TorchConvVAE(nn.Module):
         mu, logvar = self.encode(x)
         eps = torch.randn_like(mu) if eps is None else eps
         return self.decode(mu + eps * torch.exp(0.5 * logvar)), mu, logvar
+
+
+def channels_first(rows, data_shape):
+    """tinyvae's ``(B, H W C)`` channels-last rows of ``(C, H, W)`` images as PyTorch's channels-first
+    ``(B, C H W)`` (a NumPy array)."""
+    C, H, W = data_shape
+    return rows.reshape(len(rows), H, W, C).transpose(0, 3, 1, 2).reshape(len(rows), -1)

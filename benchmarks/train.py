@@ -39,7 +39,7 @@ def tinyvae_epoch(data, backend, batch_size, seed=1, config=VAEConfig()):
     warmed), its batches gathered as the trainer does (the ``gather_pixels`` op on the uint8 pixels)."""
     model = VAE(config, backend=backend, seed=seed)
     opt = Adam(model.params, model.backend)
-    X = data.train.pixels
+    X = data.train.data
     model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile (numba) and make buffers outside the clock
     perm = np.random.default_rng(seed).permutation(len(X))
     x = np.empty((batch_size, X.shape[1]), np.float32)
@@ -67,7 +67,7 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     """
     model = VAE(backend="numba" if adam else "numpy", seed=1)
     opt = Adam(model.params, model.backend) if adam else None
-    x = pixels_to_unit(data.train.pixels[:batch_size])
+    x = pixels_to_unit(data.train.data[:batch_size])
     ws = model.forward(x)
     model.backward(ws, x, 1.0)
     start = model.params.data.copy()
@@ -76,7 +76,7 @@ def gemm_floor_epoch(data, batch_size, adam=False):
 
     def epoch():
         model.params.data[...] = start
-        for _ in range(len(data.train.pixels) // batch_size):
+        for _ in range(len(data.train.data) // batch_size):
             mm(x, enc[0].W.T, ws.enc_outs[0])
             mm(ws.enc_outs[0], enc[1].W.T, ws.enc_outs[1])
             mm(ws.z, dec[0].W.T, ws.dec_outs[0])
@@ -104,7 +104,7 @@ def torch_epoch_here(batch_size, threads, seed=1, conv=None):
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     data = load_dataset("fashion-mnist")
-    model = TorchConvVAE(data.image_shape, *conv) if conv else TorchVAE()
+    model = TorchConvVAE(data.shape, *conv) if conv else TorchVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     X = torch.from_numpy(data.train.x)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(X)))
@@ -198,7 +198,7 @@ def main(argv=None):
     add_output_args(p)
     args = p.parse_args(argv)
     data = load_dataset("fashion-mnist")
-    n = (len(data.train.pixels) // args.batch_size) * args.batch_size
+    n = (len(data.train.data) // args.batch_size) * args.batch_size
     contenders = {"pytorch": torch_epoch(args.batch_size, args.threads),
                   "numpy": in_child(fashion_mnist, tinyvae_epoch, "numpy", args.batch_size),
                   "numba": in_child(fashion_mnist, tinyvae_epoch, "numba", args.batch_size),

@@ -11,6 +11,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
@@ -77,6 +78,17 @@ def parser(prog: str, doc: str) -> Parser:
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:
+    """The flags that say where a run's data are now (``--data-dir``, ``--data``, ``--test-data``)."""
     p.add_argument("--data-dir", default=None,
                    help="folder of the IDX files, .gz or raw (default: where the run found its data, else "
                         "$TINYVAE_DATA, else /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--data", default=None,
+                   help="where the run's --data are now (default: where the run found them)")
+    p.add_argument("--test-data", default=None,
+                   help="where the run's --test-data are now (default: where the run found them)")
+
+
+def moved_data(args) -> dict:
+    """The data locations given by :func:`add_data_dir`'s flags, absolute, by setting name."""
+    return {k: str(Path(v).resolve()) for k in ("data_dir", "data", "test_data")
+            if (v := getattr(args, k, None)) is not None}

@@ -20,20 +20,20 @@ import numpy as np
 from . import cli
 from .errors import CheckpointError, SettingsError
 from .io.checkpoint import atomic_write_bytes
-from .io.datasets import load_dataset
 from .io.modelfile import load
 from .models.bounds import active_units, importance_weighted
-from .training.loop import batches, codes, test_set
+from .training.data import batches, codes, load_run_data, relocated, test_set
 from .training.state import checkpoint_of, run_settings
 
 
 def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images: int = 1000,
-                 seed: int | None = None, log=print, data_dir=None) -> dict:
+                 seed: int | None = None, log=print, moved: dict | None = None) -> dict:
     """Evaluate the model of the run in ``run_dir`` (a run directory or its checkpoint); print a table; write
     ``evaluation.json`` beside the checkpoint.
 
-    The model comes from :func:`tinyvae.load`; only the test split is read, from ``data_dir`` where given,
-    else from where the run found its data. The draws of z come from the ``evaluate`` stream of ``seed``
+    The model comes from :func:`tinyvae.load`; only the test split is read (where the run holds its test set out
+    of its data, the data), from where ``moved`` says (``data_dir``, ``data``, ``test_data``), else from where the
+    run found its data. The draws of z come from the ``evaluate`` stream of ``seed``
     (default: the run's seed; :mod:`tinyvae.rng`), the test ELBO's at its ``elbo`` step, the IWAE bound's at
     its ``iwae`` step, for each test image by its index: with the run's seed, the test ELBO is the one its
     last epoch recorded.
@@ -41,7 +41,7 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
     Raises:
         SettingsError: k < 1, n_images < 1, seed < 0, or a run of an autoencoder.
         CheckpointError, DataError, BackendUnavailable: as :func:`tinyvae.load` and
-            :func:`tinyvae.io.datasets.load_dataset`, or a model whose evaluation is not finite.
+            :func:`tinyvae.training.data.load_run_data`, or a model whose evaluation is not finite.
     """
     if not isinstance(n_images, int) or n_images < 1:
         raise SettingsError(f"--n-images must be an int >= 1, got {n_images!r}")
@@ -55,7 +55,7 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         raise SettingsError(f"{run_dir} holds a {model.kind} run; the ELBO and IWAE bounds need a VAE "
                             "(its test reconstruction loss is in metrics.jsonl)")
     t = settings.train
-    data = load_dataset(t.dataset, data_dir or t.data_dir, splits=("test",))
+    data = load_run_data(relocated(settings, moved or {}).train, splits=("test",))
     test_x, test_y = test_set(data, settings, model.backend, model.config.n_classes)
     log(f"{run_dir}: epoch {epoch}, backend {model.backend.name}")
     metrics = model.evaluate(batches(test_x, test_y, t.eval_batch_size), seed)
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         return 2
 
     def body() -> int:
-        evaluate_run(Path(args.run_dir), args.backend, args.k, args.n_images, args.seed, data_dir=args.data_dir)
+        evaluate_run(Path(args.run_dir), args.backend, args.k, args.n_images, args.seed, moved=cli.moved_data(args))
         return 0
 
     return cli.run(body, lambda: f"nothing was written; {args.run_dir} is as it was")

@@ -38,7 +38,7 @@ W0, W1 = 0x9E3779B9, 0xBB67AE85
 ROUNDS = 10
 MASK = 0xFFFFFFFF
 # The named streams: one consumer's draws can never shift another's.
-STREAMS = {"eps": 1, "corruption": 2, "binarize": 3, "shuffle": 4, "pictures": 5, "evaluate": 6}
+STREAMS = {"eps": 1, "corruption": 2, "binarize": 3, "shuffle": 4, "pictures": 5, "evaluate": 6, "split": 7}
 # The steps of the evaluate stream: each draw of an evaluation has its own, the same every epoch, so that
 # two evaluations of one model at one seed draw the same numbers.
 EVALUATE_STEPS = {"elbo": 0, "iwae": 1, "denoising": 2, "binarize": 3}

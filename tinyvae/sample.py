@@ -1,20 +1,22 @@
 """Pictures of a trained model: ``python -m tinyvae.sample RUN_DIR --what {samples,interpolate,manifold,scatter}``.
 
 * ``samples``: decoded draws z ~ N(0, I), an 8x8 grid; for a conditional VAE one
-  row per class, the same eight draws of z in every row.
+  row per class, the same eight draws of z in every row. A table's model writes
+  its 64 draws as the rows of a CSV (``RUN_DIR/samples.csv``).
 * ``interpolate``: for ``--pairs`` pairs of test images (a, b), the decoded
   ``(1 - t) mu(a) + t mu(b)`` (an autoencoder's codes h in place of mu) for
-  ``--steps`` values of t in [0, 1], one row per pair, with a and b themselves at the ends; or for the pairs of ``--images A.png B.png
-  ...`` (grey PNGs of the model's image size, taken two by two; no dataset needed).
+  ``--steps`` values of t in [0, 1], one row per pair, with a and b themselves at the ends; or for the pairs of
+  ``--images A.png B.png ...`` (images of the model's size, taken two by two; no dataset needed).
 * ``manifold`` (latent size 2 only): the decoded grid ``z = (Phi^-1(u), Phi^-1(v))``
   for u, v evenly spaced in (0, 1), as in Kingma & Welling (2014), Fig. 4: the
   inverse CDF of the prior maps equal probability mass to each cell.
-* ``scatter``: the code of every test image (E_q[z] = mu for a VAE, h for an
+* ``scatter``: the code of every test example (E_q[z] = mu for a VAE, h for an
   autoencoder), coloured by label (matplotlib, the optional extra ``pip install
   tinyvae[plot]``); for K > 2 the first two principal components.
 
 Images are the means of p(x|z) (sigmoid(logits), or the Gaussian mean clipped
-to [0, 1]), written as PNG with Pillow into ``RUN_DIR/<what>.png`` unless ``--out``.
+to [0, 1]), at the data's size and colour, written as PNG with Pillow into
+``RUN_DIR/<what>.png`` unless ``--out``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import numpy as np
 
 from . import cli, rng
 from .errors import SettingsError
-from .io.datasets import load_dataset
-from .io.images import image_shape, interpolate, manifold, prior_samples, read_grey, save_grid, scatter
+from .io.images import image_shape, interpolate, manifold, prior_samples, read_image, save_grid, scatter
 from .io.modelfile import load
-from .training.loop import codes, test_set
+from .training.data import codes, load_run_data, relocated, test_set
+from .training.pictures import as_images, write_rows_csv
 from .training.state import checkpoint_of, run_settings
 
 WHAT = ("samples", "interpolate", "manifold", "scatter")
@@ -63,30 +65,34 @@ def main(argv=None) -> int:
             low = {"seed": 0, "steps": 2}.get(name, 1)
             if getattr(args, name) < low:
                 raise SettingsError(f"--{name} must be an int >= {low}, got {getattr(args, name)}")
-        out = Path(args.out or checkpoint_of(args.run_dir).parent / f"{args.what}.png")
         model = load(args.run_dir, args.backend)
+        table = model.config.image_shape is None
+        suffix = ".csv" if table and args.what == "samples" else ".png"
+        out = Path(args.out or checkpoint_of(args.run_dir).parent / f"{args.what}{suffix}")
         if args.what in PRIOR and not model.has_prior:
             raise SettingsError(f"{args.run_dir} holds a {model.kind} run; {args.what} needs a VAE's prior "
                                 "(its reconstructions are written during training; interpolate and scatter draw "
                                 "its codes)")
-        if args.what in PRIOR or args.images:
-            h, w = image_shape(model.config)
-        if args.what == "samples":
+        if args.what == "samples" and table:
+            write_rows_csv(out, prior_samples(model, args.seed)[0])
+        elif args.what == "samples":
             images, rows, cols = prior_samples(model, args.seed)
-            save_grid(out, images.reshape(-1, h, w), rows, cols)
+            save_grid(out, as_images(images, image_shape(model.config)), rows, cols)
         elif args.what == "manifold":
-            save_grid(out, manifold(model, args.n).reshape(-1, h, w), args.n, args.n)
+            save_grid(out, as_images(manifold(model, args.n), image_shape(model.config)), args.n, args.n)
         elif args.what == "interpolate" and args.images:
             if len(args.images) % 2:
                 raise SettingsError(f"--images takes pairs of images, got {len(args.images)}")
-            x = np.stack([read_grey(path, (h, w)) for path in args.images])
+            shape = image_shape(model.config)
+            x = np.stack([read_image(path, shape) for path in args.images])
             lines = interpolate(model, x[0::2], x[1::2], args.steps)
-            save_grid(out, lines.reshape(-1, h, w), len(x) // 2, args.steps + 2)
+            save_grid(out, as_images(lines.reshape(-1, x.shape[1]), shape), len(x) // 2, args.steps + 2)
         else:  # pictures of the test set
             settings, epoch = run_settings(args.run_dir)
-            t = settings.train
-            data = load_dataset(t.dataset, args.data_dir or t.data_dir, splits=("test",))
-            h, w = data.image_shape
+            t = relocated(settings, cli.moved_data(args)).train
+            if args.what == "interpolate":
+                image_shape(model.config)  # a table's model has no picture to interpolate
+            data = load_run_data(t, splits=("test",))
             test_x, test_y = test_set(data, settings, model.backend, model.config.n_classes)
             if args.what == "interpolate":
                 host = model.backend.to_host
@@ -98,9 +104,10 @@ def main(argv=None) -> int:
                 a, b = idx[:args.pairs], idx[args.pairs:]
                 ya, yb = (test_y[a], test_y[b]) if test_y is not None else (None, None)
                 lines = interpolate(model, test_x[a], test_x[b], args.steps, ya, yb)
-                save_grid(out, lines.reshape(-1, h, w), args.pairs, args.steps + 2)
+                save_grid(out, as_images(lines.reshape(-1, test_x.shape[1]), data.shape), args.pairs, args.steps + 2)
             else:
-                scatter(out, codes(model, test_x, test_y, t.eval_batch_size), data.test.y, data.class_names,
+                labels = data.test.y if data.test.y is not None else np.zeros(len(data.test), np.int64)
+                scatter(out, codes(model, test_x, test_y, t.eval_batch_size), labels, data.class_names or None,
                         f"{data.name} test set in z (epoch {epoch}, K = {model.config.latent_dim})")
         print(f"wrote {out}  (backend {model.backend.name})")
         return 0

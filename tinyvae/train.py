@@ -57,9 +57,11 @@ from .models.settings import Setting, add_flags, declared
 from .training.distributed import DataParallel, from_environment
 from .training.loop import Trainer
 from .training.rundir import new_run_dir, remove_if_empty
-from .training.settings import SETTINGS, TRAIN_SETTINGS, RunSettings, check_epochs
+from .training.data import load_run_data, settings_for_data, train_settings
+from .training.settings import SETTINGS, TRAIN_SETTINGS, check_epochs
 
 AE_ONLY = set(declared(AEConfig)) - set(declared(VAEConfig))
+LOCATIONS = ("data_dir", "data", "test_data")  # where the data are: what a resumed run may be told anew
 
 
 def group_of(s: Setting) -> str:
@@ -75,8 +77,8 @@ def build_parser():
     p.add_argument("--out", default=None,
                    help="run directory, new or empty (default runs/<timestamp>); a run in it is continued with --resume")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue the run in RUN_DIR with its own settings (default: a new run); --data-dir "
-                        "names where its data are now")
+                   help="continue the run in RUN_DIR with its own settings (default: a new run); --data-dir, "
+                        "--data and --test-data name where its data are now")
     p.add_argument("--no-pictures", action="store_true",
                    help="write no PNG (the numbers of the run are the same with pictures or without; default: off)")
     add_flags(p, SETTINGS, group_of)
@@ -88,29 +90,31 @@ def main(argv=None) -> int:
     if args is None:
         return 2
     given = {k: getattr(args, k) for k, s in SETTINGS.items() if s.spec.flag and getattr(args, k) is not None}
-    if "data_dir" in given:  # stored absolute, so the run can be resumed, evaluated and sampled from anywhere
-        given["data_dir"] = str(Path(given["data_dir"]).resolve())
+    for k in LOCATIONS:  # stored absolute, so the run can be resumed, evaluated and sampled from anywhere
+        if k in given:
+            given[k] = str(Path(given[k]).resolve())
     run: dict = {"trainer": None, "dir": None, "created": False}
 
     def start() -> Trainer:
         check_epochs(args.epochs)
         if args.resume:
-            ignored = [k for k in given if k != "data_dir"] + (["out"] if args.out else [])
+            ignored = [k for k in given if k not in LOCATIONS] + (["out"] if args.out else [])
             if ignored and (group is None or group.is_root):
                 print(f"resuming {args.resume}: its settings come from the checkpoint; "
                       f"ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
-            trainer = Trainer.resume(Path(args.resume), args.backend, given.get("data_dir"), group,
-                                     not args.no_pictures)
+            trainer = Trainer.resume(Path(args.resume), args.backend, {k: given[k] for k in LOCATIONS if k in given},
+                                     group, not args.no_pictures)
             if trainer.epoch >= args.epochs:
                 raise SettingsError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the "
                                     f"total, so ask for more than {trainer.epoch}")
             return trainer
-        settings = RunSettings.resolve(given)
+        data = load_run_data(train_settings(given))
+        settings = settings_for_data(given, data)
         if group is None or group.is_root:
             run["dir"], run["created"] = new_run_dir(args.out)
         if group is not None:  # rank 0 names the run directory (a new timestamped one by default)
             run["dir"] = Path(group.share(str(run["dir"]) if group.is_root else None))
-        return Trainer.start(settings, args.backend, run["dir"], group, pictures=not args.no_pictures)
+        return Trainer.start(settings, args.backend, run["dir"], group, data, pictures=not args.no_pictures)
 
     def body() -> int:
         nonlocal group

@@ -16,7 +16,7 @@ from benchmarks.train import gemm_floor_epoch, rounds, tinyvae_epoch
 
 def test_train_benchmark_contenders_run_in_turns():
     data = SimpleNamespace(train=SimpleNamespace(
-        pixels=np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8)))
+        data=np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8)))
     contenders = {"numba": tinyvae_epoch(data, "numba", 128),
                   "gemm_adam_floor": gemm_floor_epoch(data, 128, adam=True),
                   "gemm_floor": gemm_floor_epoch(data, 128)}
@@ -29,7 +29,7 @@ def test_a_contender_runs_in_its_own_process_and_answers_with_its_epoch_time():
     from benchmarks.train import in_child
 
     data = SimpleNamespace(train=SimpleNamespace(
-        pixels=np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8)))
+        data=np.random.default_rng(0).integers(0, 256, (300, 784), dtype=np.uint8)))
     before = set(multiprocessing.active_children())
     epoch = in_child(gemm_floor_epoch, data, 128, adam=True)
     assert len(set(multiprocessing.active_children()) - before) == 1
@@ -104,13 +104,13 @@ def test_the_conv_benchmark_times_each_layer_kind_and_each_op():
     from tinyvae.backends import get_backend
     from tinyvae.models import VAE, VAEConfig
 
-    config = VAEConfig(input_dim=64, hidden=(), latent_dim=3, arch="conv", channels=(2, 4), image_shape=(8, 8))
-    data = SimpleNamespace(train=SimpleNamespace(pixels=np.random.default_rng(0).integers(0, 256, (8, 64), dtype=np.uint8)))
+    config = VAEConfig(input_dim=64, hidden=(), latent_dim=3, arch="conv", channels=(2, 4), data_shape=(1, 8, 8))
+    data = SimpleNamespace(train=SimpleNamespace(data=np.random.default_rng(0).integers(0, 256, (8, 64), dtype=np.uint8)))
     step, layers, ops = step_parts(config, data, batch_size=8, steps=2)
     assert step > 0 and set(layers) == {"Conv2d", "ConvTranspose2d", "Linear"}
     # 8x8 images -> 4x4 (2 channels) -> 2x2 (4): 128 and 32 patch rows; 495 parameters
     assert {"unfold (8, 64)", "fold (128, 16)", "matmul (32, 32) @ (32, 4)", "adam_step (495,)"} <= set(ops)
-    x = data.train.pixels / 255.0
+    x = data.train.data / 255.0
     plain, timed = VAE(config, "numba", seed=1), VAE(config, timed_backend(get_backend("numba"), {}), seed=1)
     assert timed.loss_and_grad(x, eps=np.ones((8, 3)))[0] == plain.loss_and_grad(x, eps=np.ones((8, 3)))[0]
 

@@ -119,10 +119,10 @@ def test_mnist_from_a_named_directory(tiny_data_dir):
 
 def test_pixels_are_kept_and_scaled_by_one_rule(tiny_data_dir):
     d = load_dataset("mnist", tiny_data_dir)
-    assert d.train.pixels.dtype == np.uint8 and d.train.pixels.shape == (256, 64)
-    expected = d.train.pixels.astype(np.float32) / np.float32(255)
+    assert d.train.data.dtype == np.uint8 and d.train.data.shape == (256, 64)
+    expected = d.train.data.astype(np.float32) / np.float32(255)
     np.testing.assert_allclose(d.train.x, expected, rtol=2e-7, atol=0)
-    assert d.train.x[d.train.pixels == 255].min(initial=1) == 1 and d.train.x[d.train.pixels == 0].max(initial=0) == 0
+    assert d.train.x[d.train.data == 255].min(initial=1) == 1 and d.train.x[d.train.data == 0].max(initial=0) == 0
     every = np.arange(256, dtype=np.uint8)
     wide = pixels_to_unit(every, out=np.empty(256))  # a float64 batch holds the same values, widened
     np.testing.assert_array_equal(wide, pixels_to_unit(every).astype(np.float64))
@@ -167,7 +167,7 @@ def test_the_test_split_alone_needs_only_the_t10k_files(tiny_data_dir):
 
 def test_env_var_is_searched(tiny_data_dir, monkeypatch):
     monkeypatch.setenv("TINYVAE_DATA", str(tiny_data_dir))
-    assert load_dataset("fashion-mnist").source == tiny_data_dir
+    assert load_dataset("fashion-mnist").source == str(tiny_data_dir)
 
 
 def test_labels_must_match_images(tiny_data_dir):

@@ -227,7 +227,7 @@ def test_gaussian_corruption_adds_noise_of_the_given_std():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(model="cae", hidden=(8,)), "hidden does not apply to model cae"),
-    (dict(model="cae", arch="conv", image_shape=(2, 5), channels=(4,)), "one sigmoid layer"),
+    (dict(model="cae", arch="conv", data_shape=(1, 2, 5), channels=(4,)), "one sigmoid layer"),
     (dict(model="sparse-ae", code_activation="linear"), "needs a sigmoid code"),
     (dict(model="sparse-ae", rho=0.0), "rho"),
     (dict(model="dae", noise=1.5), "noise"),

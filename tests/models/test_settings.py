@@ -22,7 +22,7 @@ def test_every_declared_setting_is_a_flag_with_its_help_and_default():
 
 
 def test_the_data_sizes_are_no_flags():
-    assert not {"input_dim", "image_shape", "n_classes"} & set(SETTINGS)
+    assert not {"input_dim", "data_shape", "n_classes"} & set(SETTINGS)
 
 
 def test_a_record_round_trips_and_says_every_setting():
@@ -64,14 +64,15 @@ def test_configs_check_their_fields_by_the_same_declarations():
         VAEConfig(latent_dim=0)
     with pytest.raises(SettingsError, match="rho does not apply to model ae"):
         AEConfig(model="ae", rho=0.2)
-    assert VAEConfig(arch="conv", image_shape=(28, 28)).hidden == ()  # the default, where it does not apply
+    assert VAEConfig(arch="conv", data_shape=(1, 28, 28)).hidden == ()  # the default, where it does not apply
     assert VAEConfig(n_classes=3).model == "cvae"
 
 
 def test_build_makes_the_model_of_the_command_lines_settings():
     model = tinyvae.build(model="cae", latent_dim=16, dtype="float64")
     assert isinstance(model, tinyvae.Autoencoder) and model.config == AEConfig(latent_dim=16, dtype="float64",
-                                                                                model="cae", hidden=())
+                                                                                model="cae", hidden=(),
+                                                                                data_shape=(1, 28, 28))
     conv = tinyvae.build(arch="conv", channels=(4, 8), latent_dim=3)
     assert conv.config.image_shape == (28, 28) and conv.config.hidden == ()
     cvae = tinyvae.build(model="cvae", n_classes=4, input_dim=10, hidden=(6,))

@@ -48,7 +48,7 @@ def test_training_steps_match_numpy(name):
     assert _rel(be.to_host(fused.params.data), ref.params.data) < PARAM_RTOL
 
 
-CONV = dict(arch="conv", hidden=(), channels=(8, 16), image_shape=(28, 28))
+CONV = dict(arch="conv", hidden=(), channels=(8, 16), data_shape=(1, 28, 28))
 VARIANTS = [
     dict(likelihood="gaussian"),
     dict(likelihood="gaussian-learned"),

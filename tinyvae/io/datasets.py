@@ -1,11 +1,15 @@
-"""The image datasets tinyvae trains on: four IDX files (:mod:`tinyvae.io.idx`) in a folder.
+"""The datasets tinyvae trains on: Fashion-MNIST's or MNIST's four IDX files (:mod:`tinyvae.io.idx`) in a
+folder (:func:`load_dataset`), or a user's data (:func:`open_data`): a folder of images, an array file, a
+CSV table, CIFAR-10's binary folder (:mod:`tinyvae.io.readers`), or an array in memory.
 
-A dataset is read split by split, so that a command that needs only the test set (evaluation, pictures
-of test images) reads only the two ``t10k`` files.
+A dataset is read split by split where its files are, so that a command that needs only the test set
+(evaluation, pictures of test images) reads only the test files. Data without a test split of its own
+and without a test set named beside it hold one out: a fraction of the examples, drawn from the seed.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -13,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import rng
 from ..backends.reference import array_module
 from ..errors import DataError, SettingsError
+from . import readers
 from .idx import read_idx
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -32,6 +38,7 @@ CLASS_NAMES = {
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
 PIXEL_SCALE = np.float32(1 / 255)
+ARRAY_SOURCE = "an array"  # how a dataset of arrays in memory names its source
 
 
 def pixels_to_unit(pixels, out=None):
@@ -53,44 +60,62 @@ def pixels_to_unit(pixels, out=None):
 
 @dataclass
 class Split:
-    """One split of a dataset: its images flattened to ``(N, D)`` uint8 ``pixels``, and ``(N,)`` int64 labels.
+    """One split of a dataset: ``data`` ``(N, D)``, one example per row, uint8 pixels (which the model sees
+    divided by 255) or float32 values (seen as they are); and ``y``, ``(N,)`` int64 labels, or None.
 
-    ``x`` is the pixels as float32 in [0, 1] (:func:`pixels_to_unit`), made on first use. The training loop
-    gathers its batches from ``pixels`` and converts each batch (the backends' ``gather_pixels`` op): a
+    ``x`` is the examples as the model sees them, float32, made on first use. The training loop gathers its
+    batches from ``data`` and converts each batch (the backends' ``gather_pixels`` op, for pixels): a
     quarter of the memory, and of the memory traffic, of gathering float32 rows.
     """
 
-    pixels: np.ndarray
-    y: np.ndarray
+    data: np.ndarray
+    y: np.ndarray | None = None
 
     @cached_property
     def x(self) -> np.ndarray:
-        return pixels_to_unit(self.pixels)
+        return pixels_to_unit(self.data) if self.data.dtype == np.uint8 else np.asarray(self.data, np.float32)
 
     def __len__(self) -> int:
-        return self.pixels.shape[0]
+        return self.data.shape[0]
+
+    def rows(self, index: np.ndarray) -> "Split":
+        """The split of examples ``index`` (in that order)."""
+        return Split(np.asarray(self.data[index]), None if self.y is None else self.y[index])
 
 
 @dataclass
 class Dataset:
-    """A dataset's splits (``train`` is None where only the test split was read), the images' ``(H, W)``,
-    and the folder it was read from."""
+    """A dataset's splits (``train`` is None where only the test split was read), the shape of one example
+    (``(C, H, W)`` images, channels-last in each row; ``(D,)`` a table), the class names of its labels (None
+    without labels), where it was read from, and, for a test split held out of the data, how
+    (``{"fraction": f, "seed": s, "of": N}``)."""
 
     name: str
-    image_shape: tuple[int, int]
-    source: Path
+    shape: tuple[int, ...]
+    source: str
     test: Split
     train: Split | None = None
+    classes: list[str] | None = None
+    held_out: dict | None = None
 
     @property
     def n_classes(self) -> int:
-        """The number of classes; every label is one of ``0 .. n_classes - 1`` (checked on loading)."""
-        return N_CLASSES[self.name]
+        """The number of classes (0 without labels); every label is one of ``0 .. n_classes - 1``."""
+        return len(self.classes) if self.classes else 0
 
     @property
     def class_names(self) -> list[str]:
-        """A name per class (Fashion-MNIST's ten garments; digits otherwise)."""
-        return CLASS_NAMES.get(self.name, [str(c) for c in range(self.n_classes)])
+        """A name per class (Fashion-MNIST's ten garments; the subfolders' names; digits otherwise)."""
+        return list(self.classes or [])
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the images, or None for a table."""
+        return tuple(self.shape[1:]) if len(self.shape) == 3 else None
+
+    @property
+    def is_table(self) -> bool:
+        return len(self.shape) == 1
 
 
 def _find(directory: Path, stem: str) -> Path | None:
@@ -168,13 +193,186 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
                "put the MNIST IDX files there"
         raise DataError(f"{name}: no directory holds all of {', '.join(s + '[.gz]' for s in wanted.values())}; "
                         f"searched {', '.join(map(str, dirs))}; {hint}")
+    return _idx_splits(name, d, paths, splits)
+
+
+def _idx_splits(name: str, folder: Path, paths: dict, splits: tuple[str, ...]) -> Dataset:
     read = {}
     for split in splits:
         images = _images(paths[f"{split}_images"])
         read[split] = Split(images.reshape(len(images), -1),
-                            _labels(paths[f"{split}_labels"], len(images), N_CLASSES[name]))
+                            _labels(paths[f"{split}_labels"], len(images), N_CLASSES.get(name, 10)))
         shape = images.shape[1:]
         if split == "test" and "train" in read and shape != image_shape:
             raise DataError(f"train images are {image_shape} but test images are {shape}")
         image_shape = shape
-    return Dataset(name=name, image_shape=tuple(image_shape), source=d, **read)
+    classes = CLASS_NAMES.get(name, [str(c) for c in range(N_CLASSES.get(name, 10))])
+    return Dataset(name=name, shape=(1, *image_shape), source=str(folder), classes=classes, **read)
+
+
+def data_kind(path: Path) -> str:
+    """What ``path`` holds: ``npy``, ``npz``, ``csv``, ``cifar10`` (a folder of CIFAR-10's binary files),
+    ``idx`` (a folder of IDX files) or ``images`` (a folder of images).
+
+    Raises:
+        DataError: nothing at ``path``, or a file of another kind.
+    """
+    if path.is_file():
+        kind = path.suffix.lower().lstrip(".")
+        if kind not in ("npy", "npz", "csv"):
+            raise DataError(f"{path}: a {path.suffix or 'suffix-less'} file; --data takes a .npy, .npz or .csv file, "
+                            "or a folder (of images, IDX files, or CIFAR-10's binary files)")
+        return kind
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder")
+    if (path / "test_batch.bin").is_file() or any(path.glob("data_batch_*.bin")):
+        return "cifar10"
+    if any(_find(path, stem) for stem in FILES.values()):
+        return "idx"
+    return "images"
+
+
+def _own_split(path: Path, kind: str, split: str) -> tuple:
+    """``split`` of a folder that holds both (IDX, CIFAR-10), as ``(data, shape, y, classes)``."""
+    if kind == "cifar10":
+        return readers.read_cifar10(path, split)
+    paths = {k: _find(path, stem) for k, stem in FILES.items() if k.startswith(split)}
+    missing = [FILES[k] for k, v in paths.items() if v is None]
+    if missing:
+        raise DataError(f"{path}: holds IDX files but not {', '.join(m + '[.gz]' for m in missing)}")
+    d = _idx_splits(path.name, path, paths, (split,))
+    return d.test.data, d.shape, d.test.y, d.classes
+
+
+def _whole(path: Path, kind: str, image_size: tuple, color: str) -> tuple:
+    """Every example of a file or folder without splits of its own, as ``(data, shape, y, classes)``."""
+    if kind in ("npy", "npz"):
+        return readers.read_array(path)
+    if kind == "csv":
+        return readers.read_csv(path)
+    return readers.read_image_folder(path, image_size, color)
+
+
+def _read(path: Path, split: str, image_size: tuple, color: str) -> tuple:
+    kind = data_kind(path)
+    if kind != "images" and (image_size or color != "auto"):
+        raise SettingsError(f"--image-size and --color apply to a folder of images; {path} holds {kind} data")
+    if kind in ("cifar10", "idx"):
+        return _own_split(path, kind, split)
+    return _whole(path, kind, image_size, color)
+
+
+def open_data(path, test_path=None, splits: tuple[str, ...] = SPLITS, *, image_size: tuple = (),
+              color: str = "auto", val_fraction: float = 0.1, seed: int = 1) -> Dataset:
+    """A user's data (:mod:`tinyvae.io.readers` reads each kind), ``splits`` of it (the test split always).
+
+    Args:
+        path: the training data: a folder of images, a ``.npy``, ``.npz`` or ``.csv`` file, CIFAR-10's binary
+            folder, or a folder of IDX files. The last two hold a test split of their own.
+        test_path: the test set, in any of those forms (a folder with splits gives its test split); None:
+            ``path``'s own test split, or ``val_fraction`` of its examples held out, drawn from ``seed``.
+        image_size, color: for a folder of images (:func:`tinyvae.io.readers.read_image_folder`); the test
+            images take the training images' colour.
+
+    Raises:
+        DataError: data a reader refuses; a test set of another shape or other classes than the training
+            data; too few examples to hold a test set out.
+        SettingsError: ``image_size`` or ``color`` for data that is not a folder of images.
+    """
+    path = Path(path)
+    kind = data_kind(path)
+    own = kind in ("cifar10", "idx")
+    read = {}
+    if "train" in splits or (test_path is None and not own):
+        data, shape, y, classes = _read(path, "train", tuple(image_size), color)
+        read["train"] = Split(data, y)
+    if test_path is not None or own:
+        source = Path(test_path) if test_path is not None else path
+        if "train" in read and len(shape) == 3 and data_kind(source) == "images":
+            color = "rgb" if shape[0] == 3 else "gray"
+        t_data, t_shape, t_y, t_classes = _read(source, "test", tuple(image_size), color)
+        merged = _merged_classes(classes, t_classes) if "train" in read else t_classes
+        if "train" in read and (t_shape != shape or merged is None and (classes or t_classes)):
+            raise DataError(f"{source}: its examples are {t_shape}"
+                            f"{f' of classes {t_classes}' if t_classes else ' without labels'}, but {path}'s are "
+                            f"{shape}{f' of classes {classes}' if classes else ' without labels'}")
+        shape, classes = t_shape, merged
+        test, held_out = Split(t_data, t_y), None
+    else:
+        test, train, held_out = _held_out(path, read["train"], val_fraction, seed)
+        read["train"] = train
+    if "train" not in splits:
+        read.pop("train", None)
+    return Dataset(name=path.stem if path.is_file() else path.name, shape=tuple(shape), source=str(path),
+                   classes=classes, held_out=held_out, test=test, **read)
+
+
+def _merged_classes(a: list[str] | None, b: list[str] | None) -> list[str] | None:
+    """The classes of a training set's labels ``a`` and a test set's ``b``: the same names; or, for labels that
+    are numbers (a .npz's), the classes up to the larger's largest. None where they do not fit together."""
+    if a == b:
+        return a
+    numbered = lambda names: names is not None and names == [str(c) for c in range(len(names))]
+    if numbered(a) and numbered(b):
+        return a if len(a) >= len(b) else b
+    return None
+
+
+def _held_out(path: Path, whole: Split, fraction: float, seed: int) -> tuple[Split, Split, dict]:
+    """``(test, train, record)``: ``fraction`` of the examples of ``whole`` (at least one) held out as the test
+    set, the rest the training set, each in its order in the data; which ones, a permutation drawn from the
+    ``split`` stream of ``seed``."""
+    N = len(whole)
+    n_test = max(1, round(fraction * N))
+    if not 0 < fraction < 1 or n_test >= N:
+        raise DataError(f"{path}: {N} examples cannot give a test set of --val-fraction {fraction} and keep one to "
+                        "train on; give a test set with --test-data")
+    perm = rng.generator(seed, "split", 0).permutation(N)
+    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return whole.rows(test), whole.rows(train), {"fraction": fraction, "seed": seed, "of": N}
+
+
+def check_examples(dataset: Dataset, bernoulli: bool) -> None:
+    """``DataError`` unless every value of ``dataset`` fits the decoder: in [0, 1] for the Bernoulli decoder
+    (pixels always do), naming the split, the example and its value."""
+    if not bernoulli:
+        return
+    for name, split in (("training", dataset.train), ("test", dataset.test)):
+        if split is None or split.data.dtype == np.uint8:
+            continue
+        bad = np.flatnonzero(((split.data < 0) | (split.data > 1)).any(axis=1))
+        if bad.size:
+            row = np.asarray(split.data[bad[0]])
+            value = row[(row < 0) | (row > 1)][0]
+            raise DataError(f"{dataset.source}: {name} example {bad[0]} holds {value:g}; the Bernoulli decoder takes "
+                            "values in [0, 1] (use --likelihood gaussian or gaussian-learned for real values)")
+
+
+def from_arrays(x, y=None, test_x=None, test_y=None, *, val_fraction: float = 0.1, seed: int = 1) -> Dataset:
+    """A dataset of arrays in memory (``tinyvae.fit``): ``x`` as a ``.npy`` file holds it (``(N, D)``,
+    ``(N, H, W)`` or ``(N, C, H, W)``; uint8 pixels or floats), ``y`` optional integer labels; the test set
+    ``test_x`` (and ``test_y``), or ``val_fraction`` of ``x`` held out, drawn from ``seed``.
+
+    Raises:
+        DataError: arrays :func:`tinyvae.io.readers.read_array` would refuse; a test set of another shape.
+    """
+    def examples(what, a, labels):
+        data, shape = readers.as_examples(what, np.asarray(a))
+        if labels is None:
+            return data, shape, None, None
+        return (data, shape, *readers.labels(what, labels, len(data)))
+
+    data, shape, y, classes = examples("the array x", x, y)
+    train = Split(data, y)
+    if test_x is None:
+        test, train, held_out = _held_out(Path("the array x"), train, val_fraction, seed)
+    else:
+        t_data, t_shape, t_y, t_classes = examples("the array test_x", test_x, test_y)
+        if t_shape != shape:
+            raise DataError(f"the array test_x holds examples of shape {t_shape}, but x's are {shape}")
+        if bool(classes) != bool(t_classes):
+            raise DataError("labels for one of x and test_x only: give y and test_y both, or neither")
+        classes = _merged_classes(classes, t_classes)
+        test, held_out = Split(t_data, t_y), None
+    return Dataset(name="array", shape=shape, source=f"{ARRAY_SOURCE} of shape {(len(data), *shape)}",
+                   classes=classes, held_out=held_out, test=test, train=train)

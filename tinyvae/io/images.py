@@ -28,58 +28,57 @@ MIN_SIDE = 56  # pixels on screen of the smaller side of one image in a grid
 
 
 def save_grid(path, images, rows: int, cols: int, pad: int = 2) -> None:
-    """Tile ``rows * cols`` grey images into one PNG, each scaled up (nearest pixel) by the smallest whole
-    factor that makes its smaller side at least :data:`MIN_SIDE` pixels.
+    """Tile ``rows * cols`` grey or colour images into one PNG, each scaled up (nearest pixel) by the smallest
+    whole factor that makes its smaller side at least :data:`MIN_SIDE` pixels.
 
     Args:
         path: output file, replaced atomically (a reader sees the old picture or the new one).
-        images: ``(rows * cols, H, W)`` floats in [0, 1] (clipped), row-major order.
+        images: ``(rows * cols, H, W)`` grey or ``(rows * cols, H, W, 3)`` RGB floats in [0, 1] (clipped),
+            row-major order.
         pad: pixels of black border between tiles.
 
     Raises:
-        ValueError: if the number of images is not ``rows * cols``.
+        ValueError: if the number of images is not ``rows * cols``, or they are neither grey nor RGB.
     """
     images = np.asarray(images, dtype=np.float64)
-    if images.ndim != 3 or images.shape[0] != rows * cols:
-        raise ValueError(f"expected {rows * cols} images of shape (H, W), got {images.shape}")
-    factor = max(1, math.ceil(MIN_SIDE / min(images.shape[1:])))
+    if images.ndim not in (3, 4) or images.shape[0] != rows * cols or images.ndim == 4 and images.shape[3] != 3:
+        raise ValueError(f"expected {rows * cols} images of shape (H, W) or (H, W, 3), got {images.shape}")
+    factor = max(1, math.ceil(MIN_SIDE / min(images.shape[1:3])))
     images = images.repeat(factor, axis=1).repeat(factor, axis=2)
-    n, h, w = images.shape
-    canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad), dtype=np.uint8)
+    n, h, w = images.shape[:3]
+    canvas = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, *images.shape[3:]), dtype=np.uint8)
     tiles = np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
     for k in range(n):
         r, c = divmod(k, cols)
         canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = tiles[k]
     png = io.BytesIO()
-    Image.fromarray(canvas, mode="L").save(png, format="PNG")
+    Image.fromarray(canvas, mode="L" if canvas.ndim == 2 else "RGB").save(png, format="PNG")
     atomic_write_bytes(path, png.getvalue())
 
 
-def image_shape(config) -> tuple[int, int]:
-    """``(H, W)`` to draw a model's examples in without its dataset: a conv model's own ``image_shape``, else
-    square images of ``input_dim`` pixels; ``SettingsError`` for neither."""
-    if config.arch == "conv":
-        return tuple(config.image_shape)
-    side = math.isqrt(config.input_dim)
-    if side * side != config.input_dim:
-        raise SettingsError(f"cannot draw examples of {config.input_dim} values as images without their dataset, "
-                            "which gives their shape")
-    return side, side
+def image_shape(config) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a model's examples (its config's ``data_shape``); ``SettingsError`` for a table's model,
+    whose examples no picture shows."""
+    if config.image_shape is None:
+        raise SettingsError(f"the model takes rows of {config.input_dim} values, a table, not images: no picture "
+                            "shows them (sample --what samples writes them as a CSV)")
+    return tuple(config.data_shape)
 
 
-def read_grey(path, shape: tuple[int, int]) -> np.ndarray:
-    """A PNG (or any image Pillow reads) as grey intensities in [0, 1], flattened; ``DataError`` unless Pillow
-    reads it and it is ``shape`` (height, width)."""
+def read_image(path, shape: tuple[int, int, int]) -> np.ndarray:
+    """An image file (any Pillow reads) as intensities in [0, 1], channels-last and flattened, in ``shape``'s
+    C channels (1 grey, 3 RGB); ``DataError`` unless Pillow reads it and it is ``shape``'s height and width."""
     from PIL import UnidentifiedImageError
 
+    C, H, W = shape
     try:
         with Image.open(path) as im:
-            grey = np.asarray(im.convert("L"), np.float32) / 255
-    except UnidentifiedImageError as e:
-        raise DataError(f"{path}: not an image Pillow can read") from e
-    if grey.shape != shape:
-        raise DataError(f"{path}: {grey.shape[1]}x{grey.shape[0]} pixels; the model draws {shape[1]}x{shape[0]}")
-    return grey.ravel()
+            pixels = np.asarray(im.convert("L" if C == 1 else "RGB"), np.float32) / 255
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: not an image Pillow can read ({e})") from e
+    if pixels.shape[:2] != (H, W):
+        raise DataError(f"{path}: {pixels.shape[1]}x{pixels.shape[0]} pixels; the model draws {W}x{H}")
+    return pixels.ravel()
 
 
 def prior_samples(model: VAE, seed: int | None = None, per_row: int = 8) -> tuple[np.ndarray, int, int]:

@@ -17,6 +17,7 @@ takes them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def stored_config(path, meta: dict):
         raise CheckpointError(f"{path}: metadata fields 'model_config' and 'model' (or 'settings.model') "
                               "are missing or not what a model needs")
     cls = CONFIGS[kind]
+    config = _with_data_shape(config)
     unknown = sorted(set(config) - {f.name for f in fields(cls)})
     if unknown:
         raise CheckpointError(f"{path}: metadata field 'model_config' holds {', '.join(unknown)}, which a {kind} "
@@ -91,6 +93,22 @@ def stored_config(path, meta: dict):
     except SettingsError as e:
         raise CheckpointError(f"{path}: metadata field 'model_config': {e}") from e
     return made
+
+
+def _with_data_shape(config: dict) -> dict:
+    """A ``model_config`` written before ``data_shape`` existed, with it: ``image_shape`` ``[H, W]`` (conv) is
+    grey images, ``(1, H, W)``; without one, an mlp of a square number of inputs drew them as square grey
+    images, and is read so."""
+    if "data_shape" in config or "image_shape" not in config:
+        return config
+    config = dict(config)
+    shape, D = config.pop("image_shape"), config.get("input_dim")
+    side = math.isqrt(D) if isinstance(D, int) and not isinstance(D, bool) and D > 0 else 0
+    if isinstance(shape, list) and len(shape) == 2:
+        config["data_shape"] = [1, *shape]
+    elif shape == [] and side * side == D:
+        config["data_shape"] = [1, side, side]
+    return config
 
 
 def load(path, backend: str = "auto") -> Model:

@@ -15,20 +15,18 @@ from .vae import VAE
 GIVEN = {name: s for name, s in MODEL_SETTINGS.items() if s.spec.flag}
 
 
-def make_config(settings: dict, input_dim: int, image_shape: tuple[int, ...] = (), n_classes: int = 0) -> NetworkConfig:
-    """The config of a model for data of ``input_dim`` values per example (images of ``image_shape``, labels of
-    ``n_classes`` classes), from the model settings ``settings`` (:func:`tinyvae.models.settings.resolve`'d:
-    every setting of :data:`GIVEN`, and perhaps others, which are left out). The data's sizes that the model
-    does not use (the shape of an mlp's images, the labels of an unconditional model) are left out too.
+def make_config(settings: dict, data_shape: tuple[int, ...], n_classes: int = 0) -> NetworkConfig:
+    """The config of a model for examples of ``data_shape`` (``(C, H, W)`` images or ``(D,)`` table rows) with
+    labels of ``n_classes`` classes, from the model settings ``settings`` (:func:`tinyvae.models.settings.resolve`'d:
+    every setting of :data:`GIVEN`, and perhaps others, which are left out). The labels of an unconditional
+    model are left out.
 
     Raises:
         SettingsError: settings the model refuses with these sizes.
     """
     cls = CONFIGS[settings["model"]]
     values = {k: v for k, v in settings.items() if k in declared(cls) and k in GIVEN}
-    values["input_dim"] = input_dim
-    if values["arch"] == "conv":
-        values["image_shape"] = tuple(image_shape)
+    values["input_dim"], values["data_shape"] = math.prod(data_shape), tuple(data_shape)
     if values["model"] == "cvae":
         values["n_classes"] = n_classes
     return cls(**values)
@@ -40,7 +38,7 @@ def model_for(config: NetworkConfig, backend="numpy", seed: int = 1) -> Model:
     return (VAE if isinstance(config, VAEConfig) else Autoencoder)(config, backend, seed)
 
 
-def build(*, backend="numpy", seed: int = 1, input_dim: int | None = None, image_shape: tuple[int, int] | None = None,
+def build(*, backend="numpy", seed: int = 1, input_dim: int | None = None, data_shape: tuple[int, ...] | None = None,
           n_classes: int | None = None, **settings) -> Model:
     """A new model from the model settings, named as the command line's flags with underscores.
 
@@ -50,8 +48,10 @@ def build(*, backend="numpy", seed: int = 1, input_dim: int | None = None, image
     Args:
         backend: a backend name (default numpy, the reference) or a :class:`tinyvae.backends.Backend`.
         seed: seeds the initial weights and the model's noise.
-        input_dim: D, the values per example (default 784, or ``H W`` of ``image_shape``).
-        image_shape: ``arch="conv"``: ``(H, W)`` of the images (default: square images of ``input_dim`` values).
+        input_dim: D, the values per example (default: those of ``data_shape``, else 784).
+        data_shape: one example's shape, ``(C, H, W)`` for images (channels-last in the rows), ``(D,)`` for a
+            table (default: 28x28 grey images without ``input_dim``; with it, a table row for ``arch="mlp"``,
+            square grey images for ``arch="conv"``).
         n_classes: ``model="cvae"``: the classes of its labels.
         settings: the model settings (``model``, ``arch``, ``hidden``, ``latent_dim``, ``likelihood``, ...;
             ``python -m tinyvae.train --help`` lists them), each defaulting as there.
@@ -69,14 +69,20 @@ def build(*, backend="numpy", seed: int = 1, input_dim: int | None = None, image
         raise SettingsError(f"unknown model setting{'s' * (len(unknown) > 1)} {', '.join(unknown)}; the model "
                             f"settings are {', '.join(GIVEN)}")
     values = resolve(settings, GIVEN)
-    if image_shape is not None and input_dim is None:
-        input_dim = math.prod(image_shape)
-    input_dim = 784 if input_dim is None else input_dim
-    if image_shape is None and values["arch"] == "conv":
-        side = math.isqrt(input_dim) if isinstance(input_dim, int) and input_dim > 0 else 0
-        if side * side != input_dim:
-            raise SettingsError(f"arch conv needs image_shape (H, W) for input_dim {input_dim}, which is not a square")
-        image_shape = (side, side)
+    if data_shape is None:
+        if input_dim is None:
+            data_shape = (1, 28, 28)
+        elif values["arch"] == "conv":
+            side = math.isqrt(input_dim) if isinstance(input_dim, int) and input_dim > 0 else 0
+            if side * side != input_dim:
+                raise SettingsError(f"arch conv needs data_shape (C, H, W) for input_dim {input_dim}, which is "
+                                    "not a square")
+            data_shape = (1, side, side)
+        else:
+            data_shape = (input_dim,)
+    data_shape = tuple(data_shape)
+    if input_dim is not None and input_dim != math.prod(data_shape):
+        raise SettingsError(f"input_dim {input_dim} is not the {math.prod(data_shape)} values of data_shape {data_shape}")
     if n_classes is not None and values["model"] != "cvae":
         raise SettingsError(f"n_classes is the conditional VAE's (model cvae), not {values['model']}'s")
-    return model_for(make_config(values, input_dim, image_shape or (), n_classes or 0), backend, seed)
+    return model_for(make_config(values, data_shape, n_classes or 0), backend, seed)

@@ -32,12 +32,15 @@ non_negative = dict(check=lambda v: v >= 0, accepts="a finite number >= 0")
 class NetworkConfig:
     """Sizes, architecture, likelihood and precision shared by every model (see each field's help).
 
-    ``input_dim``, ``image_shape`` and ``n_classes`` describe the data (a training run reads them from its
-    dataset); the others are the command line's settings.
+    ``input_dim``, ``data_shape`` and ``n_classes`` describe the data (a training run reads them from its
+    dataset); the others are the command line's settings. An example is ``input_dim`` values: an image of
+    ``data_shape`` ``(C, H, W)`` stored channels-last (pixel by pixel, each pixel's C values together, as
+    PNG stores it), or a row of a table, ``data_shape`` ``(D,)``.
 
     Raises:
         SettingsError: a field of the wrong type or out of range, a setting given to a model it does not
-            apply to, or (conv) images that the convolutions halve below 1 pixel.
+            apply to, a ``data_shape`` that is not ``input_dim``'s, or (conv) images that the convolutions
+            halve below 1 pixel.
     """
 
     input_dim: int = setting(784, "D, the values of one example (784 for 28x28 images)", flag=False, **positive)
@@ -57,8 +60,8 @@ class NetworkConfig:
     channels: tuple[int, ...] = setting(
         (32, 64), "conv: the convolutions' channels, comma separated, input side first (28x28 -> 14x14 -> 7x7 "
                   "for two)", only={"arch": ("conv",)}, off=())
-    image_shape: tuple[int, ...] = setting((), "conv: (H, W) of the images, H W = input_dim", flag=False,
-                                           only={"arch": ("conv",)})
+    data_shape: tuple[int, ...] = setting((), "the shape of one example: (C, H, W) for images, (D,) for a table "
+                                              "(() : (input_dim,))", flag=False)
     model: str = setting("vae", "vae, cvae (conditional on the label), or an autoencoder: ae, dae (denoising), "
                                 "sparse-ae, cae (contractive)", choices=MODELS)
     n_classes: int = setting(0, "C, the classes of a conditional model's labels (0: none)", flag=False,
@@ -67,22 +70,40 @@ class NetworkConfig:
     def __post_init__(self):
         for name, value in check_fields(self, declared(type(self))).items():
             object.__setattr__(self, name, value)
+        if not self.data_shape:
+            object.__setattr__(self, "data_shape", (self.input_dim,))
+        if math.prod(self.data_shape) != self.input_dim or len(self.data_shape) not in (1, 3):
+            raise SettingsError(f"data_shape must be (C, H, W) or (D,) with input_dim {self.input_dim} values; "
+                                f"got {self.data_shape}")
         if self.arch == "conv":
-            if len(self.image_shape) != 2 or math.prod(self.image_shape) != self.input_dim:
-                raise SettingsError(f"the conv architecture needs image_shape (H, W) with H * W = input_dim "
-                                    f"{self.input_dim}; got {self.image_shape}")
+            if self.image_shape is None:
+                raise SettingsError(f"the conv architecture takes images, data_shape (C, H, W); got "
+                                    f"{self.data_shape}, a table")
             if not self.channels:
                 raise SettingsError("the conv architecture takes channels, e.g. (32, 64)")
             smallest = self.conv_sizes()[-1]
             if min(smallest) < 1:
-                raise SettingsError(f"{len(self.channels)} stride-2 convolutions halve {self.image_shape} images "
-                                    f"to {smallest}; use fewer channels")
+                n = len(self.channels)
+                raise SettingsError(f"{n} stride-2 convolutions halve {self.image_shape[0]}x{self.image_shape[1]} "
+                                    f"images to {smallest[0]}x{smallest[1]}; they take images of at least "
+                                    f"{2 ** n} pixels a side (any size from there): use fewer channels, "
+                                    "or larger images")
         if self.model == "cvae" and self.n_classes < 1:
             raise SettingsError("cvae is conditional on a label: it needs n_classes >= 1 (the data's classes)")
 
     def to_dict(self) -> dict:
         """The config as JSON values (the ``model_config`` of checkpoints and model files)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the images, or None for a table."""
+        return tuple(self.data_shape[1:]) if len(self.data_shape) == 3 else None
+
+    @property
+    def image_channels(self) -> int:
+        """C, the values of one pixel (1 grey, 3 colour); 1 for a table."""
+        return self.data_shape[0] if len(self.data_shape) == 3 else 1
 
     def conv_sizes(self) -> list[tuple[int, int]]:
         """``conv``: the image size ``(H, W)`` before each convolution and after the last."""
@@ -98,7 +119,7 @@ class NetworkConfig:
         params = sum(math.prod(shape) for _, shape in self.layout())
         K, D = self.latent_dim, self.input_dim
         if self.arch == "conv":
-            images = [(h * w, c) for (h, w), c in zip(self.conv_sizes(), (1 + extra, *self.channels))]
+            images = [(h * w, c) for (h, w), c in zip(self.conv_sizes(), (self.image_channels + extra, *self.channels))]
             widths = [2 * K, K + extra, D, *(2 * n * c + n * c * 16 for n, c in images)]
         else:
             widths = [D + extra, *self.hidden, 2 * K, K + extra, *reversed(self.hidden), D]

@@ -37,7 +37,8 @@ class Spec:
         check: a test of a value already of the right type (a range); ``accepts`` says what it accepts.
         accepts: the words for ``check``, e.g. ``">= 1"`` or ``"in (0, 1)"``.
         only: ``((other setting, values), ...)``: the setting applies only where each other setting takes
-            one of its values (``--beta`` only for the VAEs).
+            one of its values (``--beta`` only for the VAEs); :data:`ANY` among the values stands for any
+            value but None (``--test-data`` only with ``--data``).
         off: the value the setting takes where it does not apply (``hidden`` is ``()`` for ``--arch conv``);
             None keeps the default.
         flag: False for a field that is not a command-line setting (a size read from the data).
@@ -50,6 +51,20 @@ class Spec:
     only: tuple[tuple[str, tuple], ...] = ()
     off: Any = None
     flag: bool = True
+
+
+class _Any:
+    """The value of :class:`Spec`'s ``only`` that stands for any value but None."""
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY = _Any()
+
+
+def _allows(allowed: tuple, value) -> bool:
+    return any(value is not None if a is ANY else value == a for a in allowed)
 
 
 def setting(default, help: str, **spec) -> Field:
@@ -104,7 +119,7 @@ class Setting(NamedTuple):
 
     def applies(self, values: dict) -> bool:
         """Whether the setting applies where the other settings have ``values``."""
-        return all(values.get(other, allowed[0]) in allowed for other, allowed in self.spec.only)
+        return all(other not in values or _allows(allowed, values[other]) for other, allowed in self.spec.only)
 
     def off_value(self):
         """The value where it does not apply."""
@@ -112,7 +127,9 @@ class Setting(NamedTuple):
 
     def why_not(self, values: dict, flags: bool, declared: dict) -> str:
         """``"--beta does not apply to --model ae"``: the first other setting that rules it out."""
-        other = next(o for o, allowed in self.spec.only if values.get(o) not in allowed)
+        other = next(o for o, allowed in self.spec.only if o in values and not _allows(allowed, values[o]))
+        if values[other] is None:
+            return f"{self.label(flags)} applies only with {declared[other].label(flags)}"
         return f"{self.label(flags)} does not apply to {declared[other].label(flags)} {values[other]}"
 
 

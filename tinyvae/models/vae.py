@@ -126,7 +126,8 @@ class VAE(EncoderDecoder):
             N = L * batch
             ws = VAEWorkspace(
                 batch=batch, rows=xp.arange(batch), onehot=xp.empty((batch, C), dt) if C else None,
-                xin=xp.empty((batch, D * (1 + C) if cfg.arch == "conv" else D + C), dt) if C else None,
+                xin=xp.empty((batch, D // cfg.image_channels * (cfg.image_channels + C) if cfg.arch == "conv"
+                              else D + C), dt) if C else None,
                 target=xp.empty((N, D), dt) if L > 1 else None,
                 enc_outs=self.encoder.buffers(xp, batch, dt), enc_douts=self.encoder.buffers(xp, batch, dt),
                 heads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
@@ -144,13 +145,13 @@ class VAE(EncoderDecoder):
 
         A conditional model's encoder sees the one-hot label as more input columns (mlp), or as that many
         more channels, constant over the image (conv)."""
-        D = self.config.input_dim
+        D, C = self.config.input_dim, self.config.image_channels
         if ws.xin is not None:
             one_hot_into(ws.onehot, y, ws.rows)
             if self.config.arch == "conv":
-                pixels = ws.xin.reshape(x.shape[0], D, -1)  # channels-last: channel 0 the image, then the label
-                pixels[:, :, 0] = x
-                pixels[:, :, 1:] = ws.onehot[:, None, :]
+                pixels = ws.xin.reshape(x.shape[0], D // C, -1)  # channels-last: the image's C, then the label
+                pixels[:, :, :C] = x.reshape(x.shape[0], D // C, C)
+                pixels[:, :, C:] = ws.onehot[:, None, :]
             else:
                 ws.xin[:, :D] = x
                 ws.xin[:, D:] = ws.onehot

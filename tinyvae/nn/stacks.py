@@ -5,17 +5,18 @@ Two architectures (``arch``), each a sequence of layers with shapes:
 
 * ``mlp``: ``encoder: x -> [Linear + ReLU] * n -> a model's own head`` and
   ``decoder: z -> [Linear + ReLU] * n (hidden sizes reversed) -> Linear -> (B, D)``;
-* ``conv``: for images ``(H, W)`` and ``channels`` c_1..c_n, ``encoder: x ->
+* ``conv``: for images ``(C, H, W)`` and ``channels`` c_1..c_n, ``encoder: x ->
   [Conv2d(4x4, stride 2, padding 1) + ReLU] * n -> a model's own head`` (28x28 ->
   14x14 -> 7x7 for two), the convolutions' output flattened channels-first as
   PyTorch's ``Flatten``; ``decoder: z -> Linear + ReLU to c_n x H_n x W_n ->
-  [ConvTranspose2d + ReLU] * (n - 1) -> ConvTranspose2d -> (B, D)``, mirroring
+  [ConvTranspose2d + ReLU] * (n - 1) -> ConvTranspose2d to C channels -> (B, D)``, mirroring
   it (each ``output_padding`` restores the size its convolution halved,
   so any image size works). The layers of DCGAN (Radford et al. 2016) as
   pythae and most VAE courses use them.
 
 The functions take a model config (:class:`tinyvae.models.config.NetworkConfig`): its ``arch``,
-``input_dim``, ``hidden``, ``channels``, ``image_shape`` and ``likelihood``. The decoder's last layer,
+``input_dim``, ``hidden``, ``channels``, ``data_shape`` and ``likelihood``. Images are channels-last, as the
+layers take them. The decoder's last layer,
 ``decoder.logits``, gives the parameters of p(x|z) (:mod:`tinyvae.nn.likelihoods`): logits, or a mean.
 """
 
@@ -61,7 +62,7 @@ def encoder_layout(config, n_classes: int = 0) -> tuple[list, int]:
     constant channels (conv)."""
     out = []
     if config.arch == "conv":
-        chans = (1 + n_classes, *config.channels)
+        chans = (config.image_channels + n_classes, *config.channels)
         for i, (a, b) in enumerate(zip(chans, chans[1:])):
             out += [(f"encoder.{i}.weight", (b, a, KERNEL, KERNEL)), (f"encoder.{i}.bias", (b,))]
         pixels, channels = flat_image(config)
@@ -80,7 +81,8 @@ def decoder_layout(config, inputs: int) -> list:
         out += [("decoder.0.weight", (flat, inputs)), ("decoder.0.bias", (flat,))]
         for i in range(1, len(c)):
             out += [(f"decoder.{i}.weight", (c[-i], c[-i - 1], KERNEL, KERNEL)), (f"decoder.{i}.bias", (c[-i - 1],))]
-        out += [("decoder.logits.weight", (c[0], 1, KERNEL, KERNEL)), ("decoder.logits.bias", (1,))]
+        C = config.image_channels
+        out += [("decoder.logits.weight", (c[0], C, KERNEL, KERNEL)), ("decoder.logits.bias", (C,))]
     else:
         sizes = (inputs, *reversed(config.hidden))
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
@@ -110,7 +112,7 @@ def encoder_body(config, params: FlatParams, grad, n_classes: int = 0) -> list:
     (conv)."""
     if config.arch == "mlp":
         return [linear(params, grad, f"encoder.{i}", relu=True) for i in range(len(config.hidden))]
-    chans = (1 + n_classes, *config.channels)
+    chans = (config.image_channels + n_classes, *config.channels)
     return [conv(params, grad, f"encoder.{i}", conv_geometry(config, i, chans[i]), relu=True)
             for i in range(len(config.channels))]
 
@@ -123,7 +125,7 @@ def decoder_layers(config, params: FlatParams, grad) -> list:
     c, n = config.channels, len(config.channels)
     layers = [linear(params, grad, "decoder.0", relu=True, image_out=flat_image(config))]
     for i in range(1, n + 1):  # mirrors encoder convolution n - i, to its input size and channels
-        name, out_channels = (f"decoder.{i}", c[n - i - 1]) if i < n else ("decoder.logits", 1)
+        name, out_channels = (f"decoder.{i}", c[n - i - 1]) if i < n else ("decoder.logits", config.image_channels)
         layers.append(conv(params, grad, name, conv_geometry(config, n - i, out_channels), relu=i < n,
                            transposed=True))
     return layers

@@ -9,45 +9,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .. import rng
-from ..backends.reference import array_module
 from ..errors import DataError, Diverged, MissingDependency
-from ..io.datasets import PIXEL_SCALE, Dataset, load_dataset
-from ..io.images import loss_curves, prior_samples, save_grid
+from ..io.datasets import ARRAY_SOURCE, PIXEL_SCALE, Dataset
+from ..io.images import loss_curves
+from .data import batches, check_fits, load_run_data, relocated, test_set
 from .distributed import DataParallel, DataParallelError, DataParallelOptimizer
+from .pictures import write_pictures
 from .settings import RunSettings
 from .state import TrainingState, checkpoint_of
-
-
-def test_set(data: Dataset, settings: RunSettings, backend, n_classes: int) -> tuple:
-    """``(x, y)``: a run's test images as the model sees them, ``(N, D)`` float32 arrays of ``backend`` in
-    [0, 1] (with ``--binarize``, one binarisation, drawn from the ``evaluate`` stream of the run's seed at its
-    ``binarize`` step: the same at every call), and their labels for a conditional model (``n_classes`` > 0),
-    else None."""
-    xp = backend.xp
-    pixels = xp.asarray(data.test.pixels)
-    x = xp.empty(pixels.shape, np.float32)
-    binarize = None
-    if settings.train.binarize:
-        binarize = (rng.stream_key(settings.train.seed, "evaluate"), rng.EVALUATE_STEPS["binarize"])
-    backend.gather_pixels(pixels, xp.arange(pixels.shape[0], dtype=np.int64), PIXEL_SCALE, x, binarize=binarize)
-    return x, xp.asarray(data.test.y) if n_classes else None
-
-
-def batches(x, y, size: int):
-    """``(x, y, rows)`` in batches of ``size`` rows: ``y`` None for a model without labels, ``rows`` the
-    ``(b,)`` int64 indices of the batch's examples (an array of ``x``'s module)."""
-    xp = array_module(x)
-    for i in range(0, x.shape[0], size):
-        n = min(size, x.shape[0] - i)
-        yield x[i:i + n], None if y is None else y[i:i + n], xp.arange(i, i + n, dtype=np.int64)
-
-
-def codes(model, x, y, size: int) -> np.ndarray:
-    """``model.code`` of every row of ``x``, ``(N, K)`` host array, ``size`` rows at a time."""
-    return np.concatenate([model.code(xb, yb) for xb, yb, _ in batches(x, y, size)])
 
 
 class Trainer:
@@ -56,31 +28,29 @@ class Trainer:
     Args:
         state: the run's :class:`TrainingState` (new, or restored from its checkpoint).
         data: its :class:`~tinyvae.io.datasets.Dataset`, both splits.
-        run_dir: the run directory.
+        run_dir: the run directory, or None to write nothing (``tinyvae.fit`` without ``out``).
         group: the :class:`~tinyvae.training.distributed.DataParallel` ranks this one trains with, or None
             (alone). Rank 0 alone writes ``run_dir``.
         pictures: whether each epoch writes its PNG pictures (they draw from their own stream, so on or off
             they change no number of the run).
 
     Raises:
-        DataError: data of another size than the model's.
+        DataError: data the model does not take (:func:`check_fits`).
         DataParallelError: (data parallel) a batch that does not split over the ranks, or a model whose loss
             is not a mean over rows (sparse-ae).
     """
 
-    def __init__(self, state: TrainingState, data: Dataset, run_dir: Path, group: DataParallel | None = None,
+    def __init__(self, state: TrainingState, data: Dataset, run_dir: Path | None, group: DataParallel | None = None,
                  pictures: bool = True):
-        self.state, self.data, self.run_dir, self.group = state, data, Path(run_dir), group
+        self.state, self.data, self.group = state, data, group
+        self.run_dir = None if run_dir is None else Path(run_dir)
         self.model, self.settings = state.model, state.settings
         self.backend = self.model.backend
-        self.writes = group is None or group.is_root
+        self.writes = (group is None or group.is_root) and self.run_dir is not None
         self.pictures = pictures and self.writes
         config, s = self.model.config, self.settings.train
-        if (config.input_dim != math.prod(data.image_shape) or (config.n_classes and config.n_classes != data.n_classes)
-                or (config.arch == "conv" and config.image_shape != tuple(data.image_shape))):
-            raise DataError(f"the run's model takes examples of {config.input_dim} values"
-                            f"{f' and {config.n_classes} classes' if config.n_classes else ''}; {data.source} holds "
-                            f"{tuple(data.image_shape)} images of {data.n_classes} classes")
+        check_fits(config, data, self.settings)
+        state.check_data(data)
         if self.writes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         if group is not None:
@@ -92,7 +62,7 @@ class Trainer:
         # The optimiser the training step calls: with ranks, it first averages the gradient over them.
         self.stepper = optimizer if group is None else DataParallelOptimizer(optimizer, group)
         xp = self.backend.xp
-        self.train_pixels = xp.asarray(data.train.pixels)  # uint8; each batch is scaled on its own
+        self.train_data = xp.asarray(data.train.data)  # uint8 pixels, each batch scaled on its own; or float32
         self.train_y = xp.asarray(data.train.y) if config.n_classes else None
         self.test_x, self.test_y = test_set(data, self.settings, self.backend, config.n_classes)
         self.saved_epoch = state.epoch  # the epoch of the checkpoint in run_dir (0: none yet)
@@ -112,23 +82,30 @@ class Trainer:
         Raises:
             SettingsError, DataError: settings or data the model refuses; as :class:`Trainer`.
         """
-        data = data or load_dataset(settings.train.dataset, settings.train.data_dir)
-        config = settings.model_config(math.prod(data.image_shape), data.image_shape, data.n_classes)
+        data = data or load_run_data(settings.train)
+        config = settings.model_config(data.shape, data.n_classes)
         return cls(TrainingState.new(settings, config, backend), data, run_dir, group, pictures)
 
     @classmethod
-    def resume(cls, run_dir: Path, backend, data_dir: str | None = None, group: DataParallel | None = None,
-               pictures: bool = True) -> "Trainer":
-        """The run in ``run_dir`` (or of its checkpoint file) continued from its checkpoint, its data read from ``data_dir`` where given (the
-        run's data have moved; stored at the next save), else from where the run found them. ``group`` may have
-        any size (every rank reads the checkpoint).
+    def resume(cls, run_dir: Path, backend, moved: dict | None = None, group: DataParallel | None = None,
+               pictures: bool = True, data: Dataset | None = None) -> "Trainer":
+        """The run in ``run_dir`` (or of its checkpoint file) continued from its checkpoint, on ``data``, else on
+        its data read from where ``moved`` says (``data_dir``, ``data``, ``test_data``: the run's data have moved;
+        stored at the next save), else from where the run found them. ``group`` may have any size (every rank
+        reads the checkpoint).
 
         Raises:
-            CheckpointError: a missing, unreadable or inconsistent checkpoint. DataError: as :class:`Trainer`.
+            CheckpointError: a missing, unreadable or inconsistent checkpoint. DataError: as :class:`Trainer`, or
+                data other than the run's (other shapes, sizes or classes).
         """
-        state = TrainingState.restore(run_dir, backend, data_dir)
-        t = state.settings.train
-        return cls(state, load_dataset(t.dataset, t.data_dir), checkpoint_of(run_dir).parent, group, pictures)
+        state = TrainingState.restore(run_dir, backend)
+        if moved:
+            state.settings = relocated(state.settings, moved)
+        if data is None and state.data is not None and state.data["source"].startswith(ARRAY_SOURCE):
+            raise DataError(f"{checkpoint_of(run_dir)}: the run trained on {state.data['source']} given to "
+                            "tinyvae.fit; continue it there: tinyvae.fit(x, out=RUN, resume=True)")
+        data = data or load_run_data(state.settings.train)
+        return cls(state, data, checkpoint_of(run_dir).parent, group, pictures)
 
     @property
     def epoch(self) -> int:
@@ -154,7 +131,7 @@ class Trainer:
         is summed over the ranks.
         """
         xp, s, group, model = self.backend.xp, self.settings.train, self.group, self.model
-        N, D = self.train_pixels.shape
+        N, D = self.train_data.shape
         perm = xp.asarray(rng.generator(s.seed, "shuffle", self.epoch).permutation(N))
         n_batches = -(-N // s.batch_size)
         binarize_key = rng.stream_key(s.seed, "binarize") if s.binarize else None
@@ -180,9 +157,12 @@ class Trainer:
                     batches[idx.shape[0]] = xp.empty((idx.shape[0], D), model.dtype)
                 x = batches[idx.shape[0]]
                 next_idx = rows(i + 1) if i + 1 < n_batches else perm[:0]
-                # With --binarize, dynamic binarisation: each step a fresh Bernoulli draw of every pixel.
-                self.backend.gather_pixels(self.train_pixels, idx, PIXEL_SCALE, x, next_idx,
-                                           binarize=None if binarize_key is None else (binarize_key, step))
+                if self.train_data.dtype == np.uint8:
+                    # With --binarize, dynamic binarisation: each step a fresh Bernoulli draw of every pixel.
+                    self.backend.gather_pixels(self.train_data, idx, PIXEL_SCALE, x, next_idx,
+                                               binarize=None if binarize_key is None else (binarize_key, step))
+                else:
+                    x[...] = self.train_data[idx]
                 if self.train_y is not None:
                     y = self.train_y[idx]
                 loss = model.train_step(x, self.stepper, y, self.settings.beta_at(step, n_batches), step, idx)
@@ -218,8 +198,11 @@ class Trainer:
     def stopped(self, what: str) -> str:
         """The message of a run stopped by a non-finite number: what, what is intact, the likely causes."""
         t, m = self.settings.train, self.settings.model
-        kept = (f"the checkpoint of epoch {self.saved_epoch} in {self.run_dir} is intact" if self.saved_epoch
-                else "no epoch had finished, so nothing was saved")
+        if self.run_dir is None:
+            kept = "nothing was saved (no run directory)"
+        else:
+            kept = (f"the checkpoint of epoch {self.saved_epoch} in {self.run_dir} is intact" if self.saved_epoch
+                    else "no epoch had finished, so nothing was saved")
         causes = [f"a learning rate too high (--lr {t.lr:g}; lower it)"]
         if m["likelihood"] == "gaussian" and m["decoder_logvar"] < -10:
             causes.append(f"--decoder-logvar {m['decoder_logvar']:g}: exp(-logvar) overflows; try a value near 0")
@@ -257,24 +240,12 @@ class Trainer:
         return {k: float(v / sums[0]) for k, v in zip(names, sums[1:])}
 
     def write_images(self):
-        """The epoch's pictures (rank 0, unless pictures are off). Their draws come from the ``pictures``
-        stream of the run's seed, the same every epoch, so that the pictures of two epochs show the same
-        draws of z (and corruptions), and a run's numbers do not depend on whether it draws them."""
-        if not self.pictures:
-            return
-        h, w = self.data.image_shape
-        x = self.backend.to_host(self.test_x[:8])
-        y = self.test_labels(0, 8)
-        recon = self.model.reconstruct(x, y)
-        seed = self.settings.train.seed
-        save_grid(self.run_dir / f"reconstruction_{self.epoch}.png", np.concatenate([x, recon]).reshape(16, h, w), 2, 8)
-        if self.model.denoises:
-            corrupted, denoised = self.model.denoise(x, seed)
-            save_grid(self.run_dir / f"denoising_{self.epoch}.png",
-                      np.concatenate([np.clip(corrupted, 0, 1), denoised, x]).reshape(24, h, w), 3, 8)
-        if self.model.has_prior:
-            images, rows, cols = prior_samples(self.model, seed)
-            save_grid(self.run_dir / f"sample_{self.epoch}.png", images.reshape(rows * cols, h, w), rows, cols)
+        """The epoch's pictures (rank 0, unless pictures are off): :func:`tinyvae.training.pictures.write_pictures`,
+        their draws from the ``pictures`` stream of the run's seed, so that a run's numbers do not depend on
+        whether it draws them."""
+        if self.pictures:
+            write_pictures(self.model, self.data, self.backend.to_host(self.test_x), self.test_y, self.run_dir,
+                           self.epoch, self.settings.train.seed)
 
     def run(self, epochs: int, log=print) -> list[dict]:
         """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
@@ -290,11 +261,13 @@ class Trainer:
                 self.check_ranks_agree()
             self.write_images()
             record = {"epoch": state.epoch, "train_loss": train_loss, **metrics,
-                      "samples_per_s": self.train_pixels.shape[0] / seconds, "seconds": seconds,
+                      "samples_per_s": self.train_data.shape[0] / seconds, "seconds": seconds,
                       "eval_seconds": time.perf_counter() - t0, "backend": self.backend.name}
             state.history.append(record)
-            if not self.writes:  # rank 0 saves the epoch
+            if not self.writes:  # rank 0 saves the epoch (and, without a run directory, nobody)
                 self.saved_epoch = state.epoch
+                if self.group is None:
+                    log(self.line(record))
                 continue
             if self.pictures:
                 try:
@@ -303,6 +276,11 @@ class Trainer:
                     pass
             state.save(self.run_dir)
             self.saved_epoch = state.epoch
-            log(f"epoch {state.epoch:3d}  train {train_loss:9.4f}  test {metrics['test_loss']:9.4f} nats/sample"
-                f"  ({record['samples_per_s']:,.0f} samples/s, {seconds:.1f} s)")
+            log(self.line(record))
         return state.history
+
+    @staticmethod
+    def line(record: dict) -> str:
+        """An epoch's line on the terminal."""
+        return (f"epoch {record['epoch']:3d}  train {record['train_loss']:9.4f}  test {record['test_loss']:9.4f} "
+                f"nats/sample  ({record['samples_per_s']:,.0f} samples/s, {record['seconds']:.1f} s)")

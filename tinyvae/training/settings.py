@@ -16,7 +16,8 @@ from ..io.datasets import DATASETS
 from ..models.build import GIVEN as MODEL_SETTINGS
 from ..models.build import make_config
 from ..models.config import NetworkConfig, VAE_MODELS
-from ..models.settings import check_fields, declared, resolve, setting
+from ..io.readers import COLORS
+from ..models.settings import ANY, check_fields, declared, resolve, setting
 from ..nn.optim import OPTIMIZERS
 
 positive = dict(check=lambda v: v >= 1, accepts="an int >= 1")
@@ -27,10 +28,25 @@ non_negative = dict(check=lambda v: v >= 0, accepts="a finite number >= 0")
 class TrainSettings:
     """The training's own settings (see each field's help); checked when made."""
 
+    data: str | None = setting(None, "train on your data: a folder of images (PNG, JPEG, BMP, WebP; first-level "
+                                     "subfolders are classes), a .npy, .npz or .csv file, CIFAR-10's binary folder, "
+                                     "or a folder of IDX files (docs/data.md); stored absolute (default: --dataset)")
+    test_data: str | None = setting(None, "the test set, in any form --data takes (default: --data's own test "
+                                          "split, else --val-fraction of it)", only={"data": (ANY,)})
+    val_fraction: float = setting(0.1, "the fraction of --data held out as the test set, drawn from --seed, where "
+                                       "it has no test split and no --test-data", check=lambda v: 0 < v < 1,
+                                  accepts="in (0, 1)", only={"data": (ANY,), "test_data": (None,)})
+    image_size: tuple[int, ...] = setting((), "a folder of images: resize each to H,W (one number: square) with "
+                                              "Pillow (default: keep their one size)",
+                                          check=lambda v: len(v) <= 2, accepts="H,W or one side",
+                                          only={"data": (ANY,)})
+    color: str = setting("auto", "a folder of images: gray, rgb, or auto (rgb where any image has colour)",
+                         choices=COLORS, only={"data": (ANY,)})
     dataset: str = setting("fashion-mnist", "the dataset: fashion-mnist, or mnist from --data-dir",
-                           choices=DATASETS)
+                           choices=DATASETS, only={"data": (None,)})
     data_dir: str | None = setting(None, "the folder of the four IDX files, .gz or raw, stored absolute (default: "
-                                         "$TINYVAE_DATA, else /usr/share/datasets/fashion-mnist)")
+                                         "$TINYVAE_DATA, else /usr/share/datasets/fashion-mnist)",
+                                   only={"data": (None,)})
     batch_size: int = setting(128, "examples per training step (the global batch when data-parallel)", **positive)
     eval_batch_size: int = setting(1000, "examples per evaluation batch", **positive)
     optimizer: str = setting("adam", "adam (Kingma & Ba 2015) or sgd (with momentum)", choices=OPTIMIZERS)
@@ -100,14 +116,14 @@ class RunSettings:
         """The model: ``vae``, ``cvae``, ``ae``, ``dae``, ``sparse-ae`` or ``cae``."""
         return self.model["model"]
 
-    def model_config(self, input_dim: int, image_shape: tuple[int, int], n_classes: int) -> NetworkConfig:
-        """The model's config for data of ``input_dim`` values per example (images of ``image_shape``, labels of
-        ``n_classes`` classes), checked to fit in this machine's memory for the run's batches.
+    def model_config(self, data_shape: tuple[int, ...], n_classes: int) -> NetworkConfig:
+        """The model's config for examples of ``data_shape`` (``(C, H, W)`` images or ``(D,)`` table rows) with
+        labels of ``n_classes`` classes, checked to fit in this machine's memory for the run's batches.
 
         Raises:
             SettingsError: sizes or settings the model refuses, or sizes that would not fit.
         """
-        config = make_config(self.model, input_dim, image_shape, n_classes)
+        config = make_config(self.model, data_shape, n_classes)
         rows = max(self.train.batch_size * self.model["mc_samples"], self.train.eval_batch_size)
         sizes = {k: self.model[k] for k in ("hidden", "channels", "latent_dim") if self.model[k]}
         what = ", ".join(f"{k} {list(v) if isinstance(v, tuple) else v}" for k, v in sizes.items())

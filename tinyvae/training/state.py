@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ..errors import CheckpointError, SettingsError
+from ..errors import CheckpointError, DataError, SettingsError
 from ..io.checkpoint import (CHECKPOINT, atomic_write_bytes, check_tensors, load_checkpoint, read_metadata,
                              save_checkpoint)
 from ..io.modelfile import load_weights, stored_config
@@ -36,6 +36,8 @@ class TrainingState:
         optimizer: the optimiser over ``model.params`` (:mod:`tinyvae.nn.optim`).
         epoch: the epochs done.
         history: one record per epoch done, the lines of ``metrics.jsonl``.
+        data: what the run trains on (:func:`data_record`), so that a resumed run can tell its data from
+            other data; None until the run has seen its data.
     """
 
     settings: RunSettings
@@ -43,6 +45,17 @@ class TrainingState:
     optimizer: object
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
+    data: dict | None = None
+
+    def check_data(self, data) -> None:
+        """Note the run's data (a :class:`~tinyvae.io.datasets.Dataset`); a run that has seen its data takes
+        only the same (by :func:`data_record`). Raises ``DataError`` naming both."""
+        seen = data_record(data)
+        same = lambda a, b: {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
+        if self.data is not None and not same(self.data, seen):
+            raise DataError(f"{data.source}: holds {_describe(seen)}, but the run trained on {_describe(self.data)}; "
+                            "resume it on the same data")
+        self.data = seen
 
     @classmethod
     def new(cls, settings: RunSettings, config, backend) -> "TrainingState":
@@ -64,15 +77,15 @@ class TrainingState:
             "history": self.history,
             "optimizer": {"name": self.optimizer.name, **opt_scalars},
             "epoch": self.epoch,
+            "data": self.data,
         })
         lines = "".join(json.dumps(m, allow_nan=False) + "\n" for m in self.history)
         atomic_write_bytes(run_dir / "metrics.jsonl", lines.encode())
 
     @classmethod
-    def restore(cls, run_dir: Path, backend, data_dir: str | None = None) -> "TrainingState":
-        """The state in ``run_dir/checkpoint.safetensors`` (or in ``run_dir``, a checkpoint file), on ``backend``; ``data_dir`` (absolute) replaces
-        the folder the run's data were read from. A checkpoint does not depend on the number of ranks that
-        wrote it.
+    def restore(cls, run_dir: Path, backend) -> "TrainingState":
+        """The state in ``run_dir/checkpoint.safetensors`` (or in ``run_dir``, a checkpoint file), on ``backend``.
+        A checkpoint does not depend on the number of ranks that wrote it.
 
         Raises:
             CheckpointError: a missing or unreadable checkpoint, or a field or tensor that does not fit,
@@ -92,13 +105,11 @@ class TrainingState:
             settings = RunSettings.from_record(meta["settings"])
         except SettingsError as e:
             raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
-        if data_dir is not None:
-            settings = replace(settings, train=replace(settings.train, data_dir=data_dir))
         history = meta["history"] if "history" in meta else meta["settings"].get("history")
         check_history(path, history, meta["epoch"])
         config = stored_config(path, {**meta, "model": settings.kind})
         try:
-            expected = settings.model_config(config.input_dim, config.image_shape, config.n_classes)
+            expected = settings.model_config(config.data_shape, config.n_classes)
         except SettingsError as e:
             raise CheckpointError(f"{path}: metadata field 'settings': {e}") from e
         if expected != config:
@@ -118,6 +129,10 @@ class TrainingState:
                                   f"{opt.name} (its step count t an int in [0, 2^53))")
         opt.load_state({k: model.xp.asarray(tensors[f"optimizer.{k}"]) for k in opt_arrays}, meta["optimizer"])
         state.epoch, state.history = meta["epoch"], history
+        state.data = meta.get("data")  # None in checkpoints that predate it
+        if state.data is not None and not _is_data_record(state.data):
+            raise CheckpointError(f"{path}: metadata field 'data' is not a record of a run's data (source, shape, "
+                                  f"n_train, n_test, classes, held_out): {state.data!r}"[:400])
         return state
 
 
@@ -162,3 +177,26 @@ def check_history(path, history, epoch: int) -> None:
             raise CheckpointError(f"{path}: metadata field 'history', record {i + 1}, is not an epoch's metrics "
                                   "(an object with epoch, train_loss and test_loss, each value a finite number "
                                   f"or a string): {record!r}"[:400])
+
+
+def data_record(data) -> dict:
+    """What identifies a run's data (a :class:`~tinyvae.io.datasets.Dataset`), for its checkpoint: one example's
+    shape, the sizes of the two splits, the class names, and how the test set was held out (or None)."""
+    return {"source": data.source, "shape": list(data.shape),
+            "n_train": len(data.train) if data.train is not None else None, "n_test": len(data.test),
+            "classes": data.classes, "held_out": data.held_out}
+
+
+def _is_data_record(r) -> bool:
+    sizes = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return (isinstance(r, dict) and set(r) == {"source", "shape", "n_train", "n_test", "classes", "held_out"}
+            and isinstance(r["source"], str)
+            and isinstance(r["shape"], list) and all(sizes(v) for v in r["shape"]) and sizes(r["n_test"])
+            and (r["n_train"] is None or sizes(r["n_train"]))
+            and (r["classes"] is None or isinstance(r["classes"], list) and all(isinstance(c, str) for c in r["classes"]))
+            and (r["held_out"] is None or isinstance(r["held_out"], dict)))
+
+
+def _describe(r: dict) -> str:
+    classes = f", classes {', '.join(r['classes'])}" if r["classes"] else ""
+    return f"{r['n_train']} training and {r['n_test']} test examples of shape {tuple(r['shape'])}{classes}"
