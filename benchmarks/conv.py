@@ -2,16 +2,18 @@
 and where tinyvae's step spends its time.
 
     python -m benchmarks.conv [--repeats 3] [--threads 2] [--channels 32,64] [--batch-size 128]
+                              [--shape C,H,W [--samples 12800]]
 
 Same model (4x4 stride-2 convolutions of ``--channels``, the latent heads, the mirrored transposed
-convolutions), batch, data and thread count for both; PyTorch (as
+convolutions), batch, data and thread count for both: Fashion-MNIST's training set, or with ``--shape``
+``--samples`` images of that shape (C channels, channels-first for PyTorch) of random pixels. PyTorch (as
 :class:`benchmarks.torch_reference.TorchConvVAE`, oneDNN's convolutions) runs with Adam. Each
 contender runs in its own child process (:func:`benchmarks.train.in_child`). The contenders take
 turns, one epoch each, for ``--repeats`` rounds; the median and the best epoch of each are reported
 (:func:`benchmarks.train.rounds` says why both). Then 50 steps of tinyvae's with every layer timed:
 each layer kind's share of the step, its GEMMs and its unfold/fold included; and 50 more with every
 op and GEMM timed, each under its first operand's shape (which names the layer). Writes
-``conv_<vendor>-<kernels>.json`` into ``--out`` (``benchmarks/results`` with ``--publish``).
+``conv_<vendor>-<kernels>[-<C>x<H>x<W>].json`` into ``--out`` (``benchmarks/results`` with ``--publish``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from collections import defaultdict
 
 from benchmarks.common import add_output_args, cpu_vendor, out_dir, report
-from benchmarks.train import fashion_mnist, in_child, rounds, tinyvae_epoch, torch_epoch
+from benchmarks.train import fashion_mnist, in_child, random_images, rounds, tinyvae_epoch, torch_epoch
 from tinyvae.backends import OPS, Backend, get_backend
 from tinyvae.backends.blas import numpy_blas
 from tinyvae.io.datasets import load_dataset, pixels_to_unit
@@ -89,15 +91,19 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="rounds; each contender runs one epoch per round")
     p.add_argument("--channels", default="32,64", help="the convolutions' channels")
     p.add_argument("--latent-dim", type=int, default=20)
+    p.add_argument("--shape", default=None, help="C,H,W: images of this shape, random pixels (default: Fashion-MNIST)")
+    p.add_argument("--samples", type=int, default=12800, help="with --shape: the images of an epoch")
     add_output_args(p)
     args = p.parse_args(argv)
-    data = load_dataset("fashion-mnist")
+    shape = tuple(int(v) for v in args.shape.split(",")) if args.shape else None
+    source = (random_images, shape, args.samples) if shape else (fashion_mnist,)
+    data = random_images(shape, args.samples, lambda d: d) if shape else load_dataset("fashion-mnist")
     channels = tuple(int(c) for c in args.channels.split(","))
     config = VAEConfig(input_dim=data.train.data.shape[1], hidden=(), latent_dim=args.latent_dim, arch="conv",
                        channels=channels, data_shape=tuple(data.shape))
     n = (len(data.train.data) // args.batch_size) * args.batch_size
-    contenders = {"pytorch": torch_epoch(args.batch_size, args.threads, conv=(channels, args.latent_dim)),
-                  "numba": in_child(fashion_mnist, tinyvae_epoch, "numba", args.batch_size, config=config)}
+    contenders = {"pytorch": torch_epoch(args.batch_size, args.threads, conv=(channels, args.latent_dim), data=source),
+                  "numba": in_child(*source, tinyvae_epoch, "numba", args.batch_size, config=config)}
     runs = rounds({k: f for k, f in contenders.items() if f is not None}, args.repeats)
     median = {k: statistics.median(v) for k, v in runs.items()}
     best = {k: min(v) for k, v in runs.items()}
@@ -114,8 +120,10 @@ def main(argv=None):
                                                    "share_pct": 100.0}]
     kernels = (numpy_blas() or {}).get("architecture")
     name = f"conv_{cpu_vendor()}" + (f"-{kernels.lower()}" if kernels else "")
+    name += "-" + "x".join(map(str, shape)) if shape else ""
     op_ms = [{"what": k, "ms": 1e3 * v} for k, v in sorted(ops.items(), key=lambda kv: -kv[1])]
-    meta = {"batch_size": args.batch_size, "threads": args.threads, "samples": n, "repeats": args.repeats,
+    meta = {"data": "x".join(map(str, data.shape)) + (" random pixels" if shape else " Fashion-MNIST"),
+            "batch_size": args.batch_size, "threads": args.threads, "samples": n, "repeats": args.repeats,
             "channels": list(channels), "latent_dim": args.latent_dim, "step_shares": shares, "step_ops": op_ms}
     report(name, rows, [("what", "<"), ("epoch_s", ".2f"), ("samples_per_s", ",.0f"), ("vs_pytorch", ".2f"),
                         ("best_epoch_s", ".2f"), ("best_vs_pytorch", ".2f")], meta, out_dir(args))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib.util
+import math
 import multiprocessing
 import os
 import statistics
@@ -29,7 +30,7 @@ import numpy as np
 
 from benchmarks.common import add_output_args, cpu_vendor, out_dir, report
 from tinyvae.backends.blas import numpy_blas
-from tinyvae.io.datasets import PIXEL_SCALE, load_dataset, pixels_to_unit
+from tinyvae.io.datasets import PIXEL_SCALE, Dataset, Split, load_dataset, pixels_to_unit
 from tinyvae.models import VAE, VAEConfig
 from tinyvae.nn.optim import Adam
 
@@ -94,19 +95,19 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     return epoch
 
 
-def torch_epoch_here(batch_size, threads, seed=1, conv=None):
+def torch_epoch_here(data, batch_size, threads, seed=1, conv=None):
     """A function running one epoch of PyTorch's example VAE (or, with ``conv`` = ``(channels,
-    latent_dim)``, tinyvae's conv VAE as :class:`TorchConvVAE`) with Adam, in this process."""
+    latent_dim)``, tinyvae's conv VAE as :class:`TorchConvVAE`, on its images channels-first) with Adam,
+    in this process."""
     import torch
 
-    from benchmarks.torch_reference import TorchConvVAE, TorchVAE, loss_of, loss_of_logits
+    from benchmarks.torch_reference import TorchConvVAE, TorchVAE, channels_first, loss_of, loss_of_logits
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    data = load_dataset("fashion-mnist")
     model = TorchConvVAE(data.shape, *conv) if conv else TorchVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    X = torch.from_numpy(data.train.x)
+    X = torch.from_numpy(np.ascontiguousarray(channels_first(data.train.x, data.shape)))
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(X)))
 
     def step(x):
@@ -126,6 +127,15 @@ def torch_epoch_here(batch_size, threads, seed=1, conv=None):
 def fashion_mnist(contender, *args, **kwargs):
     """``contender(data, *args, **kwargs)`` with Fashion-MNIST loaded (for :func:`in_child`)."""
     return contender(load_dataset("fashion-mnist"), *args, **kwargs)
+
+
+def random_images(shape: tuple[int, int, int], n: int, contender, *args, **kwargs):
+    """``contender(data, *args, **kwargs)`` with ``n`` images of ``shape`` (C, H, W) of random uint8 pixels (for
+    :func:`in_child`: what an epoch costs does not depend on what the pixels show)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (n, math.prod(shape)), dtype=np.uint8)
+    data = Dataset(name="random", shape=tuple(shape), source="random pixels", test=Split(pixels[:1]),
+                   train=Split(pixels))
+    return contender(data, *args, **kwargs)
 
 
 def _child(conn, make, args, kwargs):
@@ -162,11 +172,12 @@ def in_child(make, *args, **kwargs):
     return epoch
 
 
-def torch_epoch(batch_size, threads, seed=1, conv=None):
-    """:func:`torch_epoch_here` in a child process (:func:`in_child`), or None without torch."""
+def torch_epoch(batch_size, threads, seed=1, conv=None, data=(fashion_mnist,)):
+    """:func:`torch_epoch_here` in a child process (:func:`in_child`) on ``data`` (a loader of this module and
+    its first arguments: ``(fashion_mnist,)``, or ``(random_images, shape, n)``), or None without torch."""
     if importlib.util.find_spec("torch") is None:
         return None
-    return in_child(torch_epoch_here, batch_size, threads, seed, conv)
+    return in_child(*data, torch_epoch_here, batch_size, threads, seed, conv)
 
 
 def rounds(contenders: dict, repeats: int) -> dict[str, list[float]]:

@@ -123,3 +123,26 @@ def test_the_draws_benchmark_times_each_case_with_and_without_its_draws():
         times = measure(contenders(pixels, config, binarize, 8), 1)
         assert list(times) == ["draw_ops", "handed_ops", "draw_step", "handed_step"]
         assert all(t > 0 for t in times.values())
+
+
+def test_the_conv_benchmark_trains_on_random_images_of_any_shape():
+    import torch  # noqa: F401  (the PyTorch contender is the benchmark's other half)
+
+    from benchmarks.train import random_images, tinyvae_epoch, torch_epoch_here
+    from tinyvae.models import VAEConfig
+
+    config = VAEConfig(input_dim=3 * 8 * 8, hidden=(), latent_dim=3, arch="conv", channels=(2, 4), data_shape=(3, 8, 8))
+    random_images((3, 8, 8), 32, tinyvae_epoch, "numba", 8, config=config)()
+    random_images((3, 8, 8), 32, torch_epoch_here, 8, 1, conv=((2, 4), 3))()
+
+
+def test_the_image_folder_benchmark_reads_a_folder_in_a_process_of_its_own(tmp_path):
+    from PIL import Image
+
+    from benchmarks.image_folder import timed_read
+
+    (tmp_path / "f").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((4, 4), i, np.uint8)).save(tmp_path / "f" / f"{i}.png")
+    assert timed_read(tmp_path / "f", tmp_path / "cache") > 0
+    assert list((tmp_path / "cache" / "images").glob("*.npy"))

@@ -122,3 +122,25 @@ def test_auto_picks_a_backend_that_runs_here(moved_run):
 def test_the_version_is_the_packages():
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     assert tinyvae.__version__ == project["version"]
+
+
+@pytest.mark.parametrize("config, shape", [
+    ({"arch": "conv", "channels": [2], "hidden": [], "input_dim": 36, "image_shape": [4, 9]}, (1, 4, 9)),
+    ({"input_dim": 784, "image_shape": []}, (1, 28, 28)),
+    ({"input_dim": 10, "image_shape": []}, (10,)),
+], ids=["conv", "mlp-square", "mlp-other"])
+def test_a_model_file_from_before_data_shape_is_read(tmp_path, config, shape):
+    """Files written before the data's shape was in the config hold image_shape: (H, W) grey images for a
+    conv model, and for an mlp square grey images where its inputs are a square."""
+    from tinyvae.io.checkpoint import MODEL_FORMAT, save_checkpoint
+    from tinyvae.models import VAE, VAEConfig
+
+    new = {k: v for k, v in config.items() if k != "image_shape"}
+    model = VAE(VAEConfig(**{**new, "hidden": tuple(new.get("hidden", (5,))), "channels": tuple(new.get("channels", ())),
+                             "latent_dim": 2, "data_shape": shape}))
+    old = {k: v for k, v in model.config.to_dict().items() if k != "data_shape"} | {"image_shape": config["image_shape"]}
+    save_checkpoint(tmp_path / "old.safetensors", model.params.state_dict(), {"model": "vae", "model_config": old},
+                    MODEL_FORMAT)
+    loaded = tinyvae.load(tmp_path / "old.safetensors", backend="numpy")
+    assert loaded.config.data_shape == shape
+    np.testing.assert_array_equal(loaded.params.data, model.params.data)

@@ -78,7 +78,7 @@ class Split:
     def __len__(self) -> int:
         return self.data.shape[0]
 
-    def rows(self, index: np.ndarray) -> "Split":
+    def take(self, index: np.ndarray) -> "Split":
         """The split of examples ``index`` (in that order)."""
         return Split(np.asarray(self.data[index]), None if self.y is None else self.y[index])
 
@@ -329,7 +329,7 @@ def _held_out(path: Path, whole: Split, fraction: float, seed: int) -> tuple[Spl
                         "train on; give a test set with --test-data")
     perm = rng.generator(seed, "split", 0).permutation(N)
     test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    return whole.rows(test), whole.rows(train), {"fraction": fraction, "seed": seed, "of": N}
+    return whole.take(test), whole.take(train), {"fraction": fraction, "seed": seed, "of": N}
 
 
 def check_examples(dataset: Dataset, bernoulli: bool) -> None:
