@@ -6,7 +6,8 @@
     python tests/mpi_worker.py fail KIND STEP -- TRAIN_ARGS...
                                                    # tinyvae.train's main with TRAIN_ARGS, rank 1 raising
                                                    # (KIND: data, an expected failure; bug, a RuntimeError)
-                                                   # at its training step STEP (1-based, counted over epochs)
+                                                   # at its training step STEP (1-based, counted over epochs);
+                                                   # KIND start: rank 1 failing to read its data
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def float64(out: Path, data: Path):
         trainer = Trainer.start(settings, "numpy", out / name, group=group)
         seen: list = []
         trainer.backend = trainer.model.backend = counting(trainer.backend, seen)
+        if group is not None:
+            trainer.take_root_state()
         trainer.train_epoch()
         metrics = trainer.evaluate()
         np.save(out / f"{name}_draws_{rank}.npy", np.array(seen, dtype=object))
@@ -93,6 +96,11 @@ def fail(kind: str, step: int, argv: list[str]) -> int:
             del self.model.train_step
 
     Trainer.train_epoch = train_epoch
+    if kind == "start" and rank == 1:
+        def unreadable(*args, **kwargs):
+            raise DataError("planted: rank 1 cannot read its data")
+
+        train.load_run_data = unreadable
     return train.main(argv)
 
 

@@ -32,17 +32,27 @@ def message(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
+class Reported(Exception):
+    """A data-parallel rank's end for a failure that another rank reports (:func:`tinyvae.train.agreed`)."""
+
+
 def run(body: Callable[[], int], interrupted: Callable[[], str] = lambda: "nothing was written",
         where: Callable[[], str] = lambda: "") -> int:
     """``body()``'s exit status, or 2 after an ``error:`` line for an expected failure, or 130 after an
-    ``interrupted:`` line (``interrupted()`` says what is intact) for Ctrl-C; ``where()`` prefixes the
-    line's text (a data-parallel rank names itself)."""
+    ``interrupted:`` line for Ctrl-C; ``interrupted()`` says what is intact, after Ctrl-C and after an
+    operating-system error (a full disk, a file too large); ``where()`` prefixes the line's text (a
+    data-parallel rank names itself)."""
     try:
         return body()
     except KeyboardInterrupt:
         print(f"interrupted: {where()}{interrupted()}", file=sys.stderr)
         return 130
-    except (TinyVAEError, OSError) as e:
+    except Reported:
+        return 2
+    except OSError as e:
+        print(f"error: {where()}{message(e)}; {interrupted()}", file=sys.stderr)
+        return 2
+    except TinyVAEError as e:
         print(f"error: {where()}{message(e)}", file=sys.stderr)
         return 2
 

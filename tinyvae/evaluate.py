@@ -26,6 +26,9 @@ from .training.data import batches, codes, load_run_data, relocated, test_set
 from .training.state import checkpoint_of, run_settings
 
 
+MAX_K = 1_000_000  # draws per image: beyond, the bound of 1,000 images takes days on a CPU
+
+
 def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images: int = 1000,
                  seed: int | None = None, log=print, moved: dict | None = None) -> dict:
     """Evaluate the model of the run in ``run_dir`` (a run directory or its checkpoint); print a table; write
@@ -39,14 +42,14 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
     last epoch recorded.
 
     Raises:
-        SettingsError: k < 1, n_images < 1, seed < 0, or a run of an autoencoder.
+        SettingsError: k outside [1, MAX_K], n_images < 1, a seed outside [0, 2^64), or a run of an autoencoder.
         CheckpointError, DataError, BackendUnavailable: as :func:`tinyvae.load` and
             :func:`tinyvae.training.data.load_run_data`, or a model whose evaluation is not finite.
     """
     if not isinstance(n_images, int) or n_images < 1:
         raise SettingsError(f"--n-images must be an int >= 1, got {n_images!r}")
-    if not isinstance(k, int) or k < 1:
-        raise SettingsError(f"--k must be an int >= 1, got {k!r}")
+    if not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise SettingsError(f"--k must be an int from 1 to {MAX_K:,} (draws of z per image), got {k!r}")
     if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2**64):
         raise SettingsError(f"--seed must be an int in [0, 2^64), got {seed!r}")
     settings, epoch = run_settings(run_dir)

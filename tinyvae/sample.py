@@ -36,6 +36,8 @@ from .training.state import checkpoint_of, run_settings
 
 WHAT = ("samples", "interpolate", "manifold", "scatter")
 PRIOR = ("samples", "manifold")  # the pictures of a model's prior: a VAE's
+# What a picture holds at most: beyond these, a PNG no screen shows whole.
+LIMITS = {"n": 10_000, "pairs": 1_000, "steps": 1_000, "seed": 2**64 - 1}
 
 
 def build_parser():
@@ -46,9 +48,13 @@ def build_parser():
                         "otherwise read the test set")
     cli.add_data_dir(p)
     p.add_argument("--out", default=None, help="output PNG (default RUN_DIR/<what>.png)")
-    p.add_argument("--n", type=int, default=20, help="manifold: grid side (default 20)")
-    p.add_argument("--pairs", type=int, default=8, help="interpolate: number of image pairs (default 8)")
-    p.add_argument("--steps", type=int, default=10, help="interpolate: points on each line (default 10)")
+    p.add_argument("--n", type=int, default=None,
+                   help=f"samples: how many (default 64, 8 a row; a conditional VAE's: per class, default 8); "
+                        f"manifold: the grid's side (default 20); at most {LIMITS['n']}")
+    p.add_argument("--pairs", type=int, default=8,
+                   help=f"interpolate: number of image pairs (default 8, at most {LIMITS['pairs']})")
+    p.add_argument("--steps", type=int, default=10,
+                   help=f"interpolate: points on each line (default 10, at most {LIMITS['steps']})")
     p.add_argument("--images", nargs="+", default=None, metavar="PNG",
                    help="interpolate: between these images, two by two, instead of test images (default: test images)")
     p.add_argument("--seed", type=int, default=0, help="seeds the draws of z and the choice of images (default 0)")
@@ -62,9 +68,11 @@ def main(argv=None) -> int:
 
     def body() -> int:
         for name in ("n", "pairs", "steps", "seed"):
-            low = {"seed": 0, "steps": 2}.get(name, 1)
-            if getattr(args, name) < low:
-                raise SettingsError(f"--{name} must be an int >= {low}, got {getattr(args, name)}")
+            low, value = {"seed": 0, "steps": 2}.get(name, 1), getattr(args, name)
+            if value is not None and not low <= value <= LIMITS[name]:
+                raise SettingsError(f"--{name} must be an int from {low} to {LIMITS[name]}, got {value}")
+        if args.n is not None and args.what not in PRIOR:
+            raise SettingsError(f"--n is how many samples, or the manifold's side; --what {args.what} does not take it")
         model = load(args.run_dir, args.backend)
         table = model.config.image_shape is None
         suffix = ".csv" if table and args.what == "samples" else ".png"
@@ -74,12 +82,13 @@ def main(argv=None) -> int:
                                 "(its reconstructions are written during training; interpolate and scatter draw "
                                 "its codes)")
         if args.what == "samples" and table:
-            write_rows_csv(out, prior_samples(model, args.seed)[0])
+            write_rows_csv(out, prior_samples(model, args.seed, args.n)[0])
         elif args.what == "samples":
-            images, rows, cols = prior_samples(model, args.seed)
+            images, rows, cols = prior_samples(model, args.seed, args.n)
             save_grid(out, as_images(images, image_shape(model.config)), rows, cols)
         elif args.what == "manifold":
-            save_grid(out, as_images(manifold(model, args.n), image_shape(model.config)), args.n, args.n)
+            side = 20 if args.n is None else args.n
+            save_grid(out, as_images(manifold(model, side), image_shape(model.config)), side, side)
         elif args.what == "interpolate" and args.images:
             if len(args.images) % 2:
                 raise SettingsError(f"--images takes pairs of images, got {len(args.images)}")

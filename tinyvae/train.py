@@ -51,12 +51,13 @@ from pathlib import Path
 
 from . import cli
 from .backends.blas import avx512_hint, cpu_flags, numpy_blas
-from .errors import Diverged, SettingsError
+from .errors import Diverged, SettingsError, TinyVAEError
 from .models.config import AEConfig, VAEConfig
 from .models.settings import Setting, add_flags, declared
 from .training.distributed import DataParallel, from_environment
 from .training.loop import Trainer
-from .training.rundir import new_run_dir, remove_if_empty
+from .training.rundir import claim, new_run_dir, release, remove_if_empty
+from .training.state import checkpoint_of
 from .training.data import load_run_data, settings_for_data, train_settings
 from .training.settings import SETTINGS, TRAIN_SETTINGS, check_epochs
 
@@ -93,28 +94,49 @@ def main(argv=None) -> int:
     for k in LOCATIONS:  # stored absolute, so the run can be resumed, evaluated and sampled from anywhere
         if k in given:
             given[k] = str(Path(given[k]).resolve())
-    run: dict = {"trainer": None, "dir": None, "created": False}
+    run: dict = {"trainer": None, "dir": None, "created": False, "claimed": None, "agreed": False}
 
-    def start() -> Trainer:
-        check_epochs(args.epochs)
-        if args.resume:
-            ignored = [k for k in given if k not in LOCATIONS] + (["out"] if args.out else [])
-            if ignored and (group is None or group.is_root):
-                print(f"resuming {args.resume}: its settings come from the checkpoint; "
-                      f"ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
-            trainer = Trainer.resume(Path(args.resume), args.backend, {k: given[k] for k in LOCATIONS if k in given},
-                                     group, not args.no_pictures)
-            if trainer.epoch >= args.epochs:
-                raise SettingsError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the "
-                                    f"total, so ask for more than {trainer.epoch}")
-            return trainer
+    def resume() -> Trainer:
+        ignored = [k for k in given if k not in LOCATIONS] + (["out"] if args.out else [])
+        if ignored and (group is None or group.is_root):
+            print(f"resuming {args.resume}: its settings come from the checkpoint; "
+                  f"ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
+        if group is None or group.is_root:  # one process trains a run at a time
+            run["claimed"] = checkpoint_of(Path(args.resume)).parent
+            claim(run["claimed"])
+        trainer = Trainer.resume(Path(args.resume), args.backend, {k: given[k] for k in LOCATIONS if k in given},
+                                 group, not args.no_pictures)
+        if trainer.epoch >= args.epochs:
+            raise SettingsError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the "
+                                f"total, so ask for more than {trainer.epoch}")
+        return trainer
+
+    def prepare():
+        """A new run's data and settings, and rank 0's run directory."""
         data = load_run_data(train_settings(given))
         settings = settings_for_data(given, data)
         if group is None or group.is_root:
             run["dir"], run["created"] = new_run_dir(args.out)
+            run["claimed"] = run["dir"]
+        return data, settings
+
+    def start() -> Trainer:
+        """The run's Trainer, made by every rank in steps that every rank takes (:func:`agreed`), no rank
+        waiting in a collective while another has failed."""
+        check_epochs(args.epochs)
+        if args.resume:
+            return together(resume)
+        data, settings = together(prepare)
         if group is not None:  # rank 0 names the run directory (a new timestamped one by default)
             run["dir"] = Path(group.share(str(run["dir"]) if group.is_root else None))
-        return Trainer.start(settings, args.backend, run["dir"], group, data, pictures=not args.no_pictures)
+        return together(lambda: Trainer.start(settings, args.backend, run["dir"], group, data,
+                                              pictures=not args.no_pictures))
+
+    def together(step):
+        run["agreed"] = True  # a failure of the step is known to every rank: none waits for another
+        result = agreed(group, step)
+        run["agreed"] = False
+        return result
 
     def body() -> int:
         nonlocal group
@@ -150,9 +172,31 @@ def main(argv=None) -> int:
     trainer = run["trainer"]
     if code and (trainer is None or trainer.saved_epoch == 0) and run["dir"] is not None:
         remove_if_empty(run["dir"], run["created"])  # a start that failed leaves nothing behind
-    if group is not None and code not in (0, 1):
+    if run["claimed"] is not None:
+        release(run["claimed"])
+    if group is not None and code not in (0, 1) and not run["agreed"]:
         group.abort(code)  # the other ranks may wait in a collective for this one: end them all
     return code
+
+
+def agreed(group: DataParallel | None, step):
+    """``step()`` on every rank, then, where it failed on any, the end of every rank: a rank's expected failure
+    is printed by that rank, or by rank 0 alone where every rank failed alike (the same settings and data
+    fail the same way everywhere). A rank whose failure another reports ends with :class:`tinyvae.cli.Reported`."""
+    try:
+        result, failure = step(), None
+    except (TinyVAEError, OSError) as e:
+        result, failure = None, e
+    if group is None:
+        if failure is not None:
+            raise failure
+        return result
+    failed = int(group.sum(float(failure is not None))[0])
+    if failed:
+        if failure is not None and (failed < group.size or group.is_root):
+            raise failure
+        raise cli.Reported(f"rank {group.rank}: another rank reports the failure")
+    return result
 
 
 def interrupt(signum, frame):

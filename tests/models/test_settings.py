@@ -43,7 +43,7 @@ def test_a_record_round_trips_and_says_every_setting():
     (dict(lr=float("nan")), "--lr must be a finite number, got nan"),
     (dict(model="gan"), "--model must be one of vae, cvae"),
     (dict(hidden=(0,)), "--hidden must be a list of ints >= 1"),
-    (dict(wings=2), "unknown setting wings"),
+    (dict(wings=2), "unknown setting 'wings'"),
 ])
 def test_a_setting_is_refused_by_name_with_what_is_accepted(given, message):
     with pytest.raises(SettingsError, match=message.replace("(", "\\(").replace(")", "\\)")):

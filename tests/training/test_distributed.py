@@ -281,6 +281,17 @@ def test_a_failing_rank_ends_the_job_and_the_last_checkpoint_stays(tmp_path, dat
     assert meta["epoch"] == 1 and len(losses_of(out)) == 1
 
 
+def test_a_rank_that_cannot_start_says_so_alone_and_no_rank_waits(tmp_path, data_dir):
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    done = launch(2, [str(WORKER), "fail", "start", "0", "--", *TRAIN[2:], "--data-dir", str(data_dir), "--out",
+                      str(out), "--epochs", "2"], timeout=60)
+    assert time.perf_counter() - start < 30 and done.returncode != 0
+    assert "error: rank 1 of 2: planted: rank 1 cannot read its data" in done.stderr
+    assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--batch-size", "63"], "--batch-size 63 is the global batch and must split evenly over the 2 ranks"),
     (["--model", "sparse-ae"], "sparse-ae cannot train data-parallel"),
@@ -289,7 +300,8 @@ def test_a_run_that_cannot_be_data_parallel_is_refused(tmp_path, data_dir, extra
     out = tmp_path / "run"
     done = launch(2, [*TRAIN, "--data-dir", str(data_dir), "--out", str(out), *extra])
     assert done.returncode != 0
-    assert f"of 2: {message}" in done.stderr and "error: rank " in done.stderr
+    assert f"error: rank 0 of 2: {message}" in done.stderr
+    assert done.stderr.count("error:") == 1, done.stderr  # every rank fails alike: rank 0 alone says it
     assert "Traceback" not in done.stderr
     assert not out.exists()
 

@@ -195,10 +195,14 @@ def test_a_start_that_fails_leaves_nothing_behind(out, tmp_path, monkeypatch, ca
 
 def test_a_run_directory_that_cannot_be_written_is_refused_before_training(tiny_data_dir, tmp_path, monkeypatch,
                                                                           capsys):
-    def read_only(*args, **kwargs):
-        raise OSError(errno.EROFS, "Read-only file system")
+    real_open = rundir.os.open
 
-    monkeypatch.setattr(rundir.tempfile, "TemporaryFile", read_only)
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(rundir.LOCK):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(rundir.os, "open", read_only)
     run = tmp_path / "run"
     assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", str(run)]) == 2
     _one_error_line(capsys, f"cannot write in the run directory {run}: Read-only file system")
@@ -245,7 +249,7 @@ def _set_setting(key, value):
     (_set_setting("batch_size", True), ["batch_size must be an int, got True"]),
     (_set_setting("surprise", 1), ["metadata field 'settings'", "surprise"]),
     (_set("optimizer", {"name": "adam", "t": "many"}), ["metadata field 'optimizer'"]),
-    (_set("settings", "[" * 100000 + "]" * 100000), ["unreadable checkpoint (RecursionError"]),
+    (_set("settings", "[" * 100000 + "]" * 100000), ["metadata field 'settings' is not strict JSON (RecursionError"]),
 ], ids=["no-epoch", "no-settings", "epoch-str", "epoch-negative", "epoch-ahead", "settings-list", "lr-str",
         "absurd-size", "hidden-str", "batch-bool", "unknown-setting", "optimizer-t", "deep-json"])
 def test_every_field_of_a_checkpoint_is_checked(change, needles, a_run, capsys):

@@ -29,17 +29,23 @@ def atomic_write_bytes(path: str | os.PathLike, blob: bytes) -> None:
     Writes a temporary file in the same directory, fsyncs it, then renames it
     over ``path`` (``os.replace`` is atomic on POSIX and Windows). Temporary
     files that a killed writer left for ``path`` are removed first.
+
+    Raises:
+        OSError: naming ``path`` (not the temporary file) and the reason: a full disk, a file too large,
+            a folder that cannot be written; ``path`` is then as it was.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        stale.unlink(missing_ok=True)
     try:
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
         with open(tmp, "wb") as f:
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -75,13 +81,25 @@ def read_metadata(path, formats: tuple[str, ...] = (FORMAT,)) -> dict:
                 raise CheckpointError(f"{path}: unreadable checkpoint: not a safetensors file (a header of {n} bytes "
                                       f"in a file of {path.stat().st_size})")
             header = json.loads(f.read(n), parse_constant=_refuse)
-        meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
-        if not isinstance(meta, dict) or meta.get("format") not in formats:
-            found = meta.get("format") if isinstance(meta, dict) else None
-            raise CheckpointError(f"{path}: not a tinyvae file of format {' or '.join(formats)} (format {found!r})")
-        return {k: json.loads(v, parse_constant=_refuse) for k, v in meta.items() if k != "format"}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError, _NonFinite) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") not in formats:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        if found == MODEL_FORMAT:
+            raise CheckpointError(f"{path}: a model file (weights and config), not a run's checkpoint: it holds no "
+                                  "settings, data or optimiser state; name the run directory it came from")
+        raise CheckpointError(f"{path}: not a tinyvae file of format {' or '.join(formats)} (format {found!r})")
+    decoded = {}
+    for key, value in meta.items():
+        if key == "format":
+            continue
+        try:
+            decoded[key] = json.loads(value, parse_constant=_refuse)
+        except (TypeError, json.JSONDecodeError, RecursionError, _NonFinite) as e:
+            raise CheckpointError(f"{path}: metadata field {key!r} is not strict JSON ({type(e).__name__}: "
+                                  f"{e})"[:400]) from e
+    return decoded
 
 
 def load_checkpoint(path, required: dict[str, tuple[tuple[int, ...], str]] | None = None,

@@ -27,21 +27,21 @@ MIN_SIDE = 56  # pixels on screen of the smaller side of one image in a grid
 
 
 def save_grid(path, images, rows: int, cols: int, pad: int = 2) -> None:
-    """Tile ``rows * cols`` grey or colour images into one PNG, each scaled up (nearest pixel) by the smallest
-    whole factor that makes its smaller side at least :data:`MIN_SIDE` pixels.
+    """Tile up to ``rows * cols`` grey or colour images into one PNG (the tiles after the last image stay
+    black), each scaled up (nearest pixel) by the smallest whole factor that makes its smaller side at least
+    :data:`MIN_SIDE` pixels.
 
     Args:
         path: output file, replaced atomically (a reader sees the old picture or the new one).
-        images: ``(rows * cols, H, W)`` grey or ``(rows * cols, H, W, 3)`` RGB floats in [0, 1] (clipped),
-            row-major order.
+        images: ``(n, H, W)`` grey or ``(n, H, W, 3)`` RGB floats in [0, 1] (clipped), row-major order.
         pad: pixels of black border between tiles.
 
     Raises:
-        ValueError: if the number of images is not ``rows * cols``, or they are neither grey nor RGB.
+        ValueError: if there are more than ``rows * cols`` images, or they are neither grey nor RGB.
     """
     images = np.asarray(images, dtype=np.float64)
-    if images.ndim not in (3, 4) or images.shape[0] != rows * cols or images.ndim == 4 and images.shape[3] != 3:
-        raise ValueError(f"expected {rows * cols} images of shape (H, W) or (H, W, 3), got {images.shape}")
+    if images.ndim not in (3, 4) or images.shape[0] > rows * cols or images.ndim == 4 and images.shape[3] != 3:
+        raise ValueError(f"expected at most {rows * cols} images of shape (H, W) or (H, W, 3), got {images.shape}")
     factor = max(1, math.ceil(MIN_SIDE / min(images.shape[1:3])))
     images = images.repeat(factor, axis=1).repeat(factor, axis=2)
     n, h, w = images.shape[:3]
@@ -80,17 +80,23 @@ def read_image(path, shape: tuple[int, int, int]) -> np.ndarray:
     return pixels.ravel()
 
 
-def prior_samples(model: VAE, seed: int | None = None, per_row: int = 8) -> tuple[np.ndarray, int, int]:
-    """Decoded z ~ N(0, I), drawn by ``model.prior_draws(n, seed)``: ``(images (rows*cols, D), rows, cols)``.
+def prior_samples(model: VAE, seed: int | None = None, n: int | None = None) -> tuple[np.ndarray, int, int]:
+    """Decoded z ~ N(0, I), drawn by ``model.prior_draws(n, seed)``: ``(images (n', D), rows, cols)`` for a grid
+    of ``rows x cols`` tiles (the last row's may stay empty).
 
-    8 rows of ``per_row`` for a VAE; one row per class (the same ``per_row``
-    draws of z in every row) for a conditional VAE.
+    ``n`` (default 64) draws, 8 a row, for a VAE; for a conditional VAE ``n`` (default 8) draws, the same in
+    every class's row.
+
+    Raises:
+        SettingsError: ``n`` < 1, or more than this machine's memory holds decoded.
     """
     C = model.config.n_classes
     if C:
-        z = np.tile(model.prior_draws(per_row, seed), (C, 1))
-        return model.decode(z, np.repeat(np.arange(C), per_row)), C, per_row
-    return model.decode(model.prior_draws(8 * per_row, seed)), 8, per_row
+        n = 8 if n is None else n
+        z = np.tile(model.prior_draws(n, seed), (C, 1))
+        return model.decode(z, np.repeat(np.arange(C), n)), C, n
+    n = 64 if n is None else n
+    return model.decode(model.prior_draws(n, seed)), -(-n // 8), min(n, 8)
 
 
 def interpolate(model: Model, a: np.ndarray, b: np.ndarray, steps: int = 10, ya=None, yb=None) -> np.ndarray:

@@ -63,8 +63,15 @@ def save(model: Model, path, names: str | None = None) -> Path:
 
 def load_weights(model: Model, tensors: dict, path) -> None:
     """Copy the file's ``tensors`` into ``model``'s parameters; ``CheckpointError`` for a missing,
-    misshapen or non-finite tensor (:func:`tinyvae.io.checkpoint.check_tensors`)."""
-    check_tensors(path, tensors, {name: (shape, model.dtype.name) for name, shape in model.params.shapes.items()})
+    misshapen or non-finite tensor (:func:`tinyvae.io.checkpoint.check_tensors`), a tensor of another shape
+    than its ``model_config`` gives being blamed on that field."""
+    shapes = {name: (shape, model.dtype.name) for name, shape in model.params.shapes.items()}
+    for name, (shape, dtype) in shapes.items():
+        t = tensors.get(name)
+        if t is not None and (t.shape != tuple(shape) or t.dtype != dtype):
+            raise CheckpointError(f"{path}: metadata field 'model_config' describes a model whose {name} is "
+                                  f"{tuple(shape)} {dtype}; the file's is {t.shape} {t.dtype}")
+    check_tensors(path, tensors, shapes)
     for name in model.params.names:
         model.params.view(name)[...] = model.xp.asarray(tensors[name])
 
@@ -76,16 +83,17 @@ def stored_config(path, meta: dict):
     Raises:
         CheckpointError: naming ``path`` and the field that is missing, of the wrong type, or refused.
     """
-    kind = meta.get("model") or (meta.get("settings") or {}).get("model")
+    settings = meta.get("settings")
+    kind = meta.get("model") or (settings.get("model") if isinstance(settings, dict) else None)
     config = meta.get("model_config")
-    if not isinstance(config, dict) or kind not in CONFIGS:
+    if not isinstance(config, dict) or not isinstance(kind, str) or kind not in CONFIGS:
         raise CheckpointError(f"{path}: metadata fields 'model_config' and 'model' (or 'settings.model') "
                               "are missing or not what a model needs")
     cls = CONFIGS[kind]
     config = _with_data_shape(config)
     unknown = sorted(set(config) - {f.name for f in fields(cls)})
     if unknown:
-        raise CheckpointError(f"{path}: metadata field 'model_config' holds {', '.join(unknown)}, which a {kind} "
+        raise CheckpointError(f"{path}: metadata field 'model_config' holds {', '.join(map(repr, unknown))}, which a {kind} "
                               "config does not have")
     try:
         made = cls(**{"model": kind, **config})

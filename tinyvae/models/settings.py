@@ -178,7 +178,7 @@ def resolve(given: dict, settings: dict[str, Setting], flags: bool = False, stri
     """
     unknown = sorted(set(given) - set(settings))
     if unknown:
-        raise SettingsError(f"unknown setting{'s' * (len(unknown) > 1)} {', '.join(unknown)}; the settings are "
+        raise SettingsError(f"unknown setting{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; the settings are "
                             f"{', '.join(settings)}")
     values = {name: settings[name].check(v, flags) for name, v in given.items()}
     values = {name: values.get(name, s.default) for name, s in settings.items()}

@@ -366,10 +366,11 @@ class VAE(EncoderDecoder):
         ``seed`` is None.
 
         Raises:
-            SettingsError: ``n`` < 1, or a bad seed.
+            SettingsError: ``n`` < 1, more than this machine's memory holds decoded, or a bad seed.
         """
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise SettingsError(f"n must be an int >= 1, got {n!r}")
+        self.config.check_fits(int(n), f"{n} draws decoded at once")  # before anything is allocated
         noise = self.noise("pictures", int(n), seed)
         z = self.xp.empty((int(n), self.config.latent_dim), self.dtype)
         self.backend.draw_normal(noise.key, noise.step, noise.rows, z)

@@ -12,7 +12,8 @@ from ..io.datasets import from_arrays
 from ..models.protocol import Model
 from .data import load_run_data, settings_for_data, train_settings
 from .loop import Trainer
-from .rundir import new_run_dir, remove_if_empty
+from .rundir import claim, new_run_dir, release, remove_if_empty
+from .state import checkpoint_of
 from .settings import SETTINGS, TRAIN_SETTINGS, check_epochs
 
 NOT_SETTINGS = ("data", "test_data", "dataset", "data_dir")  # fit's own arguments say where the data are
@@ -78,22 +79,30 @@ def fit(data, *, test_data=None, epochs: int = 10, out=None, backend: str = "aut
         given["data"] = str(Path(data).resolve())
         if test_data is not None:
             given["test_data"] = str(Path(test_data).resolve())
+    if resume and out is None:
+        raise SettingsError("resume=True continues the run in out=; name it")
+    if not resume and dataset is None:
+        dataset = load_run_data(train_settings(given, flags=False))
+    run_settings = None if resume else settings_for_data(given, dataset, flags=False)
     if resume:
-        if out is None:
-            raise SettingsError("resume=True continues the run in out=; name it")
-        trainer = Trainer.resume(Path(out), backend, data=dataset)
+        run_dir, created = checkpoint_of(Path(out)).parent, False
+        claim(run_dir)
     else:
-        if dataset is None:
-            dataset = load_run_data(train_settings(given, flags=False))
-        run_settings = settings_for_data(given, dataset, flags=False)
         run_dir, created = (None, False) if out is None else new_run_dir(str(out))
-        try:
+    trainer = None
+    try:
+        if resume:
+            trainer = Trainer.resume(Path(out), backend, data=dataset)
+        else:
             trainer = Trainer.start(run_settings, backend, run_dir, data=dataset, pictures=out is not None)
-        except BaseException:
-            if run_dir is not None:
-                remove_if_empty(run_dir, created)
-            raise
-    trainer.run(epochs)
+        trainer.run(epochs)
+    except BaseException:
+        if run_dir is not None and (trainer is None or trainer.saved_epoch == 0) and not resume:
+            remove_if_empty(run_dir, created)  # a start that failed leaves the folder as it was
+        raise
+    finally:
+        if run_dir is not None:
+            release(run_dir)
     model = trainer.model
     model.history = trainer.state.history
     return model

@@ -69,9 +69,12 @@ class Trainer:
         # The epoch's running loss stays non-finite once a batch loss is. It is read, and checked, every step
         # on the host; on a GPU every 50 steps (a read is a sync), the window's batch losses kept on the device.
         self.check_every = 1 if xp is np else 50
-        if group is not None:  # every rank takes rank 0's weights and optimiser state
-            for buf in (self.model.params.data, *optimizer.state()[0].values()):
-                group.buffers.broadcast_(buf)
+
+    def take_root_state(self):
+        """Data parallel: every rank takes rank 0's weights and optimiser state (the first collective of a run,
+        after every rank has made its Trainer)."""
+        for buf in (self.model.params.data, *self.optimizer.state()[0].values()):
+            self.group.buffers.broadcast_(buf)
 
     @classmethod
     def start(cls, settings: RunSettings, backend, run_dir: Path, group: DataParallel | None = None,
@@ -250,6 +253,8 @@ class Trainer:
     def run(self, epochs: int, log=print) -> list[dict]:
         """Train until ``epochs`` epochs are done in total; checkpoint after each. Returns the history."""
         state = self.state
+        if self.group is not None:
+            self.take_root_state()
         while state.epoch < epochs:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # check_finite says it once
                 train_loss, seconds = self.train_epoch()
