@@ -193,24 +193,6 @@ def test_a_start_that_fails_leaves_nothing_behind(out, tmp_path, monkeypatch, ca
     assert not (tmp_path / "new").exists()
 
 
-def test_a_run_directory_that_cannot_be_written_is_refused_before_training(tiny_data_dir, tmp_path, monkeypatch,
-                                                                          capsys):
-    real_open = rundir.os.open
-
-    def read_only(path, *args, **kwargs):
-        if str(path).endswith(rundir.LOCK):
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(rundir.os, "open", read_only)
-    run = tmp_path / "run"
-    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", str(run)]) == 2
-    _one_error_line(capsys, f"cannot write in the run directory {run}: Read-only file system")
-    assert not run.exists()
-    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", "/proc/tinyvae-run"]) == 2
-    _one_error_line(capsys, "cannot make the run directory /proc/tinyvae-run")
-
-
 # -- checkpoints and their metadata --------------------------------------------------
 def _rewrite(run, change):
     """The run's checkpoint with its metadata (JSON text per key) changed by ``change(meta)``."""

@@ -132,11 +132,9 @@ def test_a_model_file_is_not_a_run_to_resume_or_evaluate(tiny_data_dir, tmp_path
     assert np.isfinite(tinyvae.load(run / CHECKPOINT, backend="numpy").params.data).all()
 
 
-def test_a_run_directory_that_cannot_be_written_is_found_before_a_resume_trains(tiny_data_dir, tmp_path, monkeypatch,
-                                                                                capsys):
-    run = tmp_path / "run"
-    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "1", "--out", str(run)]) == 0
-    before = (run / CHECKPOINT).read_bytes()
+@pytest.fixture
+def read_only_lock(monkeypatch):
+    """A run directory's lock cannot be made: the folder is read-only (root writes where chmod says not to)."""
     real_open = rundir.os.open
 
     def read_only(path, *args, **kwargs):
@@ -145,6 +143,24 @@ def test_a_run_directory_that_cannot_be_written_is_found_before_a_resume_trains(
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(rundir.os, "open", read_only)
+
+
+def test_a_run_directory_that_cannot_be_written_is_refused_before_training(tiny_data_dir, tmp_path, read_only_lock,
+                                                                          capsys):
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", str(run)]) == 2
+    one_error_line(capsys, f"cannot write in the run directory {run}: Read-only file system")
+    assert not run.exists()
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--out", "/proc/tinyvae-run"]) == 2
+    one_error_line(capsys, "cannot make the run directory /proc/tinyvae-run")
+
+
+def test_a_run_directory_that_cannot_be_written_is_found_before_a_resume_trains(tiny_data_dir, tmp_path, monkeypatch,
+                                                                                capsys, request):
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "1", "--out", str(run)]) == 0
+    before = (run / CHECKPOINT).read_bytes()
+    request.getfixturevalue("read_only_lock")
     capsys.readouterr()
     assert main(["--resume", str(run), "--epochs", "2"]) == 2
     one_error_line(capsys, f"cannot write in the run directory {run}: Read-only file system")
