@@ -26,7 +26,7 @@ from .training.data import batches, codes, load_run_data, relocated, test_set
 from .training.state import checkpoint_of, run_settings
 
 
-MAX_K = 1_000_000  # draws per image: beyond, the bound of 1,000 images takes days on a CPU
+MAX_K = 1_000_000  # draws per image: a bound of --n-images images costs k decoder passes of each
 
 
 def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images: int = 1000,

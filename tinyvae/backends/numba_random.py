@@ -4,8 +4,8 @@ The layout (counters, keys, uniforms, Box-Muller normals) is :mod:`tinyvae.rng`'
 are the reference: the words agree bit for bit, the normals to the rounding of ``log``, ``cos`` and ``sin``.
 
 The rounds work on ``uint32`` words, each 32 x 32 -> 64-bit product taken in ``uint64``: at half the
-width of ``uint64`` words masked to 32 bits, LLVM computes several blocks of a row at once, twice as
-fast (docs/performance.md, "The random draws"). A signed index mixed into the arithmetic would make
+width of ``uint64`` words masked to 32 bits, LLVM computes several blocks of a row at once
+(docs/performance.md, "The random draws", has the figures). A signed index mixed into the arithmetic would make
 Numba type the result as ``float64`` and lose the words' bits, so every index is cast first.
 
 The kernels are compiled without fastmath: a contracted Box-Muller would leave the reference's rounding.

@@ -131,7 +131,7 @@ def manifold(model: VAE, n: int = 20, y=None) -> np.ndarray:
         raise SettingsError(f"the manifold grid needs a 2-D latent space; this model has {model.config.latent_dim}")
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise SettingsError(f"the manifold grid's side n must be an int >= 1, got {n!r}")
-    from scipy.stats import norm  # here: importing scipy.stats takes a second, which every command would pay
+    from scipy.stats import norm  # here: importing scipy.stats costs every command's start (docs/performance.md)
 
     q = norm.ppf(np.linspace(0, 1, n + 2)[1:-1])  # (0, 1) without its ends: Phi^-1 is finite
     z = np.stack(np.meshgrid(q, q[::-1]), axis=-1).reshape(-1, 2)
