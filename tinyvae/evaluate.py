@@ -83,7 +83,7 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         raise CheckpointError(f"{run_dir}: the evaluation of its model gave non-finite {', '.join(bad)}; "
                               "evaluation.json not written")
     rows = [
-        (f"test negative ELBO, {model.config.mc_samples} z per image", f"{result['test_loss']:.2f}", "nats/image", f"all {n_test}"),
+        (f"test negative ELBO, {model.config.draws} z per image", f"{result['test_loss']:.2f}", "nats/image", f"all {n_test}"),
         ("  reconstruction -log p(x|z)", f"{result['test_nll']:.2f}", "nats/image", ""),
         ("  KL(q(z|x) || p(z))", f"{result['test_kl']:.2f}", "nats/image", ""),
         ("active units (Var mu > 0.01)", f"{n_active} of {model.config.latent_dim}", "", f"all {n_test}"),

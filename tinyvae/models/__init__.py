@@ -4,7 +4,8 @@ autoencoders, and the bounds on a VAE's likelihood."""
 from .autoencoders import Autoencoder
 from .build import build
 from .config import AEConfig, VAEConfig
+from .iwae import IWAE
 from .protocol import Model
 from .vae import VAE
 
-__all__ = ["AEConfig", "Autoencoder", "Model", "VAE", "VAEConfig", "build"]
+__all__ = ["AEConfig", "Autoencoder", "IWAE", "Model", "VAE", "VAEConfig", "build"]

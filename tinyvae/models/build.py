@@ -7,6 +7,7 @@ import math
 from ..errors import SettingsError
 from .autoencoders import Autoencoder
 from .config import CONFIGS, MODEL_SETTINGS, NetworkConfig, VAEConfig
+from .iwae import IWAE
 from .protocol import Model
 from .settings import declared, resolve
 from .vae import VAE
@@ -35,7 +36,8 @@ def make_config(settings: dict, data_shape: tuple[int, ...], n_classes: int = 0)
 def model_for(config: NetworkConfig, backend="numpy", seed: int = 1) -> Model:
     """The model of ``config`` (a :class:`VAE` or an :class:`Autoencoder`) on ``backend``, its weights drawn
     from ``seed``."""
-    return (VAE if isinstance(config, VAEConfig) else Autoencoder)(config, backend, seed)
+    kind = IWAE if config.model == "iwae" else VAE if isinstance(config, VAEConfig) else Autoencoder
+    return kind(config, backend, seed)
 
 
 def build(*, backend="numpy", seed: int = 1, input_dim: int | None = None, data_shape: tuple[int, ...] | None = None,

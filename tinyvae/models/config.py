@@ -17,7 +17,8 @@ from ..nn import stacks
 from ..nn.likelihoods import LIKELIHOODS
 from .settings import check_fields, declared, setting
 
-VAE_MODELS = ("vae", "cvae")
+VAE_MODELS = ("vae", "cvae", "iwae")
+ELBO_MODELS = ("vae", "cvae")  # trained on the ELBO (iwae: on the importance-weighted bound)
 AE_MODELS = ("ae", "dae", "sparse-ae", "cae")
 MODELS = (*VAE_MODELS, *AE_MODELS)
 CORRUPTIONS = ("mask", "gaussian", "salt-and-pepper")
@@ -46,7 +47,7 @@ class NetworkConfig:
     input_dim: int = setting(784, "D, the values of one example (784 for 28x28 images)", flag=False, **positive)
     hidden: tuple[int, ...] = setting(
         (400,), "mlp: the hidden layers' sizes, comma separated, input side first; the decoder mirrors them",
-        only={"arch": ("mlp",), "model": ("vae", "cvae", "ae", "dae", "sparse-ae")}, off=())
+        only={"arch": ("mlp",), "model": ("vae", "cvae", "iwae", "ae", "dae", "sparse-ae")}, off=())
     latent_dim: int = setting(20, "K, the size of the code z", **positive)
     dtype: str = setting("float32", "the precision of weights and activations: float32 (training) or float64 "
                                     "(gradient checks)", choices=("float32", "float64"))
@@ -140,14 +141,24 @@ class VAEConfig(NetworkConfig):
     """A :class:`NetworkConfig` and the VAEs' own settings. A VAE with ``n_classes`` > 0 is the conditional
     one, ``model`` ``cvae``."""
 
-    model: str = setting("vae", "vae, or cvae (conditional on the label)", choices=VAE_MODELS)
+    model: str = setting("vae", "vae, cvae (conditional on the label), or iwae (trained on the importance-weighted "
+                                "bound, Burda et al. 2015)", choices=VAE_MODELS)
     mc_samples: int = setting(1, "L, draws of z per example (the SGVB estimator's L)", **positive,
-                              only={"model": VAE_MODELS})
+                              only={"model": ELBO_MODELS})
+    k: int = setting(5, "iwae: K, the importance-weighted draws of z per example", **positive,
+                     only={"model": ("iwae",)})
 
     def __post_init__(self):
         if self.n_classes and self.model == "vae":
             object.__setattr__(self, "model", "cvae")
         super().__post_init__()
+        if self.model == "iwae" and self.n_classes:
+            raise SettingsError(f"iwae takes no labels: n_classes must be 0, got {self.n_classes}")
+
+    @property
+    def draws(self) -> int:
+        """Draws of z per example in a training step: ``mc_samples`` (L), or iwae's ``k``."""
+        return self.k if self.model == "iwae" else self.mc_samples
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, shape)`` of every parameter tensor, in storage order."""

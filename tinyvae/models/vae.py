@@ -122,7 +122,7 @@ class VAE(EncoderDecoder):
         ws = self._workspaces.get(batch)
         if ws is None:
             xp, dt, cfg = self.xp, self.dtype, self.config
-            D, K, C, L = cfg.input_dim, cfg.latent_dim, cfg.n_classes, cfg.mc_samples
+            D, K, C, L = cfg.input_dim, cfg.latent_dim, cfg.n_classes, cfg.draws
             N = L * batch
             ws = VAEWorkspace(
                 batch=batch, rows=xp.arange(batch), onehot=xp.empty((batch, C), dt) if C else None,
@@ -172,7 +172,7 @@ class VAE(EncoderDecoder):
             The batch's workspace, holding ``mu``, ``logvar``, ``z``, ``decoder_out``
             (the parameters of p(x|z)) and the per-row ``kl`` (``(L*B,)``, nats).
         """
-        B, K, L = x.shape[0], self.config.latent_dim, self.config.mc_samples
+        B, K, L = x.shape[0], self.config.latent_dim, self.config.draws
         ws = self.workspace(B)
         self.encode_into(ws, x, y)
         if L > 1:
@@ -202,7 +202,7 @@ class VAE(EncoderDecoder):
         # Each data point's KL appears in L rows, so each row weighs beta / N.
         self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, beta / N, ws.dheads)
         if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
-            L, B = self.config.mc_samples, ws.batch
+            L, B = self.config.draws, ws.batch
             self.xp.sum(ws.dheads_rep.reshape(L, B, -1), axis=0, out=ws.enc_douts[-1])
         self.encoder.backward(self.backend, x if ws.xin is None else ws.xin, ws.enc_outs, ws.enc_douts)
 
@@ -220,12 +220,17 @@ class VAE(EncoderDecoder):
         ws = self.forward(x, y=y, noise=self.noise("eps", x.shape[0], step=step, rows=rows))
         self.backward(ws, x, beta)
         optimizer.step(self.grad)
+        return self.objective_sum(ws, beta)
+
+    def objective_sum(self, ws: VAEWorkspace, beta: float):
+        """The minimised objective of ``ws``'s batch summed over data points, a 0-d backend array:
+        ``nll + beta * kl``."""
         nll, kl = self.sums(ws)
         return nll + beta * kl
 
     def sums(self, ws: VAEWorkspace):
         """``(nll, kl)`` of ``ws``'s batch summed over data points (means over the L draws), 0-d arrays."""
-        L = self.config.mc_samples
+        L = self.config.draws
         return ws.nll.sum() / L, ws.kl.sum() / L
 
     def loss_rows(self, ws: VAEWorkspace):
@@ -281,7 +286,7 @@ class VAE(EncoderDecoder):
         ws = self.forward(x, eps, y, noise)
         self.backward(ws, x, beta)
         nll, kl = (float(v) / x.shape[0] for v in self.sums(ws))
-        return ELBOTerms(nll + beta * kl, nll, kl)
+        return ELBOTerms(float(self.objective_sum(ws, beta)) / x.shape[0], nll, kl)
 
     def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None, eps=None):
         """:meth:`loss_rows` of a forward pass alone, the terms of :meth:`loss_and_grad`'s loss at these
@@ -301,7 +306,7 @@ class VAE(EncoderDecoder):
         y = self.as_labels(y, x.shape[0])
         noise = self.fixed_noise("eps", x.shape[0], noise_seed, eps=eps)
         if eps is not None:
-            shape = (self.config.mc_samples * x.shape[0], self.config.latent_dim)
+            shape = (self.config.draws * x.shape[0], self.config.latent_dim)
             eps = self.xp.asarray(eps, dtype=self.dtype)
             if eps.shape != shape or not bool(self.xp.isfinite(eps).all()):
                 raise DataError(f"eps must be finite with shape {shape}, got {eps.shape}")
@@ -324,7 +329,7 @@ class VAE(EncoderDecoder):
         x = self.as_batch(x)
         noise = self.noise("evaluate", x.shape[0], seed)
         ws = self.forward_loss(x, self.as_labels(y, x.shape[0]), noise=noise)
-        L, B = self.config.mc_samples, x.shape[0]
+        L, B = self.config.draws, x.shape[0]
         host = self.backend.to_host
         return host(ws.nll).reshape(L, B).mean(axis=0), host(ws.kl)[:B].copy()
 

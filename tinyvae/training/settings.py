@@ -15,7 +15,7 @@ from ..errors import SettingsError
 from ..io.datasets import DATASETS
 from ..models.build import GIVEN as MODEL_SETTINGS
 from ..models.build import make_config
-from ..models.config import NetworkConfig, VAE_MODELS
+from ..models.config import ELBO_MODELS, NetworkConfig
 from ..io.readers import COLORS
 from ..models.settings import ANY, check_fields, declared, resolve, setting
 from ..nn.optim import OPTIMIZERS
@@ -54,9 +54,9 @@ class TrainSettings:
     momentum: float = setting(0.9, "sgd: the momentum", check=lambda v: 0 <= v < 1, accepts="in [0, 1)",
                               only={"optimizer": ("sgd",)})
     nesterov: bool = setting(False, "sgd: Nesterov's momentum", only={"optimizer": ("sgd",)})
-    beta: float = setting(1.0, "the KL weight (beta-VAE; 1: the ELBO)", **non_negative, only={"model": VAE_MODELS})
+    beta: float = setting(1.0, "the KL weight (beta-VAE; 1: the ELBO)", **non_negative, only={"model": ELBO_MODELS})
     warmup_epochs: float = setting(0.0, "raise the KL weight linearly from 0 to --beta over this many epochs",
-                                   **non_negative, only={"model": VAE_MODELS})
+                                   **non_negative, only={"model": ELBO_MODELS})
     seed: int = setting(1, "seeds the initial weights and every random draw of the run",
                         check=lambda v: 0 <= v < 2**63, accepts="an int in [0, 2^63)")
     binarize: bool = setting(False, "dynamic binarisation of the pixels, drawn afresh each step (off: "
@@ -124,7 +124,8 @@ class RunSettings:
             SettingsError: sizes or settings the model refuses, or sizes that would not fit.
         """
         config = make_config(self.model, data_shape, n_classes)
-        rows = max(self.train.batch_size * self.model["mc_samples"], self.train.eval_batch_size)
+        draws = self.model["k"] if self.kind == "iwae" else self.model["mc_samples"]
+        rows = max(self.train.batch_size * draws, self.train.eval_batch_size * draws)
         sizes = {k: self.model[k] for k in ("hidden", "channels", "latent_dim") if self.model[k]}
         what = ", ".join(f"{k} {list(v) if isinstance(v, tuple) else v}" for k, v in sizes.items())
         config.check_fits(rows, f"{what}, batch_size {self.train.batch_size}")

@@ -1,0 +1,122 @@
+"""The importance-weighted autoencoder: its bound and its hand-derived gradient, against finite differences,
+PyTorch's autograd in float64, the fused backends, and the training command."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import tinyvae
+from fused_backends import FUSED_BACKENDS, backend_or_skip
+from tinyvae import gradcheck
+from tinyvae.models import IWAE, VAEConfig
+
+
+def iwae(dtype="float64", backend="numpy", **kw):
+    return tinyvae.build(**{**dict(model="iwae", k=4, input_dim=12, hidden=(7,), latent_dim=3, dtype=dtype,
+                                   backend=backend), **kw})
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(likelihood="gaussian"), dict(likelihood="gaussian-learned"),
+                                dict(k=1), dict(hidden=(6, 5), k=7),
+                                dict(arch="conv", hidden=(), channels=(2, 3), input_dim=63, data_shape=(1, 7, 9))],
+                         ids=["bernoulli", "gaussian", "gaussian-learned", "k=1", "two-layers", "conv"])
+def test_the_gradient_matches_finite_differences(kw):
+    model = iwae(**kw)
+    assert isinstance(model, IWAE)
+    rng = np.random.default_rng(0)
+    x = rng.random((5, model.config.input_dim))
+    if model.config.likelihood == "gaussian-learned":
+        model.params.view("decoder.logvar")[...] = rng.normal(0, 0.5, model.config.input_dim)
+    results = gradcheck.check_model(model, x, noise_seed=3)
+    assert set(results) == set(model.params.names)
+    gradcheck.assert_close(results, tol=1e-6)
+
+
+def torch_iwae_loss(model, x, eps):
+    """-L_k of each example by PyTorch's autograd on tinyvae's weights (the MLP of one hidden layer)."""
+    p = {n: torch.tensor(model.params.view(n), requires_grad=True) for n in model.params.names}
+    k, K = model.config.k, model.config.latent_dim
+    X = torch.tensor(x)
+    h = torch.relu(X @ p["encoder.0.weight"].T + p["encoder.0.bias"])
+    mu = h @ p["encoder.mu.weight"].T + p["encoder.mu.bias"]
+    logvar = h @ p["encoder.logvar.weight"].T + p["encoder.logvar.bias"]
+    E = torch.tensor(eps).reshape(k, len(x), K)
+    z = mu + torch.exp(0.5 * logvar) * E
+    d = torch.relu(z @ p["decoder.0.weight"].T + p["decoder.0.bias"])
+    logits = d @ p["decoder.logits.weight"].T + p["decoder.logits.bias"]
+    log_px = -torch.nn.functional.binary_cross_entropy_with_logits(logits, X.expand_as(logits), reduction="none").sum(-1)
+    log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_qz = torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)
+    bound = torch.logsumexp(log_px + log_pz - log_qz, dim=0) - math.log(k)
+    return -bound, p
+
+
+def test_the_bound_and_its_gradient_are_pytorchs_in_float64():
+    model = iwae(k=6)
+    rng = np.random.default_rng(1)
+    x, eps = rng.random((4, 12)), rng.standard_normal((6 * 4, 3))
+    terms = model.loss_and_grad(x, eps=eps)
+    theirs, p = torch_iwae_loss(model, x, eps)
+    loss = theirs.mean()
+    loss.backward()
+    assert terms.loss == pytest.approx(loss.item(), rel=1e-12)
+    for name, t in p.items():
+        np.testing.assert_allclose(model.params.view(name, model.grad), t.grad.numpy(), rtol=1e-9, atol=1e-13,
+                                   err_msg=name)
+
+
+def test_the_bound_is_tighter_than_the_elbo_of_the_same_draws():
+    model = iwae(k=8)
+    x = np.random.default_rng(2).random((6, 12))
+    ws = model.forward_loss(model.as_batch(x), noise=model.noise("eps", 6, seed=0))
+    bound, w = model.bound_rows(ws)
+    per_draw = -model.log_weights(ws).reshape(8, 6)
+    assert np.all(bound <= per_draw.mean(axis=0) + 1e-12)  # Jensen: -L_k <= the mean of -log w_j
+    np.testing.assert_allclose(w.sum(axis=0), 1.0)
+    one = iwae(k=1)
+    one.params.data[...] = model.params.data
+    ws1 = one.forward_loss(one.as_batch(x), noise=one.noise("eps", 6, seed=0))
+    np.testing.assert_allclose(one.bound_rows(ws1)[0], -one.log_weights(ws1))  # L_1 is one draw's log weight
+
+
+def test_beta_and_labels_are_refused():
+    with pytest.raises(ValueError, match="no KL term to weigh"):
+        iwae().loss_and_grad(np.zeros((2, 12)), beta=0.5, noise_seed=0)
+    with pytest.raises(ValueError, match="iwae takes no labels"):
+        VAEConfig(model="iwae", n_classes=3)
+    with pytest.raises(ValueError, match="--k does not apply to --model vae"):
+        from tinyvae.training.settings import RunSettings
+        RunSettings.resolve({"k": 7})
+
+
+@pytest.mark.parametrize("name", FUSED_BACKENDS)
+def test_a_fused_backend_takes_the_numpy_steps(name):
+    be = backend_or_skip(name)
+    cfg = dict(k=5, input_dim=784, hidden=(64,), latent_dim=8, dtype="float32")
+    ref, fused = iwae(**cfg), iwae(backend=be, **cfg)
+    x = np.random.default_rng(3).random((32, 784)).astype(np.float32)
+    a, b = ref.loss_and_grad(x, noise_seed=4), fused.loss_and_grad(x, noise_seed=4)
+    assert b.loss == pytest.approx(a.loss, rel=1e-5)
+    g, h = be.to_host(fused.grad), ref.grad
+    # The weights are a softmax of log w, each a sum of 784 float32 terms of about 500 nats: their rounding
+    # (1e-4 nats) moves the weights, and so the gradient, by about 1e-5 relative.
+    assert np.linalg.norm(g - h) / np.linalg.norm(h) < 1e-4
+
+
+def test_the_training_command_trains_and_evaluates_an_iwae(tiny_data_dir, tmp_path):
+    import json
+
+    from tinyvae.evaluate import main as evaluate_main
+    from tinyvae.train import main
+
+    run = tmp_path / "run"
+    assert main(["--dataset", "mnist", "--data-dir", str(tiny_data_dir), "--model", "iwae", "--k", "5",
+                 "--batch-size", "32", "--hidden", "16", "--latent-dim", "3", "--epochs", "2", "--backend", "numpy",
+                 "--out", str(run)]) == 0
+    m = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert m[-1]["test_loss"] < m[0]["test_loss"] and all("test_elbo_loss" in r for r in m)
+    assert evaluate_main([str(run), "--k", "16", "--n-images", "10"]) == 0
+    r = json.loads((run / "evaluation.json").read_text())
+    assert r["iwae_nll"] <= r["elbo_nll"]

@@ -1,0 +1,128 @@
+"""The importance-weighted autoencoder (Burda, Grosse & Salakhutdinov 2015, "Importance Weighted
+Autoencoders"): the VAE's networks, trained on a tighter bound than the ELBO.
+
+With ``k`` draws ``z_j = mu + sigma eps_j`` of q(z|x) for each example (the rows ``j B + b`` of the
+batch's ``(k B, .)`` arrays, as the VAE's L draws), the log weights are
+
+    log w_j = log p(x|z_j) + log p(z_j) - log q(z_j|x)
+            = -nll_j - |z_j|^2 / 2 + |eps_j|^2 / 2 + sum(logvar) / 2
+
+(the log(2 pi) terms of p and q cancel), and the bound (Burda et al., eq. 8) is
+
+    L_k = log (1/k) sum_j w_j  <=  log p(x);   L_1 is the ELBO, and L_k rises with k (their Theorem 1).
+
+The loss minimised is the batch mean of ``-L_k``, in nats; the log-sum-exp is taken after its largest
+term. Its gradient (their eq. 14, derived by hand in docs/derivations.md) is the softmax-weighted sum of
+the draws' gradients of ``-log w_j``, with the normalised weights ``w~_j = w_j / sum_i w_i``:
+
+* each draw's decoder output gets ``w~_j / B`` times its likelihood's gradient;
+* ``z_j`` gets, besides what comes back through the decoder, ``w~_j z_j / B`` (from the prior);
+* ``mu`` and ``logvar`` get the reparameterisation's ``dz`` and ``0.5 sigma eps dz`` (as the VAE's), and
+  ``logvar`` also ``-w~_j / 2B`` from q's normaliser; the k copies' gradients add up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import SettingsError
+from ..rng import EVALUATE_STEPS
+from .vae import VAE, VAEWorkspace
+
+
+class IWAETerms(NamedTuple):
+    """Batch means, in nats per data point: ``loss`` = ``-L_k``, and the ELBO's terms from the same draws,
+    ``nll`` (their mean) and ``kl`` (in closed form); in expectation over the draws ``loss <= nll + kl``."""
+
+    loss: float
+    nll: float
+    kl: float
+
+
+class IWAE(VAE):
+    """A VAE trained on the importance-weighted bound with ``config.k`` draws (see the module doc); its
+    config is a :class:`~tinyvae.models.config.VAEConfig` of ``model="iwae"``. Everything else (encode,
+    decode, sample, the evaluation's IWAE bound) is the VAE's."""
+
+    def log_weights(self, ws: VAEWorkspace):
+        """``(k B,)`` the log weights of the last forward pass's rows (its ``nll`` written), a backend array."""
+        K = self.config.latent_dim
+        z, eps, logvar = ws.z, ws.eps, ws.heads[:, K:]
+        return -ws.nll - 0.5 * (z * z).sum(axis=1) + 0.5 * (eps * eps).sum(axis=1) + 0.5 * logvar.sum(axis=1)
+
+    def bound_rows(self, ws: VAEWorkspace, log_w=None):
+        """``(B,)`` ``-L_k`` of each example of the last pass, and the ``(k, B)`` normalised weights."""
+        k, B = self.config.k, ws.batch
+        lw = (self.log_weights(ws) if log_w is None else log_w).reshape(k, B)
+        top = lw.max(axis=0)
+        e = self.xp.exp(lw - top)
+        total = e.sum(axis=0)
+        return -(top + self.xp.log(total) - math.log(k)), e / total
+
+    def backward(self, ws: VAEWorkspace, x, beta: float = 1.0):
+        """Fill :attr:`grad` with the gradient of the batch mean of ``-L_k`` (the module doc's formulas);
+        writes the per-row ``ws.nll``. ``beta`` is the VAE's and must be 1."""
+        xp, K, B = self.xp, self.config.latent_dim, ws.batch
+        ws.beta = beta
+        target = x if ws.target is None else ws.target
+        self.nll(ws.decoder_out, target, 1.0, ws.nll, ws.decoder_dout)  # the gradient of each row's nll
+        _, w = self.bound_rows(ws)
+        r = (w / B).reshape(-1, 1)  # each row's weight in the batch mean's gradient
+        ws.decoder_dout[...] *= r
+        if self.decoder_dlogvar is not None:  # d nll / d logvar_d = (1 - (x - mean)^2 exp(-logvar_d)) / 2
+            resid = target - ws.decoder_out
+            self.decoder_dlogvar[...] = (r * 0.5 * (1 - resid * resid * xp.exp(-self.decoder_logvar))).sum(axis=0)
+        self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
+        ws.dz[...] += r * ws.z
+        self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, 0.0, ws.dheads)
+        ws.dheads[:, K:] -= 0.5 * r
+        if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
+            xp.sum(ws.dheads_rep.reshape(self.config.k, B, -1), axis=0, out=ws.enc_douts[-1])
+        self.encoder.backward(self.backend, x if ws.xin is None else ws.xin, ws.enc_outs, ws.enc_douts)
+
+    def objective_sum(self, ws: VAEWorkspace, beta: float):
+        """``-L_k`` summed over the batch, a 0-d backend array."""
+        return self.bound_rows(ws)[0].sum()
+
+    def loss_rows(self, ws: VAEWorkspace):
+        """``(B,)`` host float64 terms whose sum is the batch mean of ``-L_k`` (gradient checks)."""
+        return np.asarray(self.backend.to_host(self.bound_rows(ws)[0] / ws.batch), np.float64)
+
+    def loss_and_grad(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None, eps=None) -> IWAETerms:
+        """As :meth:`tinyvae.models.vae.VAE.loss_and_grad` (``eps`` ``(k B, K)``), for the batch mean of
+        ``-L_k``; returns :class:`IWAETerms`.
+
+        Raises:
+            SettingsError: also ``beta`` other than 1 (the bound has no KL term to weigh).
+        """
+        self.check_beta(beta)
+        terms = super().loss_and_grad(x, y, beta=beta, noise_seed=noise_seed, eps=eps)
+        return IWAETerms(*terms)
+
+    def loss_rows_forward(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None, eps=None):
+        self.check_beta(beta)
+        return super().loss_rows_forward(x, y, beta=beta, noise_seed=noise_seed, eps=eps)
+
+    loss_rows_forward.__doc__ = VAE.loss_rows_forward.__doc__
+
+    def check_beta(self, beta: float) -> None:
+        """``SettingsError`` unless ``beta`` is 1: the bound has no KL term to weigh."""
+        if beta != 1:
+            raise SettingsError(f"the importance-weighted bound has no KL term to weigh: beta must be 1, got {beta}")
+
+    def evaluate(self, batches, seed: int | None = None) -> dict:
+        """The VAE's test metrics (:meth:`tinyvae.models.vae.VAE.evaluate`, from the same ``k`` draws of the
+        ``evaluate`` stream), with ``test_loss`` the mean of ``-L_k``, the objective, and ``test_elbo_loss``
+        the negative ELBO beside it."""
+        batches = list(batches)
+        metrics = super().evaluate(batches, seed)
+        bound = n = 0.0
+        for x, y, rows in batches:
+            noise = self.noise("evaluate", x.shape[0], seed, EVALUATE_STEPS["elbo"], rows)
+            bound += float(self.bound_rows(self.forward_loss(x, y, noise=noise))[0].sum())
+            n += x.shape[0]
+        return {"test_loss": bound / n, "test_elbo_loss": metrics["test_loss"],
+                **{k: v for k, v in metrics.items() if k != "test_loss"}}
