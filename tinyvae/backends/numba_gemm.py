@@ -122,6 +122,10 @@ def _gemm(a, b, out, parts):
     by_rows = M >= N or M // parts >= 128
     n = M if by_rows else N
     pa0, pb0, pc0 = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    # OpenBLAS's "thread-local" count is one variable for the whole process in some builds (NumPy's
+    # pthreads OpenBLAS among them): every part sets it to 1 for its call, and the caller's value is put
+    # back once, after all of them, by the calling thread.
+    before = _blas_threads_local(np.int32(1))
     for t in prange(parts):
         lo, hi = t * n // parts, (t + 1) * n // parts
         if hi > lo:
@@ -131,14 +135,14 @@ def _gemm(a, b, out, parts):
             else:
                 m_part, n_part, pa, pc = M, hi - lo, pa0, pc0 + lo * size
                 pb = pb0 + (lo if tb == _NO_TRANS else lo * ldb) * size
-            before = _blas_threads_local(np.int32(1))
+            _blas_threads_local(np.int32(1))
             if size == 8:
                 _dgemm(np.int32(_ROW_MAJOR), np.int32(ta), np.int32(tb), m_part, n_part, K, 1.0, pa, lda, pb, ldb,
                        0.0, pc, ldc)
             else:
                 _sgemm(np.int32(_ROW_MAJOR), np.int32(ta), np.int32(tb), m_part, n_part, K, np.float32(1.0), pa,
                        lda, pb, ldb, np.float32(0.0), pc, ldc)
-            _blas_threads_local(before)
+    _blas_threads_local(before)
     return True
 
 
