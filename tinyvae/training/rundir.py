@@ -79,9 +79,11 @@ def new_run_dir(out: str | None) -> tuple[Path, bool]:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise RunDirError(f"{path} is a file; name a new folder with --out")
-        created = not path.exists()
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True)  # made here, or there already: decided by the file system, not a look first
+            created = True
+        except FileExistsError:
+            created = False
         except OSError as e:
             raise RunDirError(f"cannot make the run directory {path}: {e.strerror or e}") from e
     else:
@@ -100,7 +102,10 @@ def new_run_dir(out: str | None) -> tuple[Path, bool]:
         claim(path)
     except RunDirError:
         if created:
-            os.rmdir(path)
+            try:
+                os.rmdir(path)
+            except OSError:  # another process has put its lock in it
+                pass
         raise
     try:
         _refuse_unless_empty(path)  # again, under the lock: a run started beside this one has written by now
