@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import tinyvae
 from fused_backends import FUSED_BACKENDS, backend_or_skip
@@ -36,6 +35,8 @@ def test_the_gradient_matches_finite_differences(kw):
 
 def torch_iwae_loss(model, x, eps):
     """-L_k of each example by PyTorch's autograd on tinyvae's weights (the MLP of one hidden layer)."""
+    import torch
+
     p = {n: torch.tensor(model.params.view(n), requires_grad=True) for n in model.params.names}
     k, K = model.config.k, model.config.latent_dim
     X = torch.tensor(x)

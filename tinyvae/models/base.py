@@ -171,6 +171,10 @@ class EncoderDecoder:
             raise SettingsError(f"noise_seed draws what {handed[0]}= hands over; pass one of them, not both")
         return self.noise(stream, batch, seed=noise_seed)
 
+    def start_from_data(self, x, generator: np.random.Generator) -> None:
+        """Where a model's parameters start from training examples (the VampPrior's pseudo-inputs), take them
+        from ``x`` ``(N, D)``, chosen by ``generator``; the others start from their seed alone."""
+
     def nll(self, out, x, scale, nll_out, dout_out, dlogvar_out=None):
         """``nll_out (N,) = -log p(x|z)`` per row in nats and ``dout_out = scale * d nll / d out`` for the
         decoder's output ``out`` ``(N, D)`` (:func:`tinyvae.nn.likelihoods.nll_and_grad`); ``dlogvar_out``

@@ -1,17 +1,19 @@
 """Bounds on a trained VAE's log-likelihood, and its active latent units.
 
 * :func:`importance_weighted`: with ``k`` draws of z for each image, the importance-weighted bound (IWAE;
-  Burda, Grosse & Salakhutdinov 2015, "Importance Weighted Autoencoders", eq. 8)
+  Burda, Grosse & Salakhutdinov 2015, "Importance Weighted Autoencoders", eq. 8), under the model's prior
+  (``model.log_prior``: N(0, I), or a VampPrior)
 
       log p(x) >= L_k = log (1/k) sum_i p(x, z_i) / q(z_i | x),   z_i ~ q(z|x)
 
   and, from the same draws, the ELBO (the mean of the same log weights with the KL in closed form, K&W
-  eq. 10). L_k >= ELBO, so the IWAE NLL is at most the ELBO's.
+  eq. 10, where the prior has one; else the mean of the draws' ``log q - log p``). L_k >= ELBO, so the
+  IWAE NLL is at most the ELBO's.
 * :func:`active_units`: the latent units with ``Cov_x(E_q[z_u]) > 0.01`` over a test set (Burda et al.
   2015, Sec. 5.2); E_q[z] is mu.
 
-The log weights are ``log w = log p(x|z) + log p(z) - log q(z|x)``; with ``z = mu + sigma * eps`` the
-log(2 pi) terms of p(z) and q(z|x) cancel, leaving ``log p(x|z) - 0.5 |z|^2 + 0.5 |eps|^2 + 0.5 sum(logvar)``.
+The log weights are ``log w = log p(x|z) + log p(z) - log q(z|x)``, with ``z = mu + sigma * eps`` and
+``log q(z|x) = -0.5 sum (log 2 pi + logvar + eps^2)``.
 Their mean over k is taken as a running log-sum-exp (max shift), ``chunk`` draws at a time, so k = 5000
 needs no more memory than k = chunk. Draw ``j`` of an image is elements ``j K .. j K + K - 1`` of its
 example in the ``evaluate`` stream at its ``iwae`` step (:mod:`tinyvae.rng`), whatever the chunks.
@@ -24,7 +26,6 @@ import math
 import numpy as np
 
 from .. import rng
-from ..backends import reference
 from ..errors import DataError, SettingsError
 from .base import repeat_rows
 from .vae import VAE
@@ -78,6 +79,7 @@ def importance_weighted(model: VAE, x, k: int, y=None, seed: int | None = None, 
     shift = np.full(B, -np.inf)     # running max of the log weights
     total = np.zeros(B)             # sum of exp(log w - shift)
     mean_log_px = np.zeros(B)       # running sum of log p(x|z) for the ELBO
+    sampled_kl = np.zeros(B)        # running sum of log q(z|x) - log p(z), for a prior without a closed-form KL
     done = 0
     while done < k:
         n = min(c, k - done)
@@ -87,16 +89,18 @@ def importance_weighted(model: VAE, x, k: int, y=None, seed: int | None = None, 
         out = model.decoder.forward(model.backend, zin, outs)
         model.nll(out[:n * B], target[:n * B], 0.0, nll[:n * B], dout[:n * B])
         log_px = -model.backend.to_host(nll[:n * B]).astype(np.float64).reshape(n, B)
-        log_w = log_px - 0.5 * (z * z).sum(-1) + 0.5 * (eps * eps).sum(-1) + 0.5 * logvar64.sum(-1)
+        log_q = -0.5 * (K * math.log(2 * math.pi) + (eps * eps).sum(-1) + logvar64.sum(-1))
+        log_prior = model.log_prior(z.reshape(n * B, K)).reshape(n, B)
+        log_w = log_px + log_prior - log_q
+        sampled_kl += (log_q - log_prior).sum(axis=0)
         new_shift = np.maximum(shift, log_w.max(axis=0))
         total = total * np.exp(shift - new_shift) + np.exp(log_w - new_shift).sum(axis=0)
         shift = new_shift
         mean_log_px += log_px.sum(axis=0)
         done += n
     iwae = shift + np.log(total) - math.log(k)
-    kl = np.empty(B)
-    reference.reparameterize_kl(np.concatenate([mu64, logvar64], axis=1), np.zeros_like(mu64), np.empty_like(mu64), kl)
-    return iwae, mean_log_px / k - kl
+    kl = model.kl_closed_form(mu64, logvar64)
+    return iwae, mean_log_px / k - (sampled_kl / k if kl is None else kl)
 
 
 def active_units(mu: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, np.ndarray]:

@@ -8,6 +8,7 @@ from ..errors import SettingsError
 from .autoencoders import Autoencoder
 from .config import CONFIGS, MODEL_SETTINGS, NetworkConfig, VAEConfig
 from .iwae import IWAE
+from .vamp import VampVAE
 from .protocol import Model
 from .settings import declared, resolve
 from .vae import VAE
@@ -36,7 +37,10 @@ def make_config(settings: dict, data_shape: tuple[int, ...], n_classes: int = 0)
 def model_for(config: NetworkConfig, backend="numpy", seed: int = 1) -> Model:
     """The model of ``config`` (a :class:`VAE` or an :class:`Autoencoder`) on ``backend``, its weights drawn
     from ``seed``."""
-    kind = IWAE if config.model == "iwae" else VAE if isinstance(config, VAEConfig) else Autoencoder
+    if isinstance(config, VAEConfig):
+        kind = IWAE if config.model == "iwae" else VampVAE if config.prior == "vamp" else VAE
+    else:
+        kind = Autoencoder
     return kind(config, backend, seed)
 
 

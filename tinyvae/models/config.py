@@ -19,6 +19,7 @@ from .settings import check_fields, declared, setting
 
 VAE_MODELS = ("vae", "cvae", "iwae")
 ELBO_MODELS = ("vae", "cvae")  # trained on the ELBO (iwae: on the importance-weighted bound)
+PRIORS = ("standard", "vamp")
 AE_MODELS = ("ae", "dae", "sparse-ae", "cae")
 MODELS = (*VAE_MODELS, *AE_MODELS)
 CORRUPTIONS = ("mask", "gaussian", "salt-and-pepper")
@@ -147,6 +148,11 @@ class VAEConfig(NetworkConfig):
                               only={"model": ELBO_MODELS})
     k: int = setting(5, "iwae: K, the importance-weighted draws of z per example", **positive,
                      only={"model": ("iwae",)})
+    prior: str = setting("standard", "vae: the prior p(z), standard (N(0, I)) or vamp (the mixture of the encoder's "
+                                     "posteriors at learned pseudo-inputs; Tomczak & Welling 2018)",
+                         choices=PRIORS, only={"model": ("vae",)})
+    pseudo_inputs: int = setting(500, "vamp: K, the pseudo-inputs of the prior", **positive,
+                                 only={"prior": ("vamp",)})
 
     def __post_init__(self):
         if self.n_classes and self.model == "vae":
@@ -171,7 +177,10 @@ class VAEConfig(NetworkConfig):
             ("encoder.mu.bias", (K,)),
             ("encoder.logvar.bias", (K,)),
         ]
-        return out + stacks.decoder_layout(self, K + C)
+        out += stacks.decoder_layout(self, K + C)
+        if self.prior == "vamp":  # examples the encoder takes, learned
+            out.append(("prior.pseudo_inputs", (self.pseudo_inputs, self.input_dim)))
+        return out
 
 
 @dataclass(frozen=True)

@@ -62,26 +62,24 @@ class IWAE(VAE):
         total = e.sum(axis=0)
         return -(top + self.xp.log(total) - math.log(k)), e / total
 
-    def backward(self, ws: VAEWorkspace, x, beta: float = 1.0):
-        """Fill :attr:`grad` with the gradient of the batch mean of ``-L_k`` (the module doc's formulas);
-        writes the per-row ``ws.nll``. ``beta`` is the VAE's and must be 1."""
-        xp, K, B = self.xp, self.config.latent_dim, ws.batch
-        ws.beta = beta
-        target = x if ws.target is None else ws.target
+    def output_grad(self, ws: VAEWorkspace, target):
+        """``ws.nll``, the normalised weights (kept as ``ws.weights``, ``(k B, 1)`` and divided by B), and each
+        row's likelihood gradient times its weight (the module doc's step 1)."""
+        xp = self.xp
         self.nll(ws.decoder_out, target, 1.0, ws.nll, ws.decoder_dout)  # the gradient of each row's nll
-        _, w = self.bound_rows(ws)
-        r = (w / B).reshape(-1, 1)  # each row's weight in the batch mean's gradient
-        ws.decoder_dout[...] *= r
+        ws.weights = (self.bound_rows(ws)[1] / ws.batch).reshape(-1, 1)
+        ws.decoder_dout[...] *= ws.weights
         if self.decoder_dlogvar is not None:  # d nll / d logvar_d = (1 - (x - mean)^2 exp(-logvar_d)) / 2
             resid = target - ws.decoder_out
-            self.decoder_dlogvar[...] = (r * 0.5 * (1 - resid * resid * xp.exp(-self.decoder_logvar))).sum(axis=0)
-        self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
-        ws.dz[...] += r * ws.z
+            self.decoder_dlogvar[...] = (ws.weights * 0.5 * (1 - resid * resid * xp.exp(-self.decoder_logvar))).sum(axis=0)
+
+    def latent_grad(self, ws: VAEWorkspace, beta: float):
+        """The prior's ``w~ z / B`` added to ``ws.dz``, the path derivative, and q's normaliser's
+        ``-w~ / 2B`` at ``logvar`` (the module doc's steps 3 and 4)."""
+        K = self.config.latent_dim
+        ws.dz[...] += ws.weights * ws.z
         self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, 0.0, ws.dheads)
-        ws.dheads[:, K:] -= 0.5 * r
-        if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
-            xp.sum(ws.dheads_rep.reshape(self.config.k, B, -1), axis=0, out=ws.enc_douts[-1])
-        self.encoder.backward(self.backend, x if ws.xin is None else ws.xin, ws.enc_outs, ws.enc_douts)
+        ws.dheads[:, K:] -= 0.5 * ws.weights
 
     def objective_sum(self, ws: VAEWorkspace, beta: float):
         """``-L_k`` summed over the batch, a 0-d backend array."""

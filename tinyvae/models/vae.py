@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..backends import Backend
+from ..backends import Backend, reference
 from ..errors import DataError, SettingsError
 from ..nn import stacks
 from ..nn.layers import Linear, Sequential
@@ -79,6 +79,7 @@ class VAEWorkspace(DecoderOutput):
     z: object = field(init=False)
     dz: object = field(init=False)
     beta: float = field(init=False, default=1.0)  # the KL weight of the last backward pass
+    weights: object = field(init=False, default=None)  # iwae: (N, 1) each row's weight in the gradient
 
     def __post_init__(self):
         K = self.eps.shape[1]
@@ -172,11 +173,12 @@ class VAE(EncoderDecoder):
             The batch's workspace, holding ``mu``, ``logvar``, ``z``, ``decoder_out``
             (the parameters of p(x|z)) and the per-row ``kl`` (``(L*B,)``, nats).
         """
-        B, K, L = x.shape[0], self.config.latent_dim, self.config.draws
+        B, K = x.shape[0], self.config.latent_dim
         ws = self.workspace(B)
         self.encode_into(ws, x, y)
-        if L > 1:
-            repeat_rows(ws.heads_rep, ws.enc_outs[-1])
+        if ws.heads_rep is not None:
+            repeat_rows(ws.heads_rep, ws.enc_outs[-1][:B])
+        if ws.target is not None:
             repeat_rows(ws.target, x)
         if ws.onehot is not None:
             repeat_rows(ws.zin[:, K:], ws.onehot)
@@ -190,20 +192,35 @@ class VAE(EncoderDecoder):
         return ws
 
     def backward(self, ws: VAEWorkspace, x, beta: float):
-        """Fill :attr:`grad` with d(mean loss)/d(params) for the batch of ``ws``.
+        """Fill :attr:`grad` with d(mean loss)/d(params) for the batch of ``ws``: the decoder's output
+        (:meth:`output_grad`), the decoder, z and ``[mu | logvar]`` (:meth:`latent_grad`), the draws' copies
+        added up, the encoder (:meth:`encoder_grad`): the steps a model of another objective changes.
 
         Also writes the per-row ``ws.nll`` (the likelihood op computes loss and
         gradient in one pass) and keeps ``beta`` in ``ws.beta``.
         """
-        N, ws.beta = ws.eps.shape[0], beta
+        ws.beta = beta
         target = x if ws.target is None else ws.target
-        self.nll(ws.decoder_out, target, 1.0 / N, ws.nll, ws.decoder_dout, self.decoder_dlogvar)
+        self.output_grad(ws, target)
         self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
-        # Each data point's KL appears in L rows, so each row weighs beta / N.
-        self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, beta / N, ws.dheads)
+        self.latent_grad(ws, beta)
         if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
-            L, B = self.config.draws, ws.batch
-            self.xp.sum(ws.dheads_rep.reshape(L, B, -1), axis=0, out=ws.enc_douts[-1])
+            B = ws.batch
+            self.xp.sum(ws.dheads_rep.reshape(-1, B, ws.dheads_rep.shape[1]), axis=0, out=ws.enc_douts[-1][:B])
+        self.encoder_grad(ws, x)
+
+    def output_grad(self, ws: VAEWorkspace, target):
+        """``ws.nll`` and the loss's gradient at the decoder's output (and at a learned log-variance): each
+        row weighs 1 / N."""
+        self.nll(ws.decoder_out, target, 1.0 / ws.eps.shape[0], ws.nll, ws.decoder_dout, self.decoder_dlogvar)
+
+    def latent_grad(self, ws: VAEWorkspace, beta: float):
+        """``ws.dheads`` from the decoder's ``ws.dz`` and the KL in closed form: each data point's KL appears
+        in L rows, so each row weighs beta / N."""
+        self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, beta / ws.eps.shape[0], ws.dheads)
+
+    def encoder_grad(self, ws: VAEWorkspace, x):
+        """The encoder's gradients from ``ws.enc_douts[-1]``."""
         self.encoder.backward(self.backend, x if ws.xin is None else ws.xin, ws.enc_outs, ws.enc_douts)
 
     def train_step(self, x, optimizer, y=None, beta: float = 1.0, step: int | None = None, rows=None):
@@ -340,7 +357,7 @@ class VAE(EncoderDecoder):
         ws = self.workspace(x.shape[0])
         self.encode_into(ws, x, y)
         K, host = self.config.latent_dim, self.backend.to_host
-        heads = ws.enc_outs[-1]
+        heads = ws.enc_outs[-1][:x.shape[0]]  # (a VampPrior's encoder has its pseudo-inputs' rows after them)
         return host(heads[:, :K]).copy(), host(heads[:, K:]).copy()
 
     def code(self, x, y=None):
@@ -376,8 +393,22 @@ class VAE(EncoderDecoder):
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise SettingsError(f"n must be an int >= 1, got {n!r}")
         self.config.check_fits(int(n), f"{n} draws decoded at once")  # before anything is allocated
-        noise = self.noise("pictures", int(n), seed)
-        z = self.xp.empty((int(n), self.config.latent_dim), self.dtype)
+        return self.draw_prior(self.noise("pictures", int(n), seed), int(n))
+
+    def kl_closed_form(self, mu, logvar):
+        """``(B,)`` KL(q(z|x) || p(z)) in nats for host float64 ``mu``, ``logvar`` ``(B, K)``, in closed form
+        (K&W Appendix B), or None for a prior without one."""
+        kl = np.empty(mu.shape[0])
+        reference.reparameterize_kl(np.concatenate([mu, logvar], axis=1), np.zeros_like(mu), np.empty_like(mu), kl)
+        return kl
+
+    def log_prior(self, z):
+        """``log p(z)`` of each row of ``z`` ``(N, K)`` in nats, an array of ``z``'s module and dtype: N(0, I)'s."""
+        return -0.5 * (z.shape[1] * math.log(2 * math.pi) + (z * z).sum(axis=1))
+
+    def draw_prior(self, noise: Noise, n: int) -> np.ndarray:
+        """``(n, K)`` host array of N(0, I) draws, as ``noise`` addresses them: the prior's."""
+        z = self.xp.empty((n, self.config.latent_dim), self.dtype)
         self.backend.draw_normal(noise.key, noise.step, noise.rows, z)
         return self.backend.to_host(z)
 

@@ -87,7 +87,11 @@ class Trainer:
         """
         data = data or load_run_data(settings.train)
         config = settings.model_config(data.shape, data.n_classes)
-        return cls(TrainingState.new(settings, config, backend), data, run_dir, group, pictures)
+        state = TrainingState.new(settings, config, backend)
+        # Parameters that start from training examples (a VampPrior's pseudo-inputs) take those the split
+        # stream picks, the same on every rank.
+        state.model.start_from_data(data.train.x, rng.generator(settings.train.seed, "split", 1))
+        return cls(state, data, run_dir, group, pictures)
 
     @classmethod
     def resume(cls, run_dir: Path, backend, moved: dict | None = None, group: DataParallel | None = None,

@@ -2,8 +2,9 @@
 
 * Images: ``reconstruction_{epoch}.png`` (the first 8 test examples above their reconstructions); a dae's
   ``denoising_{epoch}.png`` (8 test examples corrupted, their reconstructions, the originals); a VAE's
-  ``sample_{epoch}.png`` (an 8x8 grid of decoded z ~ N(0, I); a cvae's, a row per class, the same 8 draws of
-  z in every row).
+  ``sample_{epoch}.png`` (an 8x8 grid of decoded z ~ p(z); a cvae's, a row per class, the same 8 draws of
+  z in every row); a VampPrior's ``pseudo_inputs_{epoch}.png`` (its first 64 pseudo-inputs, clipped to
+  [0, 1]).
 * Tables, which no picture shows: a VAE's ``samples_{epoch}.csv`` (64 decoded draws of z, a row each, the
   data's columns) and every model's ``latent_{epoch}.png``, the scatter of the test set's codes (where
   matplotlib is installed).
@@ -56,6 +57,11 @@ def write_pictures(model, data: Dataset, test_x: np.ndarray, test_y, run_dir, ep
     if model.has_prior:
         images, rows, cols = prior_samples(model, seed)
         save_grid(run_dir / f"sample_{epoch}.png", as_images(images, data.shape), rows, cols)
+    pseudo = getattr(model, "pseudo", None)  # a VampPrior's pseudo-inputs
+    if pseudo is not None:
+        shown = np.clip(model.backend.to_host(pseudo[:64]), 0, 1)
+        save_grid(run_dir / f"pseudo_inputs_{epoch}.png", as_images(shown, data.shape), -(-len(shown) // 8),
+                  min(len(shown), 8))
 
 
 def write_rows_csv(path, rows: np.ndarray) -> None:

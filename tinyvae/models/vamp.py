@@ -1,0 +1,161 @@
+"""The VAE with a VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior", AISTATS, eq. 9): the prior is the
+mixture of the encoder's own posteriors at P learned pseudo-inputs ``u_1 .. u_P``,
+
+    p(z) = (1/P) sum_p q(z | u_p),
+
+which has no KL to q(z|x) in closed form. The loss per data point is the negative ELBO with the KL estimated
+from the same draw of z (their eq. 12's single sample):
+
+    nll + beta (log q(z|x) - log p(z)),   log q(z|x) = -0.5 sum_u (log 2 pi + logvar_u + eps_u^2),
+    log p(z) = logsumexp_p A_p - log P,   A_p = -0.5 sum_u (log 2 pi + lv_pu + (z_u - m_pu)^2 exp(-lv_pu)),
+
+``(m_p, lv_p)`` the encoder's ``[mu | logvar]`` at ``u_p``. The encoder runs once a step on the batch and the
+pseudo-inputs together (``B + P`` rows). The gradient, derived by hand (docs/derivations.md), with
+``a_p = softmax_p(A_p)`` and ``e_p = exp(-lv_p)``, each row weighing beta / N:
+
+* ``z``: the decoder's, plus ``sum_p a_p (z - m_p) e_p`` (``-d log p(z) / dz``);
+* ``mu``, ``logvar``: the reparameterisation's ``dz`` and ``0.5 sigma eps dz``, and ``-1/2`` at ``logvar``
+  from ``log q``;
+* ``m_p``: ``-sum_n a_np (z_n - m_p) e_p``; ``lv_p``: ``-sum_n a_np (-1 + (z_n - m_p)^2 e_p) / 2``; then back
+  through the encoder to its weights and to the pseudo-inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import rng
+from ..backends.reference import array_module
+from ..errors import SettingsError
+from .base import Noise
+from .config import VAEConfig
+from .vae import VAE, VAEWorkspace
+
+LOG_2PI = math.log(2 * math.pi)
+ROWS = 4096  # rows of z per block of the (rows, P, K) differences to the components: bounds their memory
+
+
+@dataclass
+class VampWorkspace(VAEWorkspace):
+    """A VAE's buffers, with the encoder's over ``B + P`` rows: the batch, then the pseudo-inputs."""
+
+    xall: object = None      # (B + P, D) the encoder's input
+    dxall: object = None     # (B + P, D) its gradient (the pseudo-inputs' in the last P rows)
+    resp: object = field(default=None)  # (N, P) the components' responsibilities a_np of the last pass
+
+
+class VampVAE(VAE):
+    """A VAE whose prior is the VampPrior of ``config.pseudo_inputs`` learned pseudo-inputs (the parameter
+    ``prior.pseudo_inputs``, ``(P, D)``; see the module doc). ``start_from_data`` sets them to training examples."""
+
+    def __init__(self, config: VAEConfig = VAEConfig(prior="vamp"), backend="numpy", seed: int = 1):
+        if config.n_classes:
+            raise SettingsError("the VampPrior is for the unconditional VAE: n_classes must be 0")
+        super().__init__(config, backend, seed)
+        self.pseudo = self.params.view("prior.pseudo_inputs")
+        self.dpseudo = self.params.view("prior.pseudo_inputs", self.grad)
+
+    def start_from_data(self, x, generator: np.random.Generator) -> None:
+        """Set the pseudo-inputs to ``P`` examples of ``x`` ``(N, D)`` chosen by ``generator`` (Tomczak & Welling
+        start them so); where N < P, some are chosen twice."""
+        chosen = generator.choice(len(x), self.config.pseudo_inputs, replace=len(x) < self.config.pseudo_inputs)
+        self.pseudo[...] = self.xp.asarray(np.asarray(x)[np.sort(chosen)], dtype=self.dtype)
+
+    def workspace(self, batch: int) -> VampWorkspace:
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            xp, dt, cfg = self.xp, self.dtype, self.config
+            D, K, L, P = cfg.input_dim, cfg.latent_dim, cfg.draws, cfg.pseudo_inputs
+            N, rows = L * batch, batch + P
+            ws = VampWorkspace(
+                batch=batch, rows=xp.arange(batch), onehot=None, xin=None,
+                target=xp.empty((N, D), dt) if L > 1 else None,
+                enc_outs=self.encoder.buffers(xp, rows, dt), enc_douts=self.encoder.buffers(xp, rows, dt),
+                heads_rep=xp.empty((N, 2 * K), dt), dheads_rep=xp.empty((N, 2 * K), dt),
+                zin=xp.empty((N, K), dt), dzin=xp.empty((N, K), dt),
+                dec_outs=self.decoder.buffers(xp, N, dt), dec_douts=self.decoder.buffers(xp, N, dt),
+                eps=xp.empty((N, K), dt), kl=xp.empty(N, dt), nll=xp.empty(N, dt),
+                xall=xp.empty((rows, D), dt), dxall=xp.empty((rows, D), dt))
+            self._workspaces[batch] = ws
+        return ws
+
+    def encode_into(self, ws: VampWorkspace, x, y=None):
+        """The encoder on the batch and the pseudo-inputs together: ``[mu | logvar]`` of the batch in the first
+        B rows of ``ws.enc_outs[-1]``, of the pseudo-inputs in the last P."""
+        B = x.shape[0]
+        ws.xall[:B] = x
+        ws.xall[B:] = self.pseudo
+        self.encoder.forward(self.backend, ws.xall, ws.enc_outs)
+
+    def forward(self, x, eps=None, y=None, noise=None) -> VampWorkspace:
+        """The VAE's pass, then ``ws.kl``: each row's ``log q(z|x) - log p(z)`` from its draw of z."""
+        ws = super().forward(x, eps, y, noise)
+        K, B = self.config.latent_dim, x.shape[0]
+        log_p, ws.resp = self.log_prior(ws.z, ws.enc_outs[-1][B:], responsibilities=True)
+        log_q = -0.5 * (K * LOG_2PI + ws.logvar.sum(axis=1) + (ws.eps * ws.eps).sum(axis=1))
+        ws.kl[...] = log_q - log_p
+        return ws
+
+    def log_prior(self, z, pseudo_heads=None, responsibilities: bool = False):
+        """``log p(z)`` of each row of ``z`` ``(N, K)``, an array of ``z``'s module and dtype; with
+        ``responsibilities``, also the ``(N, P)`` softmax over the components. ``pseudo_heads`` ``(P, 2K)``: the
+        encoder at the pseudo-inputs (default: computed here)."""
+        xp, K, P = array_module(z), self.config.latent_dim, self.config.pseudo_inputs
+        if pseudo_heads is None:
+            pseudo_heads = self.encoder.forward(self.backend, self.pseudo,
+                                                self.encoder.buffers(self.xp, P, self.dtype))
+            pseudo_heads = xp.asarray(self.backend.to_host(pseudo_heads) if xp is np else pseudo_heads, z.dtype)
+        m, lv = pseudo_heads[:, :K], pseudo_heads[:, K:]
+        inv = xp.exp(-lv)
+        log_p = xp.empty(z.shape[0], z.dtype)
+        resp = xp.empty((z.shape[0], P), z.dtype) if responsibilities else None
+        for lo in range(0, z.shape[0], ROWS):
+            d = z[lo:lo + ROWS, None, :] - m[None]                                   # (rows, P, K)
+            a = -0.5 * (K * LOG_2PI + lv.sum(axis=1)[None] + (d * d * inv[None]).sum(axis=2))
+            top = a.max(axis=1, keepdims=True)
+            e = xp.exp(a - top)
+            total = e.sum(axis=1)
+            log_p[lo:lo + ROWS] = top[:, 0] + xp.log(total) - math.log(P)
+            if resp is not None:
+                resp[lo:lo + ROWS] = e / total[:, None]
+        return (log_p, resp) if responsibilities else log_p
+
+    def latent_grad(self, ws: VampWorkspace, beta: float):
+        """``ws.dheads`` of the batch's rows, and the pseudo-inputs' ``[mu | logvar]`` gradient in the last P
+        rows of ``ws.enc_douts[-1]`` (the module doc's formulas)."""
+        K, B = self.config.latent_dim, ws.batch
+        c = beta / ws.eps.shape[0]
+        m, lv = ws.enc_outs[-1][B:, :K], ws.enc_outs[-1][B:, K:]
+        inv = self.xp.exp(-lv)
+        d = ws.z[:, None, :] - m[None]                                              # (N, P, K)
+        ad = ws.resp[:, :, None] * d * inv[None]
+        ws.dz[...] += c * ad.sum(axis=1)
+        self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, 0.0, ws.dheads)
+        ws.dheads[:, K:] -= 0.5 * c
+        pseudo = ws.enc_douts[-1][B:]
+        pseudo[:, :K] = -c * ad.sum(axis=0)
+        pseudo[:, K:] = -0.5 * c * (ws.resp[:, :, None] * (d * d * inv[None] - 1)).sum(axis=0)
+
+    def encoder_grad(self, ws: VampWorkspace, x):
+        """The encoder's gradients from the batch's and the pseudo-inputs' rows, and the pseudo-inputs'."""
+        self.encoder.backward(self.backend, ws.xall, ws.enc_outs, ws.enc_douts, ws.dxall)
+        self.dpseudo[...] = ws.dxall[ws.batch:]
+
+    def kl_closed_form(self, mu, logvar):
+        """None: the VampPrior has no KL in closed form."""
+        return None
+
+    def draw_prior(self, noise: Noise, n: int) -> np.ndarray:
+        """``(n, K)`` host array of z ~ p(z): draw ``i`` takes the component of the uniform of element K of its
+        example in ``noise``, and ``mu + sigma eps`` there with the VAE's normals of elements 0 to K - 1."""
+        eps = super().draw_prior(noise, n)
+        K, P = self.config.latent_dim, self.config.pseudo_inputs
+        u = rng.uniforms(noise.key, noise.step, self.backend.to_host(noise.rows), 1, start=K)[:, 0]
+        comp = np.minimum((u * P).astype(np.int64), P - 1)
+        heads = self.backend.to_host(self.encoder.forward(self.backend, self.pseudo,
+                                                         self.encoder.buffers(self.xp, P, self.dtype)))
+        m, lv = heads[comp, :K], heads[comp, K:]
+        return (m + np.exp(0.5 * lv) * eps).astype(self.dtype)
