@@ -47,6 +47,7 @@ def launch_each_kernel(be, B: int = 37, D: int = 45, K: int = 5, H: int = 33, P:
         be.reparameterize_kl(heads, eps, zin[:, :K], xp.empty(B, dtype))
         be.reparameterize_kl_draw(heads, key, 3, rows, xp.empty((B, K), dtype), zin[:, :K], xp.empty(B, dtype))
         be.reparameterize_kl_backward(normal(B, K + 3)[:, :K], heads, eps, 0.1, xp.empty((B, 2 * K), dtype))
+        be.nearest_code(normal(B, K), normal(H, K), xp.empty(B, np.int64), xp.empty(B, dtype))
         h = normal(B, H)
         be.bias_act(h, normal(H), True)
         be.bias_act_backward(normal(B, H), h, True, xp.empty(H, dtype))

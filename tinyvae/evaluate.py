@@ -54,9 +54,9 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         raise SettingsError(f"--seed must be an int in [0, 2^64), got {seed!r}")
     settings, epoch = run_settings(run_dir)
     model = load(run_dir, backend)
-    if not model.has_prior:
+    if not model.bounds_likelihood:
         raise SettingsError(f"{run_dir} holds a {model.kind} run; the ELBO and IWAE bounds need a VAE "
-                            "(its test reconstruction loss is in metrics.jsonl)")
+                            "(its test metrics are in metrics.jsonl)")
     t = settings.train
     data = load_run_data(relocated(settings, moved or {}).train, splits=("test",))
     test_x, test_y = test_set(data, settings, model.backend, model.config.n_classes)

@@ -23,7 +23,8 @@ Variants: ``--likelihood {bernoulli,gaussian,gaussian-learned}``, ``--beta``
 with a linear KL warm-up over ``--warmup-epochs``, ``--mc-samples L`` draws of
 z per image, ``--model cvae`` (the label joins the encoder input and z), ``--model iwae``
 with ``--k`` draws (trained on the importance-weighted bound, :mod:`tinyvae.models.iwae`),
-``--prior vamp`` with ``--pseudo-inputs`` (:mod:`tinyvae.models.vamp`).
+``--prior vamp`` with ``--pseudo-inputs`` (:mod:`tinyvae.models.vamp`); ``--model vqvae`` with
+``--codebook-size``, ``--code-dim`` and ``--commitment`` (:mod:`tinyvae.models.vqvae`).
 Autoencoders (:mod:`tinyvae.models.autoencoders`): ``--model ae``, ``dae`` with
 ``--corruption`` and ``--noise``, ``sparse-ae`` with ``--rho`` and
 ``--sparsity-weight``, ``cae`` with ``--contractive-weight``; ``--code-activation``.

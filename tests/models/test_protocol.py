@@ -7,8 +7,9 @@ import tinyvae
 from tinyvae import errors
 from tinyvae.models.protocol import Model
 
-KINDS = [dict(model="vae"), dict(model="cvae", n_classes=3), dict(model="iwae"), dict(model="ae"), dict(model="dae"),
-         dict(model="sparse-ae"), dict(model="cae")]
+KINDS = [dict(model="vae"), dict(model="cvae", n_classes=3), dict(model="iwae"), dict(model="vae", prior="vamp"),
+         dict(model="ae"), dict(model="dae"), dict(model="sparse-ae"), dict(model="cae"),
+         dict(model="vqvae", codebook_size=4, code_dim=2)]
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k["model"])
@@ -21,14 +22,15 @@ def test_every_model_answers_the_protocol_without_being_asked_its_kind(kind):
     terms = model.loss_and_grad(x, y)
     assert terms.nll == terms[1]
     if kind["model"] != "iwae":  # the importance-weighted bound is not the sum of the ELBO's terms it reports
-        assert terms.loss == pytest.approx(terms[1] + terms[2])
+        assert terms.loss == pytest.approx(sum(terms[1:]))
     assert model.loss_rows_forward(x, y).dtype == np.float64
-    assert model.code(x, y).shape == (4, 2) and model.reconstruct(x, y).shape == (4, 12)
+    assert model.code(x, y).shape == (4, model.code_size) and model.reconstruct(x, y).shape == (4, 12)
     nll, other = model.per_sample_loss(x, y, seed=3)
     assert nll.shape == other.shape == (4,)
     metrics = model.evaluate([(model.as_batch(x), y, np.arange(4))])
     assert next(iter(metrics)) == "test_loss"
-    assert model.has_prior == (kind["model"] in ("vae", "cvae", "iwae"))
+    assert model.has_prior == (kind["model"] in ("vae", "cvae", "iwae", "vqvae"))
+    assert model.bounds_likelihood == (kind["model"] in ("vae", "cvae", "iwae"))
     if model.has_prior:
         assert model.sample(3, y=y[:3] if y is not None else None, seed=0).shape == (3, 12)
     else:

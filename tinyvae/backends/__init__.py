@@ -23,6 +23,7 @@ OPS = (
     "reparameterize_kl",
     "reparameterize_kl_draw",
     "reparameterize_kl_backward",
+    "nearest_code",
     "matmul",
     "bias_act",
     "bias_act_backward",
@@ -51,6 +52,7 @@ class Backend:
     reparameterize_kl: Callable
     reparameterize_kl_draw: Callable
     reparameterize_kl_backward: Callable
+    nearest_code: Callable
     matmul: Callable
     bias_act: Callable
     bias_act_backward: Callable

@@ -61,6 +61,7 @@ FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "reparameterize_kl": "latent", "reparameterize_kl_draw": "latent", "reparameterize_kl_backward": "latent",
     "bias_act": "linear", "bias_act_backward": "linear", "bias_act_backward_sum": "linear",
     "unfold": "conv", "fold": "conv",
+    "nearest_code": "vq",
     "adam_step": "optim", "sgd_step": "optim",
 }
 UNTYPED = ("philox4x32_10",)  # ops on words alone: one kernel, named as the op, not <op>_f32 and <op>_f64
@@ -261,6 +262,14 @@ class CudaOps:
             (dz, np.int64(row_stride(dz)), mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)),
              eps, np.int64(row_stride(eps)), _scalar(kl_scale, sfx), dmu_out, np.int64(row_stride(dmu_out)),
              dlogvar_out, np.int64(row_stride(dlogvar_out)), np.int32(B), np.int32(K)))
+
+    def nearest_code(self, z, codebook, idx_out, dist_out):
+        sfx = _check(z, codebook, dist_out)
+        N, D = z.shape
+        self.kernel("nearest_code", sfx)(
+            (grid_for(N),), (THREADS,),
+            (z, np.int64(row_stride(z)), codebook, np.int64(row_stride(codebook)), idx_out, dist_out, np.int64(N),
+             np.int32(codebook.shape[0]), np.int32(D)))
 
     @staticmethod
     def matmul(a, b, out):

@@ -259,6 +259,23 @@ def reparameterize_kl_backward(dz, heads, eps, kl_scale, dheads_out):
             dheads_out[b, K + k] = half * (g * eps[b, k] * std + sc * (std * std - one))
 
 
+@njit(parallel=True, cache=True, nogil=True)  # no fastmath: each distance summed along d, as the reference
+def nearest_code(z, codebook, idx_out, dist_out):
+    N, D = z.shape
+    K = codebook.shape[0]
+    for n in prange(N):
+        best, arg = z.dtype.type(0.0), -1
+        for k in range(K):
+            d2 = z.dtype.type(0.0)
+            for d in range(D):
+                diff = z[n, d] - codebook[k, d]
+                d2 += diff * diff
+            if arg < 0 or d2 < best:
+                best, arg = d2, k
+        idx_out[n] = arg
+        dist_out[n] = best
+
+
 @njit(parallel=True, **_JIT)
 def bias_act(out, b, relu):
     B, H = out.shape

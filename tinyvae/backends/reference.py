@@ -218,6 +218,22 @@ def reparameterize_kl_draw(heads, key, step: int, rows, eps_out, z_out, kl_out):
     reparameterize_kl(heads, eps_out, z_out, kl_out)
 
 
+NEAREST_ROWS = 1024  # rows of z per block of the (rows, K, D) differences: bounds their memory
+
+
+def nearest_code(z, codebook, idx_out, dist_out):
+    """A VQ-VAE's quantisation (van den Oord et al. 2017, Sec. 3.1): for each row of ``z`` ``(N, D)``, the index
+    of the nearest row of ``codebook`` ``(K, D)`` by squared Euclidean distance ``sum_d (z_d - e_kd)^2`` (the
+    lowest index among equals) into ``idx_out`` ``(N,)`` int64, and that distance into ``dist_out`` ``(N,)``.
+    Each distance is that sum taken along d, as the kernels take it."""
+    xp = array_module(z)
+    for lo in range(0, z.shape[0], NEAREST_ROWS):
+        diff = z[lo:lo + NEAREST_ROWS, None, :] - codebook[None]
+        d2 = (diff * diff).sum(axis=2)
+        idx_out[lo:lo + NEAREST_ROWS] = d2.argmin(axis=1)
+        dist_out[lo:lo + NEAREST_ROWS] = d2.min(axis=1)
+
+
 def reparameterize_kl_backward(dz, heads, eps, kl_scale, dheads_out):
     """Gradient of ``sum(dz * z) + kl_scale * sum(kl)`` with respect to ``[mu | logvar]``.
 

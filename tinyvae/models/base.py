@@ -102,13 +102,15 @@ class EncoderDecoder:
         grad: ``(P,)`` gradient buffer, same layout.
         decoder: the decoder :class:`~tinyvae.nn.layers.Sequential`.
         seed: the seed of the model's streams.
-        has_prior: whether the model has a prior p(z) to :meth:`sample` from (the VAEs).
+        has_prior: whether the model has a prior p(z) to :meth:`sample` from (the VAEs, the VQ-VAE).
+        bounds_likelihood: whether the model bounds log p(x) (the VAEs: the ELBO and the IWAE bound).
         denoises: whether the model's encoder sees a corrupted input (the dae's ``denoise``).
         rows_independent: whether the loss is a mean over rows (every model but sparse-ae, whose penalty is
             a function of the whole batch's mean activation), as data-parallel training needs.
     """
 
     has_prior = False
+    bounds_likelihood = False
     denoises = False
     rows_independent = True
 
@@ -131,6 +133,11 @@ class EncoderDecoder:
         self._workspaces: dict = {}
         self._calls = 0  # the step of the next draw that names no seed (see noise())
         self._keys: dict = {}  # (seed, stream) -> its key
+
+    @property
+    def code_size(self) -> int:
+        """The values of an example's code z: ``latent_dim``."""
+        return self.config.latent_dim
 
     @property
     def kind(self) -> str:
@@ -201,12 +208,12 @@ class EncoderDecoder:
         """The mean of p(x|z): ``sigmoid(logits)`` (Bernoulli) or the Gaussian mean, ``(B, D)`` host array.
 
         Args:
-            z: ``(B, K)`` codes; y: ``(B,)`` labels for a conditional model.
+            z: ``(B, K)`` codes (K: :attr:`code_size`); y: ``(B,)`` labels for a conditional model.
 
         Raises:
             DataError: if ``z`` is not a finite ``(B, K)`` array, or for bad labels.
         """
-        K = self.config.latent_dim
+        K = self.code_size
         z = self.xp.asarray(z, dtype=self.dtype)
         if z.ndim != 2 or z.shape[1] != K or not bool(self.xp.isfinite(z).all()):
             raise DataError(f"expected finite z of shape (B, {K}), got {z.shape}")

@@ -6,9 +6,10 @@ import math
 
 from ..errors import SettingsError
 from .autoencoders import Autoencoder
-from .config import CONFIGS, MODEL_SETTINGS, NetworkConfig, VAEConfig
+from .config import CONFIGS, MODEL_SETTINGS, NetworkConfig, VAEConfig, VQConfig
 from .iwae import IWAE
 from .vamp import VampVAE
+from .vqvae import VQVAE
 from .protocol import Model
 from .settings import declared, resolve
 from .vae import VAE
@@ -40,7 +41,7 @@ def model_for(config: NetworkConfig, backend="numpy", seed: int = 1) -> Model:
     if isinstance(config, VAEConfig):
         kind = IWAE if config.model == "iwae" else VampVAE if config.prior == "vamp" else VAE
     else:
-        kind = Autoencoder
+        kind = VQVAE if isinstance(config, VQConfig) else Autoencoder
     return kind(config, backend, seed)
 
 

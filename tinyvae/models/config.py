@@ -21,7 +21,8 @@ VAE_MODELS = ("vae", "cvae", "iwae")
 ELBO_MODELS = ("vae", "cvae")  # trained on the ELBO (iwae: on the importance-weighted bound)
 PRIORS = ("standard", "vamp")
 AE_MODELS = ("ae", "dae", "sparse-ae", "cae")
-MODELS = (*VAE_MODELS, *AE_MODELS)
+VQ_MODELS = ("vqvae",)
+MODELS = (*VAE_MODELS, *AE_MODELS, *VQ_MODELS)
 CORRUPTIONS = ("mask", "gaussian", "salt-and-pepper")
 CODE_ACTIVATIONS = ("sigmoid", "linear")
 ARCHS = stacks.ARCHS
@@ -48,8 +49,8 @@ class NetworkConfig:
     input_dim: int = setting(784, "D, the values of one example (784 for 28x28 images)", flag=False, **positive)
     hidden: tuple[int, ...] = setting(
         (400,), "mlp: the hidden layers' sizes, comma separated, input side first; the decoder mirrors them",
-        only={"arch": ("mlp",), "model": ("vae", "cvae", "iwae", "ae", "dae", "sparse-ae")}, off=())
-    latent_dim: int = setting(20, "K, the size of the code z", **positive)
+        only={"arch": ("mlp",), "model": ("vae", "cvae", "iwae", "ae", "dae", "sparse-ae", "vqvae")}, off=())
+    latent_dim: int = setting(20, "K, the size of the code z (vqvae: the code vectors of an example)", **positive)
     dtype: str = setting("float32", "the precision of weights and activations: float32 (training) or float64 "
                                     "(gradient checks)", choices=("float32", "float64"))
     likelihood: str = setting("bernoulli", "the decoder's p(x|z): bernoulli (BCE from logits), gaussian (fixed "
@@ -227,8 +228,33 @@ class AEConfig(NetworkConfig):
         return out + stacks.decoder_layout(self, K)
 
 
-CONFIGS = {**dict.fromkeys(VAE_MODELS, VAEConfig), **dict.fromkeys(AE_MODELS, AEConfig)}
-# Every model setting, by name; where the VAE's and the autoencoders' declarations share a name, the VAE's
-# default (model "vae") is the command line's.
-MODEL_SETTINGS = {**declared(AEConfig), **declared(VAEConfig)}
+@dataclass(frozen=True)
+class VQConfig(NetworkConfig):
+    """A :class:`NetworkConfig` and the VQ-VAE's own settings: ``latent_dim`` code vectors of ``code_dim`` values
+    an example, each the nearest of ``codebook_size`` learned vectors (van den Oord et al. 2017)."""
+
+    model: str = setting("vqvae", "vqvae", choices=VQ_MODELS)
+    codebook_size: int = setting(512, "vqvae: K, the vectors of the codebook", **positive, only={"model": VQ_MODELS})
+    code_dim: int = setting(16, "vqvae: D, the values of a code vector", **positive, only={"model": VQ_MODELS})
+    commitment: float = setting(0.25, "vqvae: beta, the weight of the commitment loss", **non_negative,
+                                only={"model": VQ_MODELS})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_classes:
+            raise SettingsError(f"vqvae takes no labels: n_classes must be 0, got {self.n_classes}")
+
+    def layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``(name, shape)`` of every parameter tensor, in storage order."""
+        out, H = stacks.encoder_layout(self)
+        M = self.latent_dim * self.code_dim
+        out += [("encoder.code.weight", (M, H)), ("encoder.code.bias", (M,))]
+        return out + stacks.decoder_layout(self, M) + [("codebook", (self.codebook_size, self.code_dim))]
+
+
+CONFIGS = {**dict.fromkeys(VAE_MODELS, VAEConfig), **dict.fromkeys(AE_MODELS, AEConfig),
+           **dict.fromkeys(VQ_MODELS, VQConfig)}
+# Every model setting, by name; where the models' declarations share a name, the VAE's default (model "vae")
+# is the command line's.
+MODEL_SETTINGS = {**declared(VQConfig), **declared(AEConfig), **declared(VAEConfig)}
 MODEL_SETTINGS["model"] = declared(NetworkConfig)["model"]

@@ -43,6 +43,8 @@ class Model(Protocol):
     decoder: Any
     seed: int
     has_prior: bool
+    bounds_likelihood: bool
+    code_size: int
     denoises: bool
     rows_independent: bool
 

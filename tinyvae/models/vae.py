@@ -107,6 +107,7 @@ class VAE(EncoderDecoder):
     """
 
     has_prior = True
+    bounds_likelihood = True
 
     def __init__(self, config: VAEConfig = VAEConfig(), backend: Backend | str = "numpy", seed: int = 1):
         super().__init__(config, backend, seed)
