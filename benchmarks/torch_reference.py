@@ -51,6 +51,20 @@ def loss_of_logits(model, x, eps=None):
     return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
+def iwae_loss(model: TorchVAE, x, k: int):
+    """The negative importance-weighted bound of PyTorch's example VAE with ``k`` draws (Burda et al. 2015,
+    eq. 8), summed over the batch: the log weights from the decoder's logits, their log-sum-exp by PyTorch."""
+    h1 = F.relu(model.fc1(x))
+    mu, logvar = model.fc21(h1), model.fc22(h1)
+    std = torch.exp(0.5 * logvar)
+    eps = torch.randn((k, *mu.shape), dtype=mu.dtype)
+    z = mu + eps * std
+    logits = model.fc4(F.relu(model.fc3(z)))
+    log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    log_w = log_px - 0.5 * (z * z).sum(-1) + 0.5 * (eps * eps).sum(-1) + 0.5 * logvar.sum(-1)
+    return -(torch.logsumexp(log_w, dim=0) - np.log(k)).sum()
+
+
 NAMES = {"fc1": "encoder.0", "fc21": "encoder.mu", "fc22": "encoder.logvar", "fc3": "decoder.0", "fc4": "decoder.logits"}
 
 

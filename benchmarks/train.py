@@ -95,13 +95,14 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     return epoch
 
 
-def torch_epoch_here(data, batch_size, threads, seed=1, conv=None):
+def torch_epoch_here(data, batch_size, threads, seed=1, conv=None, iwae_k=None):
     """A function running one epoch of PyTorch's example VAE (or, with ``conv`` = ``(channels,
-    latent_dim)``, tinyvae's conv VAE as :class:`TorchConvVAE`, on its images channels-first) with Adam,
-    in this process."""
+    latent_dim)``, tinyvae's conv VAE as :class:`TorchConvVAE`, on its images channels-first; with ``iwae_k``,
+    the example's networks on the importance-weighted bound of that many draws) with Adam, in this process."""
     import torch
 
-    from benchmarks.torch_reference import TorchConvVAE, TorchVAE, channels_first, loss_of, loss_of_logits
+    from benchmarks.torch_reference import (TorchConvVAE, TorchVAE, channels_first, iwae_loss, loss_of,
+                                            loss_of_logits)
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -112,7 +113,8 @@ def torch_epoch_here(data, batch_size, threads, seed=1, conv=None):
 
     def step(x):
         opt.zero_grad()
-        (loss_of_logits(model, x) if conv else loss_of(model, x)).backward()
+        loss = iwae_loss(model, x, iwae_k) if iwae_k else loss_of_logits(model, x) if conv else loss_of(model, x)
+        loss.backward()
         opt.step()
 
     step(X[:batch_size])
@@ -172,12 +174,12 @@ def in_child(make, *args, **kwargs):
     return epoch
 
 
-def torch_epoch(batch_size, threads, seed=1, conv=None, data=(fashion_mnist,)):
+def torch_epoch(batch_size, threads, seed=1, conv=None, data=(fashion_mnist,), iwae_k=None):
     """:func:`torch_epoch_here` in a child process (:func:`in_child`) on ``data`` (a loader of this module and
     its first arguments: ``(fashion_mnist,)``, or ``(random_images, shape, n)``), or None without torch."""
     if importlib.util.find_spec("torch") is None:
         return None
-    return in_child(*data, torch_epoch_here, batch_size, threads, seed, conv)
+    return in_child(*data, torch_epoch_here, batch_size, threads, seed, conv, iwae_k)
 
 
 def rounds(contenders: dict, repeats: int) -> dict[str, list[float]]:

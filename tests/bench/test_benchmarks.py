@@ -146,3 +146,14 @@ def test_the_image_folder_benchmark_reads_a_folder_in_a_process_of_its_own(tmp_p
         Image.fromarray(np.full((4, 4), i, np.uint8)).save(tmp_path / "f" / f"{i}.png")
     assert timed_read(tmp_path / "f", tmp_path / "cache") > 0
     assert list((tmp_path / "cache" / "images").glob("*.npy"))
+
+
+def test_the_iwae_benchmarks_contenders_run_an_epoch_each():
+    import torch  # noqa: F401  (the PyTorch contender)
+
+    from benchmarks.train import random_images, tinyvae_epoch, torch_epoch_here
+    from tinyvae.models import VAEConfig
+
+    config = VAEConfig(model="iwae", k=3)
+    random_images((1, 28, 28), 32, tinyvae_epoch, "numba", 16, config=config)()
+    random_images((1, 28, 28), 32, torch_epoch_here, 16, 1, iwae_k=3)()
