@@ -21,3 +21,15 @@ def backend_or_skip(name: str):
         if name != "cuda":
             raise
         pytest.skip(str(e))
+
+
+def assert_same_step(build, be, x, grad_rtol: float = 1e-5, **loss):
+    """A float32 model of ``build(backend=...)`` on ``be`` and on numpy, from the same weights: the same loss
+    of ``x`` to 1e-5 and the same gradient to ``grad_rtol`` norm-wise (``loss``: ``loss_and_grad``'s keywords)."""
+    import numpy as np
+
+    ref, fused = build(backend="numpy"), build(backend=be)
+    a, b = ref.loss_and_grad(x, **loss), fused.loss_and_grad(x, **loss)
+    assert b.loss == pytest.approx(a.loss, rel=1e-5)
+    g, h = be.to_host(fused.grad), ref.grad
+    assert np.linalg.norm(g - h) / np.linalg.norm(h) < grad_rtol

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import tinyvae
-from fused_backends import FUSED_BACKENDS, backend_or_skip
+from torch_grads import assert_autograd_agrees, torch_params
+from fused_backends import FUSED_BACKENDS, assert_same_step, backend_or_skip
 from tinyvae import gradcheck
 from tinyvae.models import IWAE, VAEConfig
 
@@ -37,7 +38,7 @@ def torch_iwae_loss(model, x, eps):
     """-L_k of each example by PyTorch's autograd on tinyvae's weights (the MLP of one hidden layer)."""
     import torch
 
-    p = {n: torch.tensor(model.params.view(n), requires_grad=True) for n in model.params.names}
+    p = torch_params(model)
     k, K = model.config.k, model.config.latent_dim
     X = torch.tensor(x)
     h = torch.relu(X @ p["encoder.0.weight"].T + p["encoder.0.bias"])
@@ -61,11 +62,7 @@ def test_the_bound_and_its_gradient_are_pytorchs_in_float64():
     terms = model.loss_and_grad(x, eps=eps)
     theirs, p = torch_iwae_loss(model, x, eps)
     loss = theirs.mean()
-    loss.backward()
-    assert terms.loss == pytest.approx(loss.item(), rel=1e-12)
-    for name, t in p.items():
-        np.testing.assert_allclose(model.params.view(name, model.grad), t.grad.numpy(), rtol=1e-9, atol=1e-13,
-                                   err_msg=name)
+    assert_autograd_agrees(model, terms.loss, loss, p)
 
 
 def test_the_bound_is_tighter_than_the_elbo_of_the_same_draws():
@@ -94,16 +91,11 @@ def test_beta_and_labels_are_refused():
 
 @pytest.mark.parametrize("name", FUSED_BACKENDS)
 def test_a_fused_backend_takes_the_numpy_steps(name):
-    be = backend_or_skip(name)
-    cfg = dict(k=5, input_dim=784, hidden=(64,), latent_dim=8, dtype="float32")
-    ref, fused = iwae(**cfg), iwae(backend=be, **cfg)
     x = np.random.default_rng(3).random((32, 784)).astype(np.float32)
-    a, b = ref.loss_and_grad(x, noise_seed=4), fused.loss_and_grad(x, noise_seed=4)
-    assert b.loss == pytest.approx(a.loss, rel=1e-5)
-    g, h = be.to_host(fused.grad), ref.grad
     # The weights are a softmax of log w, each a sum of 784 float32 terms of about 500 nats: their rounding
     # (1e-4 nats) moves the weights, and so the gradient, by about 1e-5 relative.
-    assert np.linalg.norm(g - h) / np.linalg.norm(h) < 1e-4
+    assert_same_step(lambda backend: iwae(k=5, input_dim=784, hidden=(64,), latent_dim=8, dtype="float32",
+                                          backend=backend), backend_or_skip(name), x, 1e-4, noise_seed=4)
 
 
 def test_the_training_command_trains_and_evaluates_an_iwae(tiny_data_dir, tmp_path):

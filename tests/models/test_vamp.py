@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import tinyvae
-from fused_backends import FUSED_BACKENDS, backend_or_skip
+from torch_grads import assert_autograd_agrees, torch_params
+from fused_backends import FUSED_BACKENDS, assert_same_step, backend_or_skip
 from tinyvae import gradcheck
 from tinyvae.models.vamp import VampVAE
 
@@ -42,7 +43,7 @@ def test_the_loss_and_its_gradient_are_pytorchs_in_float64():
     rng = np.random.default_rng(3)
     x, eps = rng.random((5, 12)), rng.standard_normal((5, 3))
     terms = model.loss_and_grad(x, eps=eps, beta=0.5)
-    p = {n: torch.tensor(model.params.view(n), requires_grad=True) for n in model.params.names}
+    p = torch_params(model)
 
     def encode(inp):
         h = torch.relu(inp @ p["encoder.0.weight"].T + p["encoder.0.bias"])
@@ -59,11 +60,7 @@ def test_the_loss_and_its_gradient_are_pytorchs_in_float64():
     log_p = torch.logsumexp(comps, dim=1) - math.log(4)
     log_q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)
     loss = (nll + 0.5 * (log_q - log_p)).mean()
-    loss.backward()
-    assert terms.loss == pytest.approx(loss.item(), rel=1e-12)
-    for name, t in p.items():
-        np.testing.assert_allclose(model.params.view(name, model.grad), t.grad.numpy(), rtol=1e-9, atol=1e-13,
-                                   err_msg=name)
+    assert_autograd_agrees(model, terms.loss, loss, p)
 
 
 def test_the_prior_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_inputs():
@@ -80,14 +77,9 @@ def test_the_prior_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_input
 
 @pytest.mark.parametrize("name", FUSED_BACKENDS)
 def test_a_fused_backend_takes_the_numpy_step(name):
-    be = backend_or_skip(name)
-    cfg = dict(pseudo_inputs=20, input_dim=784, hidden=(64,), latent_dim=8, dtype="float32")
-    ref, fused = vamp(**cfg), vamp(backend=be, **cfg)
     x = np.random.default_rng(5).random((32, 784)).astype(np.float32)
-    a, b = ref.loss_and_grad(x, noise_seed=6), fused.loss_and_grad(x, noise_seed=6)
-    assert b.loss == pytest.approx(a.loss, rel=1e-5)
-    g, h = be.to_host(fused.grad), ref.grad
-    assert np.linalg.norm(g - h) / np.linalg.norm(h) < 1e-5
+    assert_same_step(lambda backend: vamp(pseudo_inputs=20, input_dim=784, hidden=(64,), latent_dim=8,
+                                          dtype="float32", backend=backend), backend_or_skip(name), x, noise_seed=6)
 
 
 def test_the_training_command_starts_the_pseudo_inputs_from_training_images(tiny_data_dir, tmp_path):
