@@ -11,7 +11,6 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 import tinyvae
-from conftest import write_dataset
 from tinyvae.evaluate import main as evaluate_main
 from tinyvae.io.checkpoint import CHECKPOINT, read_metadata
 from tinyvae.io.idx import read_idx

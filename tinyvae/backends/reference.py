@@ -226,7 +226,6 @@ def nearest_code(z, codebook, idx_out, dist_out):
     of the nearest row of ``codebook`` ``(K, D)`` by squared Euclidean distance ``sum_d (z_d - e_kd)^2`` (the
     lowest index among equals) into ``idx_out`` ``(N,)`` int64, and that distance into ``dist_out`` ``(N,)``.
     Each distance is that sum taken along d, as the kernels take it."""
-    xp = array_module(z)
     for lo in range(0, z.shape[0], NEAREST_ROWS):
         diff = z[lo:lo + NEAREST_ROWS, None, :] - codebook[None]
         d2 = (diff * diff).sum(axis=2)

@@ -9,7 +9,6 @@ and without a test set named beside it hold one out: a fraction of the examples,
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -197,7 +196,7 @@ def load_dataset(name: str = "fashion-mnist", data_dir: str | os.PathLike | None
 
 
 def _idx_splits(name: str, folder: Path, paths: dict, splits: tuple[str, ...]) -> Dataset:
-    read = {}
+    read, image_shape = {}, None
     for split in splits:
         images = _images(paths[f"{split}_images"])
         read[split] = Split(images.reshape(len(images), -1),

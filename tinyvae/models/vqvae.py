@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import rng
 from ..backends import Backend
-from ..errors import DataError, SettingsError
+from ..errors import SettingsError
 from ..nn import stacks
 from ..nn.layers import Sequential
 from .base import DecoderOutput, EncoderDecoder, Noise
