@@ -334,9 +334,9 @@ def test_numba_matmul_takes_any_layout_and_leaves_blas_threads_as_they_were():
 
     local = ctypes.CDLL(numpy_blas()["filepath"]).openblas_set_num_threads_local
     local.argtypes, local.restype = [ctypes.c_int], ctypes.c_int
-    local(3)  # this thread's own setting, which the GEMM's slab on this thread sets to 1 and back
+    before = local(3)  # the caller's setting, which the GEMM sets to 1 for its parts and puts back
     be.matmul(rng.standard_normal((200, 30)), rng.standard_normal((30, 20)), np.empty((200, 20)))
-    assert local(0) == 3
+    assert local(before) == 3  # and the process's own setting is put back too: 3 threads on 2 cores would spin
 
 
 _CALL_EVERY_NUMBA_KERNEL = """
