@@ -87,6 +87,9 @@ def parser(prog: str, doc: str) -> Parser:
     return p
 
 
+LOCATIONS = ("data_dir", "data", "test_data")  # the settings that say where a run's data are
+
+
 def add_data_dir(p: argparse.ArgumentParser) -> None:
     """The flags that say where a run's data are now (``--data-dir``, ``--data``, ``--test-data``)."""
     p.add_argument("--data-dir", default=None,
@@ -100,5 +103,4 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def moved_data(args) -> dict:
     """The data locations given by :func:`add_data_dir`'s flags, absolute, by setting name."""
-    return {k: str(Path(v).resolve()) for k in ("data_dir", "data", "test_data")
-            if (v := getattr(args, k, None)) is not None}
+    return {k: str(Path(v).resolve()) for k in LOCATIONS if (v := getattr(args, k, None)) is not None}

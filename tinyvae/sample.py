@@ -115,8 +115,7 @@ def main(argv=None) -> int:
                 lines = interpolate(model, test_x[a], test_x[b], args.steps, ya, yb)
                 save_grid(out, as_images(lines.reshape(-1, test_x.shape[1]), data.shape), args.pairs, args.steps + 2)
             else:
-                labels = data.test.y if data.test.y is not None else np.zeros(len(data.test), np.int64)
-                scatter(out, codes(model, test_x, test_y, t.eval_batch_size), labels, data.class_names or None,
+                scatter(out, codes(model, test_x, test_y, t.eval_batch_size), data.test.y, data.class_names,
                         f"{data.name} test set in z (epoch {epoch}, K = {model.config.latent_dim})")
         print(f"wrote {out}  (backend {model.backend.name})")
         return 0

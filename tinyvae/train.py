@@ -65,7 +65,6 @@ from .training.data import load_run_data, settings_for_data, train_settings
 from .training.settings import SETTINGS, TRAIN_SETTINGS, check_epochs
 
 AE_ONLY = set(declared(AEConfig)) - set(declared(VAEConfig))
-LOCATIONS = ("data_dir", "data", "test_data")  # where the data are: what a resumed run may be told anew
 
 
 def group_of(s: Setting) -> str:
@@ -94,21 +93,19 @@ def main(argv=None) -> int:
     if args is None:
         return 2
     given = {k: getattr(args, k) for k, s in SETTINGS.items() if s.spec.flag and getattr(args, k) is not None}
-    for k in LOCATIONS:  # stored absolute, so the run can be resumed, evaluated and sampled from anywhere
-        if k in given:
-            given[k] = str(Path(given[k]).resolve())
+    given.update(cli.moved_data(args))  # absolute, so the run can be resumed, evaluated and sampled from anywhere
     run: dict = {"trainer": None, "dir": None, "created": False, "claimed": None, "agreed": False}
 
     def resume() -> Trainer:
-        ignored = [k for k in given if k not in LOCATIONS] + (["out"] if args.out else [])
+        ignored = [k for k in given if k not in cli.LOCATIONS] + (["out"] if args.out else [])
         if ignored and (group is None or group.is_root):
             print(f"resuming {args.resume}: its settings come from the checkpoint; "
                   f"ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
         if group is None or group.is_root:  # one process trains a run at a time
             run["claimed"] = checkpoint_of(Path(args.resume)).parent
             claim(run["claimed"])
-        trainer = Trainer.resume(Path(args.resume), args.backend, {k: given[k] for k in LOCATIONS if k in given},
-                                 group, not args.no_pictures)
+        trainer = Trainer.resume(Path(args.resume), args.backend, cli.moved_data(args), group,
+                                 not args.no_pictures)
         if trainer.epoch >= args.epochs:
             raise SettingsError(f"{args.resume} has trained {trainer.epoch} epochs already; --epochs is the "
                                 f"total, so ask for more than {trainer.epoch}")

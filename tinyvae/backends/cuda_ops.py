@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 from . import reference
-from .reference import array_module
+from .reference import CORRUPTION_CODES, array_module
 
 
 def kernel_dir() -> Path:
@@ -73,6 +73,7 @@ def kernel_names(family: str | None = None) -> set[str]:
             for name in ((op,) if op in UNTYPED else (f"{op}_f32", f"{op}_f64"))}
 
 THREADS = 256     # threads per block of the row and elementwise kernels
+WARPS = THREADS // 32   # rows per block of the warp-per-row kernels
 COLUMNS = 32      # columns per block of the column-sum kernels
 COLUMN_ROWS = 8   # TINYVAE_COLUMN_ROWS in kernels/common.cuh
 MAX_BLOCKS = 65535 * 8  # cap of the grid-stride loops' grids
@@ -145,6 +146,13 @@ def _rows(rows):
     return rows.astype(np.int64, order="C", copy=False)
 
 
+def _halves(heads, K) -> tuple:
+    """The two halves of a ``(N, 2K)`` array (``[mu | logvar]``, or their gradients) with their row strides: the
+    four arguments the latent kernels take for it."""
+    first, second = heads[:, :K], heads[:, K:]
+    return first, np.int64(row_stride(first)), second, np.int64(row_stride(second))
+
+
 def _contiguous(a):
     return array_module(a).ascontiguousarray(a)
 
@@ -193,7 +201,7 @@ class CudaOps:
         self.kernel("corrupt", sfx)(
             (B,), (THREADS,),
             (x, np.int64(row_stride(x)), *_key(key), np.uint64(step), _rows(rows),
-             np.int32({"gaussian": 0, "mask": 1, "salt-and-pepper": 2}[kind]), _scalar(noise, sfx),
+             np.int32(CORRUPTION_CODES[kind]), _scalar(noise, sfx),
              np.int32(round(noise * D)), out, np.int64(row_stride(out)), words, np.int32(D)))
 
     def gather_pixels(self, pixels, rows, scale, out, next_rows=None, binarize=None):
@@ -234,34 +242,26 @@ class CudaOps:
     def reparameterize_kl(self, heads, eps, z_out, kl_out):
         sfx = _check(heads, eps, z_out, kl_out)
         B, K = eps.shape
-        mu, logvar = heads[:, :K], heads[:, K:]
-        rows_per_block = THREADS // 32
         self.kernel("reparameterize_kl", sfx)(
-            (math.ceil(B / rows_per_block),), (THREADS,),
-            (mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)), eps, np.int64(row_stride(eps)),
-             z_out, np.int64(row_stride(z_out)), kl_out, np.int32(B), np.int32(K)))
+            (math.ceil(B / WARPS),), (THREADS,),
+            (*_halves(heads, K), eps, np.int64(row_stride(eps)), z_out, np.int64(row_stride(z_out)), kl_out,
+             np.int32(B), np.int32(K)))
 
     def reparameterize_kl_draw(self, heads, key, step, rows, eps_out, z_out, kl_out):
         sfx = _check(heads, eps_out, z_out, kl_out)
         N, K = eps_out.shape
-        mu, logvar = heads[:, :K], heads[:, K:]
-        rows_per_block = THREADS // 32
         self.kernel("reparameterize_kl_draw", sfx)(
-            (math.ceil(N / rows_per_block),), (THREADS,),
-            (mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)), *_key(key), np.uint64(step),
-             _rows(rows), np.int32(rows.shape[0]), eps_out, np.int64(row_stride(eps_out)), z_out,
-             np.int64(row_stride(z_out)), kl_out, np.int32(N), np.int32(K)))
+            (math.ceil(N / WARPS),), (THREADS,),
+            (*_halves(heads, K), *_key(key), np.uint64(step), _rows(rows), np.int32(rows.shape[0]), eps_out,
+             np.int64(row_stride(eps_out)), z_out, np.int64(row_stride(z_out)), kl_out, np.int32(N), np.int32(K)))
 
     def reparameterize_kl_backward(self, dz, heads, eps, kl_scale, dheads_out):
         sfx = _check(dz, heads, eps, dheads_out)
         B, K = eps.shape
-        mu, logvar = heads[:, :K], heads[:, K:]
-        dmu_out, dlogvar_out = dheads_out[:, :K], dheads_out[:, K:]
         self.kernel("reparameterize_kl_backward", sfx)(
             (grid_for(B * K),), (THREADS,),
-            (dz, np.int64(row_stride(dz)), mu, np.int64(row_stride(mu)), logvar, np.int64(row_stride(logvar)),
-             eps, np.int64(row_stride(eps)), _scalar(kl_scale, sfx), dmu_out, np.int64(row_stride(dmu_out)),
-             dlogvar_out, np.int64(row_stride(dlogvar_out)), np.int32(B), np.int32(K)))
+            (dz, np.int64(row_stride(dz)), *_halves(heads, K), eps, np.int64(row_stride(eps)),
+             _scalar(kl_scale, sfx), *_halves(dheads_out, K), np.int32(B), np.int32(K)))
 
     def nearest_code(self, z, codebook, idx_out, dist_out):
         sfx = _check(z, codebook, dist_out)

@@ -18,12 +18,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .reference import CORRUPTION_CODES
+
 _JIT = dict(cache=True, nogil=True)
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
 _LOW, _SHIFT = np.uint64(0xFFFFFFFF), np.uint64(32)
 _TWO_PI = 2.0 * math.pi
-_CODES = {"gaussian": 0, "mask": 1, "salt-and-pepper": 2}
 
 
 @njit(inline="always", **_JIT)
@@ -62,8 +63,6 @@ def _box_muller(wa, wb):
     r = math.sqrt(-2.0 * math.log(_uniform(wa)))
     angle = _TWO_PI * _uniform(wb)
     return r * math.cos(angle), r * math.sin(angle)
-
-
 
 
 @njit(parallel=True, **_JIT)
@@ -200,7 +199,7 @@ def _corrupt(x, k0, k1, step, rows, kind, noise, m, out, words, keys):
 def corrupt(x, key, step, rows, kind, noise, out):
     B, D = x.shape
     words, keys = _scratch("corrupt", B, (2 * D + 3) // 4 * 4), _scratch("corrupt keys", B, D, np.uint64)
-    _corrupt(x, np.uint32(key[0]), np.uint32(key[1]), np.uint64(step), rows, _CODES[kind], float(noise),
+    _corrupt(x, np.uint32(key[0]), np.uint32(key[1]), np.uint64(step), rows, CORRUPTION_CODES[kind], float(noise),
              round(noise * D), out, words, keys)
 
 

@@ -102,6 +102,9 @@ def draw_normal(key, step: int, rows, out):
     out[...] = array_module(out).asarray(z.reshape(N, K).astype(out.dtype))
 
 
+CORRUPTION_CODES = {"gaussian": 0, "mask": 1, "salt-and-pepper": 2}  # the kernels' number for each kind
+
+
 def corrupt(x, key, step: int, rows, kind: str, noise: float, out):
     """A denoising autoencoder's corruption of ``x`` ``(B, D)`` into ``out``, drawn from the stream of ``key`` at
     ``step`` for the examples ``rows`` (Vincent et al. 2008, Sec. 2.3; 2010, Sec. 4.2):

@@ -127,9 +127,18 @@ def load_checkpoint(path, required: dict[str, tuple[tuple[int, ...], str]] | Non
     return tensors, metadata
 
 
-def check_tensors(path, tensors: dict[str, np.ndarray], required: dict[str, tuple[tuple[int, ...], str]]) -> None:
+def check_tensors(path, tensors: dict[str, np.ndarray], required: dict[str, tuple[tuple[int, ...], str]],
+                  described_by: str | None = None) -> None:
     """``CheckpointError`` naming ``path`` and the tensor unless every tensor in ``required``
-    (``{name: (shape, dtype name)}``) is present, of that shape and dtype, and finite."""
+    (``{name: (shape, dtype name)}``) is present, of that shape and dtype, and finite. ``described_by``: the
+    metadata field the shapes come from, blamed for a tensor of another shape (the tensors are checked for
+    their shapes first, then for being there)."""
+    if described_by is not None:
+        for name, (shape, dtype) in required.items():
+            t = tensors.get(name)
+            if t is not None and (t.shape != tuple(shape) or t.dtype != np.dtype(dtype)):
+                raise CheckpointError(f"{path}: metadata field {described_by!r} describes a model whose {name} is "
+                                      f"{tuple(shape)} {dtype}; the file's is {t.shape} {t.dtype}")
     for name, (shape, dtype) in required.items():
         t = tensors.get(name)
         if t is None or t.shape != tuple(shape) or t.dtype != np.dtype(dtype):

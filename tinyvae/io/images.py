@@ -138,8 +138,9 @@ def manifold(model: VAE, n: int = 20, y=None) -> np.ndarray:
     return model.decode(z, None if y is None else np.full(len(z), y))
 
 
-def scatter(path, mu: np.ndarray, labels: np.ndarray, names=None, title: str = "") -> None:
-    """Save a scatter of ``mu`` ``(N, K)`` coloured by ``labels`` ``(N,)``; K > 2 uses the first two principal components.
+def scatter(path, mu: np.ndarray, labels: np.ndarray | None, names=None, title: str = "") -> None:
+    """Save a scatter of ``mu`` ``(N, K)`` coloured by ``labels`` ``(N,)`` (None: one colour), each class named by
+    ``names`` (None or empty: by its number); K > 2 uses the first two principal components.
 
     Raises:
         MissingDependency: matplotlib is missing (``pip install tinyvae[plot]``).
@@ -151,6 +152,8 @@ def scatter(path, mu: np.ndarray, labels: np.ndarray, names=None, title: str = "
         centred = mu - mu.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         mu, axes = centred @ vt[:2].T, ("principal component 1 of mu", "principal component 2 of mu")
+    labels = np.zeros(len(mu), np.int64) if labels is None else labels
+    names = names or None
     fig, ax = plt.subplots(figsize=(7, 6), dpi=120)
     for c in np.unique(labels):
         sel = labels == c

@@ -66,12 +66,7 @@ def load_weights(model: Model, tensors: dict, path) -> None:
     misshapen or non-finite tensor (:func:`tinyvae.io.checkpoint.check_tensors`), a tensor of another shape
     than its ``model_config`` gives being blamed on that field."""
     shapes = {name: (shape, model.dtype.name) for name, shape in model.params.shapes.items()}
-    for name, (shape, dtype) in shapes.items():
-        t = tensors.get(name)
-        if t is not None and (t.shape != tuple(shape) or t.dtype != dtype):
-            raise CheckpointError(f"{path}: metadata field 'model_config' describes a model whose {name} is "
-                                  f"{tuple(shape)} {dtype}; the file's is {t.shape} {t.dtype}")
-    check_tensors(path, tensors, shapes)
+    check_tensors(path, tensors, shapes, described_by="model_config")
     for name in model.params.names:
         model.params.view(name)[...] = model.xp.asarray(tensors[name])
 

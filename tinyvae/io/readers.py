@@ -147,7 +147,9 @@ def _shape_of_cache(data: np.ndarray) -> tuple[int, int, int]:
 
 def _save_cache(path: Path, data: np.ndarray) -> None:
     """Write the decoded images to ``path`` atomically; a cache that cannot be written is skipped (the images
-    are decoded again next time)."""
+    are decoded again next time). Not :func:`tinyvae.io.checkpoint.atomic_write_bytes`: the array is streamed
+    to the file rather than held twice in memory as bytes, and a temporary file of its own name (mkstemp)
+    leaves alone the one another process may be writing for the same folder, which that function removes."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

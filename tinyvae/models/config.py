@@ -108,6 +108,11 @@ class NetworkConfig:
         """C, the values of one pixel (1 grey, 3 colour); 1 for a table."""
         return self.data_shape[0] if len(self.data_shape) == 3 else 1
 
+    @property
+    def draws(self) -> int:
+        """Draws of z per example in a training step: 1 (a VAE's config says its own)."""
+        return 1
+
     def conv_sizes(self) -> list[tuple[int, int]]:
         """``conv``: the image size ``(H, W)`` before each convolution and after the last."""
         return stacks.conv_sizes(self.image_shape, len(self.channels))

@@ -29,7 +29,6 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import SettingsError
-from ..rng import EVALUATE_STEPS
 from .vae import VAE, VAEWorkspace
 
 
@@ -115,12 +114,7 @@ class IWAE(VAE):
         """The VAE's test metrics (:meth:`tinyvae.models.vae.VAE.evaluate`, from the same ``k`` draws of the
         ``evaluate`` stream), with ``test_loss`` the mean of ``-L_k``, the objective, and ``test_elbo_loss``
         the negative ELBO beside it."""
-        batches = list(batches)
-        metrics = super().evaluate(batches, seed)
-        bound = n = 0.0
-        for x, y, rows in batches:
-            noise = self.noise("evaluate", x.shape[0], seed, EVALUATE_STEPS["elbo"], rows)
-            bound += float(self.bound_rows(self.forward_loss(x, y, noise=noise))[0].sum())
-            n += x.shape[0]
-        return {"test_loss": bound / n, "test_elbo_loss": metrics["test_loss"],
-                **{k: v for k, v in metrics.items() if k != "test_loss"}}
+        s = self.evaluation_sums(batches, seed)
+        n = s["n"]
+        return {"test_loss": s["objective"] / n, "test_elbo_loss": (s["nll"] + s["kl"]) / n,
+                "test_nll": s["nll"] / n, "test_kl": s["kl"] / n, "test_recon": s["recon"] / n}

@@ -269,14 +269,24 @@ class VAE(EncoderDecoder):
             (-log p(x|z)), ``test_kl`` (KL(q(z|x) || N(0, I))) and ``test_recon``
             (-log p(x|z = mu), the reconstruction loss of the mean code, as for an autoencoder).
         """
-        nll = kl = recon = 0.0
+        s = self.evaluation_sums(batches, seed)
+        n = s["n"]
+        return {"test_loss": (s["nll"] + s["kl"]) / n, "test_nll": s["nll"] / n, "test_kl": s["kl"] / n,
+                "test_recon": s["recon"] / n}
+
+    def evaluation_sums(self, batches, seed: int | None) -> dict:
+        """:meth:`evaluate`'s sums over the examples of ``batches``, in nats: ``nll``, ``kl``, ``objective`` (the
+        minimised objective, :meth:`objective_sum`, from the same draws) and ``recon``; and their count ``n``."""
+        s = dict.fromkeys(("nll", "kl", "objective", "recon"), 0.0)
         n = 0
         for x, y, rows in batches:
             noise = self.noise("evaluate", x.shape[0], seed, EVALUATE_STEPS["elbo"], rows)
-            a, b = self.sums(self.forward_loss(x, y, noise=noise))
-            nll, kl, n = nll + float(a), kl + float(b), n + x.shape[0]
-            recon += float(self.sums(self.forward_loss(x, y, eps=0.0))[0])
-        return {"test_loss": (nll + kl) / n, "test_nll": nll / n, "test_kl": kl / n, "test_recon": recon / n}
+            ws = self.forward_loss(x, y, noise=noise)
+            a, b = self.sums(ws)
+            s["nll"], s["kl"], n = s["nll"] + float(a), s["kl"] + float(b), n + x.shape[0]
+            s["objective"] += float(self.objective_sum(ws, 1.0))
+            s["recon"] += float(self.sums(self.forward_loss(x, y, eps=0.0))[0])
+        return {**s, "n": n}
 
     # -- checked public API ---------------------------------------------------
 

@@ -102,11 +102,10 @@ class VampVAE(VAE):
     def log_prior(self, z, pseudo_heads=None, responsibilities: bool = False):
         """``log p(z)`` of each row of ``z`` ``(N, K)``, an array of ``z``'s module and dtype; with
         ``responsibilities``, also the ``(N, P)`` softmax over the components. ``pseudo_heads`` ``(P, 2K)``: the
-        encoder at the pseudo-inputs (default: computed here)."""
+        encoder at the pseudo-inputs (default: :meth:`pseudo_heads`)."""
         xp, K, P = array_module(z), self.config.latent_dim, self.config.pseudo_inputs
         if pseudo_heads is None:
-            pseudo_heads = self.encoder.forward(self.backend, self.pseudo,
-                                                self.encoder.buffers(self.xp, P, self.dtype))
+            pseudo_heads = self.pseudo_heads()
             pseudo_heads = xp.asarray(self.backend.to_host(pseudo_heads) if xp is np else pseudo_heads, z.dtype)
         m, lv = pseudo_heads[:, :K], pseudo_heads[:, K:]
         inv = xp.exp(-lv)
@@ -122,6 +121,12 @@ class VampVAE(VAE):
             if resp is not None:
                 resp[lo:lo + ROWS] = e / total[:, None]
         return (log_p, resp) if responsibilities else log_p
+
+    def pseudo_heads(self):
+        """``(P, 2K)`` backend array: the encoder's ``[mu | logvar]`` at the pseudo-inputs, the components of the
+        prior (a pass of its own, outside a training step's workspace)."""
+        P = self.config.pseudo_inputs
+        return self.encoder.forward(self.backend, self.pseudo, self.encoder.buffers(self.xp, P, self.dtype))
 
     def latent_grad(self, ws: VampWorkspace, beta: float):
         """``ws.dheads`` of the batch's rows, and the pseudo-inputs' ``[mu | logvar]`` gradient in the last P
@@ -155,7 +160,6 @@ class VampVAE(VAE):
         K, P = self.config.latent_dim, self.config.pseudo_inputs
         u = rng.uniforms(noise.key, noise.step, self.backend.to_host(noise.rows), 1, start=K)[:, 0]
         comp = np.minimum((u * P).astype(np.int64), P - 1)
-        heads = self.backend.to_host(self.encoder.forward(self.backend, self.pseudo,
-                                                         self.encoder.buffers(self.xp, P, self.dtype)))
+        heads = self.backend.to_host(self.pseudo_heads())
         m, lv = heads[comp, :K], heads[comp, K:]
         return (m + np.exp(0.5 * lv) * eps).astype(self.dtype)

@@ -68,6 +68,8 @@ class VQWorkspace(DecoderOutput):
     dec_douts: list
     nll: Any         # (B,) nats
     vq: Any = 0.0    # the last pass's |z_e - z_q|^2 summed over each example's values, (B,)
+    assign: Any = None     # (B M, K) the one-hot assignments of the code vectors, made by the first backward pass
+    code_rows: Any = None  # (B M,) int64 0 .. B M - 1, the rows of assign
 
 
 class VQVAE(EncoderDecoder):
@@ -105,7 +107,8 @@ class VQVAE(EncoderDecoder):
                 batch=batch, enc_outs=self.encoder.buffers(xp, batch, dt),
                 enc_douts=self.encoder.buffers(xp, batch, dt), zq=xp.empty((batch, MD), dt),
                 dzq=xp.empty((batch, MD), dt), idx=xp.empty(batch * cfg.latent_dim, np.int64),
-                dist=xp.empty(batch * cfg.latent_dim, dt), dec_outs=self.decoder.buffers(xp, batch, dt),
+                dist=xp.empty(batch * cfg.latent_dim, dt),
+                dec_outs=self.decoder.buffers(xp, batch, dt),
                 dec_douts=self.decoder.buffers(xp, batch, dt), nll=xp.empty(batch, dt))
             self._workspaces[batch] = ws
         return ws
@@ -125,16 +128,18 @@ class VQVAE(EncoderDecoder):
 
     def backward(self, ws: VQWorkspace, x):
         """Fill :attr:`grad` with the gradient of the batch mean of the loss (the module doc's formulas)."""
-        xp, cfg, B = self.xp, self.config, ws.batch
-        D, K = cfg.code_dim, cfg.codebook_size
+        cfg, B, D = self.config, ws.batch, self.config.code_dim
         self.nll(ws.decoder_out, x, 1.0 / B, ws.nll, ws.decoder_dout, self.decoder_dlogvar)
         self.decoder.backward(self.backend, ws.zq, ws.dec_outs, ws.dec_douts, ws.dzq)
         ze = ws.enc_outs[-1]
         diff = ze - ws.zq                                       # (B, M D): z_e - z_q
         ws.enc_douts[-1][...] = ws.dzq + (2 * cfg.commitment / B) * diff
-        onehot = xp.zeros((ws.idx.shape[0], K), self.dtype)
-        onehot[xp.arange(ws.idx.shape[0]), ws.idx] = 1
-        self.backend.matmul(onehot.T, (-2.0 / B) * diff.reshape(-1, D), self.dcodebook)
+        if ws.assign is None:  # a training batch size's, not an evaluation's
+            ws.assign = self.xp.empty((ws.idx.shape[0], cfg.codebook_size), self.dtype)
+            ws.code_rows = self.xp.arange(ws.idx.shape[0], dtype=np.int64)
+        ws.assign[...] = 0
+        ws.assign[ws.code_rows, ws.idx] = 1
+        self.backend.matmul(ws.assign.T, (-2.0 / B) * diff.reshape(-1, D), self.dcodebook)
         self.encoder.backward(self.backend, x, ws.enc_outs, ws.enc_douts)
 
     def terms(self, ws: VQWorkspace) -> tuple:

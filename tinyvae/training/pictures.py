@@ -41,9 +41,8 @@ def write_pictures(model, data: Dataset, test_x: np.ndarray, test_y, run_dir, ep
         if model.has_prior:
             write_rows_csv(run_dir / f"samples_{epoch}.csv", prior_samples(model, seed)[0])
         try:
-            labels = np.zeros(len(test_x), np.int64) if data.test.y is None else data.test.y
-            scatter(run_dir / f"latent_{epoch}.png", codes(model, test_x, test_y, 1000), labels,
-                    data.class_names or None, f"{data.name} test set in the code space (epoch {epoch})")
+            scatter(run_dir / f"latent_{epoch}.png", codes(model, test_x, test_y, 1000), data.test.y,
+                    data.class_names, f"{data.name} test set in the code space (epoch {epoch})")
         except MissingDependency:  # matplotlib is an optional extra
             pass
         return

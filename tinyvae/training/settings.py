@@ -124,8 +124,7 @@ class RunSettings:
             SettingsError: sizes or settings the model refuses, or sizes that would not fit.
         """
         config = make_config(self.model, data_shape, n_classes)
-        draws = self.model["k"] if self.kind == "iwae" else self.model["mc_samples"]
-        rows = max(self.train.batch_size * draws, self.train.eval_batch_size * draws)
+        rows = max(self.train.batch_size, self.train.eval_batch_size) * config.draws
         sizes = {k: self.model[k] for k in ("hidden", "channels", "latent_dim") if self.model[k]}
         what = ", ".join(f"{k} {list(v) if isinstance(v, tuple) else v}" for k, v in sizes.items())
         config.check_fits(rows, f"{what}, batch_size {self.train.batch_size}")
