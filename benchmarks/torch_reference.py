@@ -135,3 +135,56 @@ def channels_first(rows, data_shape):
     ``(B, C H W)`` (a NumPy array)."""
     C, H, W = data_shape
     return rows.reshape(len(rows), H, W, C).transpose(0, 3, 1, 2).reshape(len(rows), -1)
+
+
+def vamp_loss(model: TorchVAE, pseudo_inputs, x):
+    """The negative ELBO of PyTorch's example VAE under a VampPrior (Tomczak & Welling 2018, eq. 9) with the
+    single-draw KL estimate log q(z|x) - log p(z) (their eq. 12), summed over the batch: the encoder on the
+    batch and the pseudo-inputs ``(P, D)`` together, as :mod:`tinyvae.models.vamp` runs it."""
+    h = F.relu(model.fc1(torch.cat([x, pseudo_inputs])))
+    mu, logvar = model.fc21(h), model.fc22(h)
+    B = x.shape[0]
+    eps = torch.randn_like(mu[:B])
+    z = mu[:B] + eps * torch.exp(0.5 * logvar[:B])
+    nll = F.binary_cross_entropy_with_logits(model.fc4(F.relu(model.fc3(z))), x, reduction="none").sum(-1)
+    log_q = -0.5 * (np.log(2 * np.pi) + logvar[:B] + eps * eps).sum(-1)
+    return (nll + log_q - vamp_log_prior(z, mu[B:], logvar[B:])).sum()
+
+
+def vamp_log_prior(z, m, lv):
+    """log p(z) ``(N,)`` of the VampPrior whose components are N(m_p, diag(exp(lv_p))) ``(P, K)`` at ``z``
+    ``(N, K)``: the log-sum-exp over the components, less log P."""
+    comps = -0.5 * (np.log(2 * np.pi) + lv[None] + (z[:, None] - m[None]) ** 2 * torch.exp(-lv[None])).sum(-1)
+    return torch.logsumexp(comps, dim=1) - np.log(m.shape[0])
+
+
+class TorchVQVAE(nn.Module):
+    """tinyvae's MLP VQ-VAE (``--model vqvae``) in PyTorch: fc1 + ReLU, a linear code layer to ``M`` vectors of
+    ``D`` values, each replaced by its nearest codebook row (the straight-through estimator), fc3 + ReLU, fc4
+    to logits; the codebook started U(-1/K, 1/K) as tinyvae starts it."""
+
+    def __init__(self, input_dim=784, hidden=400, latent_dim=20, code_dim=16, codebook_size=512):
+        super().__init__()
+        self.fc1 = nn.Linear(input_dim, hidden)
+        self.code = nn.Linear(hidden, latent_dim * code_dim)
+        self.fc3 = nn.Linear(latent_dim * code_dim, hidden)
+        self.fc4 = nn.Linear(hidden, input_dim)
+        self.codebook = nn.Parameter(torch.empty(codebook_size, code_dim).uniform_(-1 / codebook_size,
+                                                                                    1 / codebook_size))
+
+    def forward(self, x):
+        """``(logits, z_e, z_q)``: z_e and z_q ``(B, M, D)``, z_q without a gradient to z_e."""
+        ze = self.code(F.relu(self.fc1(x))).view(x.shape[0], -1, self.codebook.shape[1])
+        flat = ze.detach().reshape(-1, self.codebook.shape[1])
+        e = self.codebook
+        dist = (flat * flat).sum(1, keepdim=True) - 2 * flat @ e.detach().T + (e.detach() ** 2).sum(1)[None]
+        zq = e[dist.argmin(1)].view_as(ze)
+        st = ze + (zq - ze).detach()  # the straight-through estimator
+        return self.fc4(F.relu(self.fc3(st.flatten(1)))), ze, zq
+
+
+def vq_loss(model: TorchVQVAE, x, commitment=0.25):
+    """The VQ-VAE's loss (van den Oord et al. 2017, eq. 3) summed over the batch, ``detach`` for sg."""
+    logits, ze, zq = model(x)
+    nll = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    return nll + ((ze.detach() - zq) ** 2).sum() + commitment * ((ze - zq.detach()) ** 2).sum()

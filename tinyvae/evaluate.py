@@ -70,13 +70,15 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         a, b = importance_weighted(model, xb, k, yb, seed, model.backend.to_host(rows))
         iwae.append(a)
         elbo.append(b)
+    iwae = np.concatenate(iwae)
     result = {
         "epoch": epoch,
         "test_loss": metrics["test_loss"], "test_nll": metrics["test_nll"], "test_kl": metrics["test_kl"],
         "active_units": n_active, "latent_dim": model.config.latent_dim,
         "k": k, "n_images": n,
         "elbo_nll": float(-np.concatenate(elbo).mean()),
-        "iwae_nll": float(-np.concatenate(iwae).mean()),
+        "iwae_nll": float(-iwae.mean()),
+        "iwae_nll_se": standard_error(iwae),
     }
     bad = [name for name, v in result.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
@@ -89,6 +91,7 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
         ("active units (Var mu > 0.01)", f"{n_active} of {model.config.latent_dim}", "", f"all {n_test}"),
         (f"negative ELBO, k = {k}", f"{result['elbo_nll']:.2f}", "nats/image", f"first {n}"),
         (f"IWAE -log p(x) estimate, k = {k}", f"{result['iwae_nll']:.2f}", "nats/image", f"first {n}"),
+        ("  its standard error over the images", "-" if n == 1 else f"{result['iwae_nll_se']:.2f}", "nats/image", ""),
     ]
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
@@ -96,6 +99,13 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
     blob = (json.dumps(result, indent=1, allow_nan=False) + "\n").encode()
     atomic_write_bytes(checkpoint_of(run_dir).parent / "evaluation.json", blob)
     return result
+
+
+def standard_error(values: np.ndarray) -> float | None:
+    """The standard error of the mean of ``values`` ``(n,)``: their sample standard deviation (n - 1 degrees of
+    freedom) over sqrt(n); None for a single value."""
+    n = len(values)
+    return float(np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else None
 
 
 def build_parser():

@@ -95,11 +95,22 @@ def test_evaluate_cli_writes_a_table_and_json(tiny_data_dir, tmp_path, capsys):
     assert "IWAE" in out and "active units" in out and f"{run}: epoch 2, backend " in out
     r = json.loads((run / "evaluation.json").read_text())
     assert r["n_images"] == 20 and r["k"] == 64 and 0 <= r["active_units"] <= 3
-    assert r["iwae_nll"] <= r["elbo_nll"]
+    assert r["iwae_nll"] <= r["elbo_nll"] and 0 < r["iwae_nll_se"] < 10
     # with the run's seed (the default), the test ELBO is the one the last epoch recorded
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert r["test_loss"] == pytest.approx(last["test_loss"], rel=1e-12)
     assert main([str(run), "--k", "64", "--n-images", "20", "--seed", "5"]) == 0
     assert json.loads((run / "evaluation.json").read_text())["test_loss"] != r["test_loss"]
+    assert main([str(run), "--k", "8", "--n-images", "1"]) == 0
+    assert json.loads((run / "evaluation.json").read_text())["iwae_nll_se"] is None
     assert main([str(tmp_path / "nothing")]) == 2
     assert main([str(run), "--k", "0"]) == 2
+
+
+def test_the_standard_error_is_the_sample_deviation_over_root_n():
+    from tinyvae.evaluate import standard_error
+
+    assert standard_error(np.array([1.0, 3.0])) == pytest.approx(1.0)  # sd sqrt(2), over sqrt(2)
+    v = np.random.default_rng(0).normal(5.0, 2.0, 10000)
+    assert standard_error(v) == pytest.approx(0.02, rel=0.03)
+    assert standard_error(np.array([4.0])) is None

@@ -405,7 +405,7 @@ def test_a_non_finite_evaluation_is_not_written(a_run, monkeypatch, capsys):
     monkeypatch.setattr(evaluate, "importance_weighted",
                         lambda model, x, k, y, seed, rows: (np.full(x.shape[0], -np.inf), np.zeros(x.shape[0])))
     assert evaluate_main([str(a_run), "--k", "2", "--n-images", "2"]) == 2
-    _one_error_line(capsys, "the evaluation of its model gave non-finite iwae_nll; evaluation.json not written")
+    _one_error_line(capsys, "the evaluation of its model gave non-finite iwae_nll, iwae_nll_se; evaluation.json not written")
     assert not (a_run / "evaluation.json").exists()
 
 

@@ -1,0 +1,186 @@
+"""Fifty epochs of five models on binarised Fashion-MNIST, tinyvae against PyTorch: the table of
+docs/performance.md, "Beyond the analytic ELBO".
+
+    python -m benchmarks.beyond_elbo [--epochs 50] [--k 1000] [--n-images 1000] [--rows vae,iwae-5,...]
+                                     [--work DIR] [--threads 2] [--publish]
+
+Rows: the VAE, IWAE with k = 5 and k = 50, the VampPrior with 500 pseudo-inputs, the VQ-VAE; all on the
+networks of PyTorch's example (784-400-20; the VQ-VAE 20 codes of 16 values from a codebook of 512), Adam at
+1e-3, batches of 128, the pixels binarised afresh each epoch. tinyvae trains with ``python -m tinyvae.train
+--backend numba --binarize`` and is judged by :func:`tinyvae.evaluate.evaluate_run`; PyTorch trains the same
+networks on the same objectives (:mod:`benchmarks.torch_reference`, its autograd) and is judged here, by the
+same estimator, on the same binarised test images (the ``evaluate`` stream's, :func:`tinyvae.training.data.
+test_set`). The figure is the NLL estimated by the IWAE bound with ``--k`` draws on the first ``--n-images``
+test images (Burda et al. 2015, eq. 8), with its standard error over the images; for the VQ-VAE, which has no
+likelihood bound, the reconstruction's -log p(x|z_q) on the same images.
+
+Each (row, contender) runs in its own process and leaves ``WORK/<row>-<contender>.json``: a run that stops is
+continued by running the command again (finished cells are kept; tinyvae's unfinished run goes on from its
+last checkpoint). Training seconds are recorded as they came, one contender after the other, not in turns:
+they are not a speed comparison (``benchmarks.train`` and ``benchmarks.iwae`` are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import add_output_args, out_dir, report
+
+ROWS = {  # tinyvae's training flags of each row
+    "vae": [],
+    "iwae-5": ["--model", "iwae", "--k", "5"],
+    "iwae-50": ["--model", "iwae", "--k", "50"],
+    "vamp-500": ["--prior", "vamp", "--pseudo-inputs", "500"],
+    "vqvae": ["--model", "vqvae"],
+}
+CONTENDERS = ("tinyvae", "pytorch")
+SEED = 1
+BATCH = 128
+
+
+def test_images(n: int) -> np.ndarray:
+    """The first ``n`` test images as tinyvae's runs of ``--binarize --seed SEED`` see them, ``(n, 784)`` float32."""
+    from tinyvae.backends import get_backend
+    from tinyvae.io.datasets import load_dataset
+    from tinyvae.training.data import test_set
+    from tinyvae.training.settings import RunSettings
+
+    settings = RunSettings.resolve({"binarize": True, "seed": SEED}, flags=False)
+    x, _ = test_set(load_dataset("fashion-mnist"), settings, get_backend("numpy"), 0)
+    return np.asarray(x[:n])
+
+
+def run_tinyvae(row: str, args) -> dict:
+    """Train (or go on training) tinyvae's run of ``row`` in ``WORK/<row>-tinyvae``; its figure on the test images."""
+    import tinyvae
+    from tinyvae.evaluate import evaluate_run, standard_error
+
+    run = args.work / f"{row}-tinyvae"
+    flags = ["--resume", str(run)] if (run / "checkpoint.safetensors").exists() else ["--out", str(run)]
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tinyvae.train", *flags, "--backend", "numba", "--binarize",
+                    "--seed", str(SEED), "--batch-size", str(BATCH), "--epochs", str(args.epochs),
+                    "--no-pictures", *ROWS[row]], check=True)
+    seconds = time.perf_counter() - t0
+    if row == "vqvae":
+        model = tinyvae.load(run, "numba")
+        nll = np.concatenate([model.per_sample_loss(x)[0] for x in np.split(test_images(args.n_images), 10)])
+        return {"figure": float(nll.mean()), "se": standard_error(nll), "train_s": seconds}
+    r = evaluate_run(run, "numba", args.k, args.n_images, log=lambda *a: None)
+    return {"figure": r["iwae_nll"], "se": r["iwae_nll_se"], "train_s": seconds}
+
+
+def run_pytorch(row: str, args) -> dict:
+    """Train PyTorch's model of ``row`` for ``--epochs`` epochs; its figure on the test images."""
+    import torch
+    import torch.nn.functional as F
+
+    from benchmarks.torch_reference import TorchVAE, TorchVQVAE, iwae_loss, loss_of, vamp_loss, vq_loss
+    from tinyvae.evaluate import standard_error
+    from tinyvae.io.datasets import load_dataset
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(SEED)
+    grey = torch.from_numpy(load_dataset("fashion-mnist").train.x)
+    model = TorchVQVAE() if row == "vqvae" else TorchVAE()
+    params = list(model.parameters())
+    pseudo = None
+    if row.startswith("vamp"):  # started from training images, as tinyvae starts them
+        pseudo = torch.nn.Parameter(grey[torch.randperm(len(grey))[:500]].clone())
+        params.append(pseudo)
+    k = int(row.split("-")[1]) if row.startswith("iwae") else None
+    opt = torch.optim.Adam(params, lr=1e-3)
+    t0 = time.perf_counter()
+    for _ in range(args.epochs):
+        for rows in torch.randperm(len(grey)).split(BATCH):
+            x = torch.bernoulli(grey[rows])
+            loss = (vq_loss(model, x) if row == "vqvae" else vamp_loss(model, pseudo, x) if pseudo is not None
+                    else iwae_loss(model, x, k) if k else loss_of(model, x))
+            opt.zero_grad()
+            (loss / len(rows)).backward()
+            opt.step()
+    seconds = time.perf_counter() - t0
+    x = torch.from_numpy(test_images(args.n_images))
+    with torch.no_grad():
+        if row == "vqvae":
+            nll = F.binary_cross_entropy_with_logits(model(x)[0], x, reduction="none").sum(-1).double().numpy()
+            return {"figure": float(nll.mean()), "se": standard_error(nll), "train_s": seconds}
+        bound = np.array([iwae_bound(model, xi, args.k, pseudo) for xi in x])
+    return {"figure": float(-bound.mean()), "se": standard_error(bound), "train_s": seconds}
+
+
+def iwae_bound(model, x, k: int, pseudo_inputs=None) -> float:
+    """log (1/k) sum_j p(x, z_j) / q(z_j | x) of one image ``x`` ``(D,)`` under PyTorch's VAE ``model``, ``k``
+    draws of z (Burda et al. 2015, eq. 8); the prior N(0, I), or the VampPrior of ``pseudo_inputs``."""
+    import torch
+    import torch.nn.functional as F
+
+    from benchmarks.torch_reference import vamp_log_prior
+
+    h = F.relu(model.fc1(x[None]))
+    mu, logvar = model.fc21(h)[0], model.fc22(h)[0]
+    eps = torch.randn(k, mu.shape[0])
+    z = mu + eps * torch.exp(0.5 * logvar)
+    logits = model.fc4(F.relu(model.fc3(z)))
+    log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    log_q = -0.5 * (np.log(2 * np.pi) + logvar + eps * eps).sum(-1)
+    if pseudo_inputs is None:
+        log_p = -0.5 * (np.log(2 * np.pi) + z * z).sum(-1)
+    else:
+        hp = F.relu(model.fc1(pseudo_inputs))
+        log_p = vamp_log_prior(z, model.fc21(hp), model.fc22(hp))
+    log_w = (log_px + log_p - log_q).double()
+    return float(torch.logsumexp(log_w, 0) - np.log(k))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--k", type=int, default=1000, help="draws of z per test image for the IWAE bound")
+    p.add_argument("--n-images", type=int, default=1000, help="the first test images the figures are taken on")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--work", type=Path, default=Path("beyond-elbo-runs"),
+                   help="the runs and each cell's result (default ./beyond-elbo-runs)")
+    p.add_argument("--cell", help=argparse.SUPPRESS)  # ROW:CONTENDER, run in this process
+    add_output_args(p)
+    args = p.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.cell:
+        row, who = args.cell.split(":")
+        result = (run_tinyvae if who == "tinyvae" else run_pytorch)(row, args)
+        (args.work / f"{row}-{who}.json").write_text(json.dumps(result))
+        return
+    rows = args.rows.split(",")
+    for row in rows:
+        for who in CONTENDERS:
+            if not (args.work / f"{row}-{who}.json").exists():  # each cell in its own process: no shared pools
+                subprocess.run([sys.executable, "-m", "benchmarks.beyond_elbo", "--cell", f"{row}:{who}",
+                                *(argv if argv is not None else sys.argv[1:])], check=True)
+    table = []
+    for row in rows:
+        ours, theirs = (json.loads((args.work / f"{row}-{who}.json").read_text()) for who in CONTENDERS)
+        table.append({"model": row, "figure": "recon" if row == "vqvae" else "nll",
+                      "tinyvae_nats": ours["figure"], "tinyvae_se": ours["se"],
+                      "pytorch_nats": theirs["figure"], "pytorch_se": theirs["se"],
+                      "difference_in_se": (ours["figure"] - theirs["figure"]) / theirs["se"],
+                      "tinyvae_train_s": ours["train_s"], "pytorch_train_s": theirs["train_s"]})
+    report("beyond_elbo", table,
+           [("model", "<"), ("figure", "<"), ("tinyvae_nats", ".2f"), ("tinyvae_se", ".2f"), ("pytorch_nats", ".2f"),
+            ("pytorch_se", ".2f"), ("difference_in_se", "+.2f"), ("tinyvae_train_s", ".0f"),
+            ("pytorch_train_s", ".0f")],
+           {"epochs": args.epochs, "k": args.k, "n_images": args.n_images, "batch_size": BATCH, "seed": SEED,
+            "threads": args.threads, "data": "Fashion-MNIST, binarised afresh each epoch",
+            "units": "nats per test image; se: standard error over the images"}, out_dir(args))
+
+
+if __name__ == "__main__":
+    main()
