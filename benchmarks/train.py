@@ -32,13 +32,15 @@ from benchmarks.common import add_output_args, cpu_vendor, out_dir, report
 from tinyvae.backends.blas import numpy_blas
 from tinyvae.io.datasets import PIXEL_SCALE, Dataset, Split, load_dataset, pixels_to_unit
 from tinyvae.models import VAE, VAEConfig
+from tinyvae.models.build import model_for
 from tinyvae.nn.optim import Adam
 
 
 def tinyvae_epoch(data, backend, batch_size, seed=1, config=VAEConfig()):
-    """A function running one training epoch of tinyvae's VAE of ``config`` on ``backend`` (compiled and
-    warmed), its batches gathered as the trainer does (the ``gather_pixels`` op on the uint8 pixels)."""
-    model = VAE(config, backend=backend, seed=seed)
+    """A function running one training epoch of tinyvae's model of ``config`` (the class the training command
+    builds for it: :func:`tinyvae.models.build.model_for`) on ``backend`` (compiled and warmed), its batches
+    gathered as the trainer does (the ``gather_pixels`` op on the uint8 pixels)."""
+    model = model_for(config, backend, seed)
     opt = Adam(model.params, model.backend)
     X = data.train.data
     model.train_step(pixels_to_unit(X[:batch_size]), opt)  # compile (numba) and make buffers outside the clock
@@ -52,6 +54,7 @@ def tinyvae_epoch(data, backend, batch_size, seed=1, config=VAEConfig()):
             model.backend.gather_pixels(X, rows, PIXEL_SCALE, x, perm[i + batch_size:i + 2 * batch_size])
             model.train_step(x, opt, step=i // batch_size, rows=rows)  # eps drawn for these examples
 
+    epoch.model = model  # what it trains, for the tests
     return epoch
 
 

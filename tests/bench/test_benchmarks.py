@@ -154,6 +154,10 @@ def test_the_iwae_benchmarks_contenders_run_an_epoch_each():
     from benchmarks.train import random_images, tinyvae_epoch, torch_epoch_here
     from tinyvae.models import VAEConfig
 
+    from tinyvae.models.iwae import IWAE
+
     config = VAEConfig(model="iwae", k=3)
-    random_images((1, 28, 28), 32, tinyvae_epoch, "numba", 16, config=config)()
+    epoch = random_images((1, 28, 28), 32, tinyvae_epoch, "numba", 16, config=config)
+    assert type(epoch.model) is IWAE  # the bound's model, not a VAE of k draws
+    epoch()
     random_images((1, 28, 28), 32, torch_epoch_here, 16, 1, iwae_k=3)()

@@ -65,6 +65,21 @@ def test_the_bound_and_its_gradient_are_pytorchs_in_float64():
     assert_autograd_agrees(model, terms.loss, loss, p)
 
 
+def test_draws_whose_weight_the_dtype_cannot_resolve_count_as_zero():
+    model = iwae(k=6, dtype="float32")
+    rng = np.random.default_rng(1)
+    x, eps = rng.random((4, 12)), rng.standard_normal((6 * 4, 3))
+    eps[:4] *= 18  # each example's first draw far out in q's tail
+    model.loss_and_grad(x, eps=eps)
+    reference = iwae(k=6)  # float64 resolves more: its cut is at 2^-52
+    reference.params.data[...] = model.params.data
+    reference.loss_and_grad(x, eps=eps)
+    w, w64 = (np.asarray(m.workspace(4).weights).ravel() * 4 for m in (model, reference))
+    assert 0 < w64[0] < np.finfo(np.float32).eps and w[0] == 0
+    assert ((w == 0) | (w >= np.finfo(np.float32).eps)).all()
+    np.testing.assert_allclose(model.grad, reference.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_the_bound_is_tighter_than_the_elbo_of_the_same_draws():
     model = iwae(k=8)
     x = np.random.default_rng(2).random((6, 12))
