@@ -98,16 +98,18 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     return epoch
 
 
-def torch_epoch_here(data, batch_size, threads, seed=1, conv=None, iwae_k=None):
+def torch_epoch_here(data, batch_size, threads, seed=1, conv=None, iwae_k=None, flush_denormal=False):
     """A function running one epoch of PyTorch's example VAE (or, with ``conv`` = ``(channels,
     latent_dim)``, tinyvae's conv VAE as :class:`TorchConvVAE`, on its images channels-first; with ``iwae_k``,
-    the example's networks on the importance-weighted bound of that many draws) with Adam, in this process."""
+    the example's networks on the importance-weighted bound of that many draws) with Adam, in this process;
+    with ``flush_denormal``, PyTorch flushes subnormal floats to zero (``torch.set_flush_denormal``)."""
     import torch
 
     from benchmarks.torch_reference import (TorchConvVAE, TorchVAE, channels_first, iwae_loss, loss_of,
                                             loss_of_logits)
 
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush_denormal)
     torch.manual_seed(seed)
     model = TorchConvVAE(data.shape, *conv) if conv else TorchVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -132,6 +134,17 @@ def torch_epoch_here(data, batch_size, threads, seed=1, conv=None, iwae_k=None):
 def fashion_mnist(contender, *args, **kwargs):
     """``contender(data, *args, **kwargs)`` with Fashion-MNIST loaded (for :func:`in_child`)."""
     return contender(load_dataset("fashion-mnist"), *args, **kwargs)
+
+
+def binarized_fashion_mnist(contender, *args, **kwargs):
+    """:func:`fashion_mnist` with each training pixel drawn once to 0 or 255 with probability its value / 255 (a
+    static binarisation, the same for every contender; seeded)."""
+    data = load_dataset("fashion-mnist")
+    pixels = data.train.data
+    drawn = np.random.default_rng(0).random(pixels.shape, dtype=np.float32) * 255 < pixels
+    data = Dataset(name=data.name, shape=data.shape, source=f"{data.source}, binarised",
+                   test=data.test, train=Split(np.where(drawn, 255, 0).astype(np.uint8)))
+    return contender(data, *args, **kwargs)
 
 
 def random_images(shape: tuple[int, int, int], n: int, contender, *args, **kwargs):
@@ -177,12 +190,12 @@ def in_child(make, *args, **kwargs):
     return epoch
 
 
-def torch_epoch(batch_size, threads, seed=1, conv=None, data=(fashion_mnist,), iwae_k=None):
+def torch_epoch(batch_size, threads, seed=1, conv=None, data=(fashion_mnist,), iwae_k=None, flush_denormal=False):
     """:func:`torch_epoch_here` in a child process (:func:`in_child`) on ``data`` (a loader of this module and
     its first arguments: ``(fashion_mnist,)``, or ``(random_images, shape, n)``), or None without torch."""
     if importlib.util.find_spec("torch") is None:
         return None
-    return in_child(*data, torch_epoch_here, batch_size, threads, seed, conv, iwae_k)
+    return in_child(*data, torch_epoch_here, batch_size, threads, seed, conv, iwae_k, flush_denormal)
 
 
 def rounds(contenders: dict, repeats: int) -> dict[str, list[float]]:
