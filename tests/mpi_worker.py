@@ -26,7 +26,8 @@ from tinyvae.training.distributed import from_environment
 from tinyvae.training.settings import RunSettings
 
 # Every draw the models make: eps with L = 2 and binarisation, labels, a dae's mask and Gaussian corruption,
-# the contractive penalty; and the convolutions.
+# the contractive penalty; the convolutions; the bounds and priors beyond the ELBO, and a VQ-VAE's code counts
+# (its perplexity is the whole test set's).
 MODELS = {
     "vae": dict(mc_samples=2, binarize=True),
     "cvae": dict(model="cvae"),
@@ -35,6 +36,9 @@ MODELS = {
     "dae-gaussian": dict(model="dae", corruption="gaussian"),
     "cae": dict(model="cae", hidden=()),
     "conv-cvae": dict(model="cvae", arch="conv", hidden=(), channels=(2, 3)),
+    "iwae": dict(model="iwae", k=3),
+    "vamp": dict(prior="vamp", pseudo_inputs=5),
+    "vqvae": dict(model="vqvae", codebook_size=8, code_dim=2),
 }
 
 

@@ -103,9 +103,10 @@ def evaluate_run(run_dir: Path, backend: str = "numpy", k: int = 1000, n_images:
 
 def standard_error(values: np.ndarray) -> float | None:
     """The standard error of the mean of ``values`` ``(n,)``: their sample standard deviation (n - 1 degrees of
-    freedom) over sqrt(n); None for a single value."""
+    freedom) over sqrt(n); None for a single value, NaN where a value is not finite (then reported as such)."""
     n = len(values)
-    return float(np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else None
+    with np.errstate(invalid="ignore"):
+        return float(np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else None
 
 
 def build_parser():

@@ -282,18 +282,13 @@ class Autoencoder(EncoderDecoder):
         ws.penalty, _ = self.penalty(ws, grad=False)
         return ws
 
-    def evaluate(self, batches, seed: int | None = None) -> dict:
-        """Test metrics over ``(x, y, rows)`` batches (``y`` unused; ``rows`` the examples' ``(B,)`` int64 indices
-        in the test set), nats per image.
-
-        Returns:
-            ``test_loss`` = ``test_recon``, the reconstruction loss -log p(x|z = h)
-            of the clean x (never corrupted); ``test_penalty``, the model's term
-            (sparse-ae: the mean over batches); ``test_mean_activation``, the mean of h
-            over images and units; for ``dae`` also ``test_denoising``, -log p(x|z = h(x~))
-            for a corruption x~ of each test image drawn from the ``evaluate`` stream of ``seed`` (default:
-            the model's) at its ``denoising`` step (:data:`tinyvae.rng.EVALUATE_STEPS`): the same every call.
-        """
+    def evaluation_sums(self, batches, seed: int | None = None) -> dict:
+        """Sums over the examples of ``(x, y, rows)`` batches (``y`` unused; ``rows`` the examples' ``(B,)``
+        int64 indices in the test set), in nats: ``recon``, ``penalty`` (each batch's times its size),
+        ``activation`` (the mean of h over units, summed over images), ``denoising`` (a dae's, else 0); and
+        the count ``n``. A dae's corruption of each test image is drawn from the ``evaluate`` stream of ``seed``
+        (default: the model's) at its ``denoising`` step (:data:`tinyvae.rng.EVALUATE_STEPS`): the same every
+        call."""
         dae = self.denoises
         sums = dict.fromkeys(("recon", "penalty", "activation", "denoising"), 0.0)
         n = 0
@@ -308,9 +303,17 @@ class Autoencoder(EncoderDecoder):
                 ws = self.forward(x, noise=self.noise("evaluate", B, seed, EVALUATE_STEPS["denoising"], rows))
                 self.nll(ws.decoder_out, x, 0.0, ws.nll, ws.decoder_dout)
                 sums["denoising"] += float(ws.nll.sum())
+        return {**sums, "n": n}
+
+    def metrics(self, sums: dict) -> dict:
+        """Test metrics, nats per image: ``test_loss`` = ``test_recon``, the reconstruction loss -log p(x|z = h)
+        of the clean x (never corrupted); ``test_penalty``, the model's term (sparse-ae: the mean over
+        batches); ``test_mean_activation``, the mean of h over images and units; for ``dae`` also
+        ``test_denoising``, -log p(x|z = h(x~)) of a corruption x~ of each image."""
+        n = sums["n"]
         metrics = {"test_loss": sums["recon"] / n, "test_recon": sums["recon"] / n,
                    "test_penalty": sums["penalty"] / n, "test_mean_activation": sums["activation"] / n}
-        if dae:
+        if self.denoises:
             metrics["test_denoising"] = sums["denoising"] / n
         return metrics
 

@@ -178,6 +178,11 @@ class EncoderDecoder:
             raise SettingsError(f"noise_seed draws what {handed[0]}= hands over; pass one of them, not both")
         return self.noise(stream, batch, seed=noise_seed)
 
+    def evaluate(self, batches, seed: int | None = None) -> dict:
+        """Test metrics over ``(x, y, rows)`` batches: :meth:`metrics` of :meth:`evaluation_sums` (the model's
+        own, which say what each metric is)."""
+        return self.metrics(self.evaluation_sums(batches, seed))
+
     def start_from_data(self, x, generator: np.random.Generator) -> None:
         """Where a model's parameters start from training examples (the VampPrior's pseudo-inputs), take them
         from ``x`` ``(N, D)``, chosen by ``generator``; the others start from their seed alone."""

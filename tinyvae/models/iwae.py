@@ -15,7 +15,8 @@ The loss minimised is the batch mean of ``-L_k``, in nats; the log-sum-exp is ta
 term. Its gradient (their eq. 14, derived by hand in docs/derivations.md) is the softmax-weighted sum of
 the draws' gradients of ``-log w_j``, with the normalised weights ``w~_j = w_j / sum_i w_i``:
 
-* each draw's decoder output gets ``w~_j / B`` times its likelihood's gradient;
+* each draw's decoder output gets ``w~_j / B`` times its likelihood's gradient (0 where ``w~_j`` is below the
+  dtype's epsilon: docs/derivations.md);
 * ``z_j`` gets, besides what comes back through the decoder, ``w~_j z_j / B`` (from the prior);
 * ``mu`` and ``logvar`` get the reparameterisation's ``dz`` and ``0.5 sigma eps dz`` (as the VAE's), and
   ``logvar`` also ``-w~_j / 2B`` from q's normaliser; the k copies' gradients add up.
@@ -69,7 +70,7 @@ class IWAE(VAE):
         w = self.bound_rows(ws)[1]
         # A draw whose normalised weight is below the dtype's epsilon adds less than the dtype resolves to the
         # gradient; it counts as 0. Left in, its products with the likelihood's gradient fall to subnormal
-        # floats, which the CPU handles in microcode: they made the backward GEMMs of k = 5 three times slower.
+        # floats, which x86 CPUs compute in microcode, in every GEMM that reads them (docs/performance.md).
         w[w < self.xp.finfo(w.dtype).eps] = 0
         ws.weights = (w / ws.batch).reshape(-1, 1)
         ws.decoder_dout[...] *= ws.weights
@@ -115,11 +116,9 @@ class IWAE(VAE):
         if beta != 1:
             raise SettingsError(f"the importance-weighted bound has no KL term to weigh: beta must be 1, got {beta}")
 
-    def evaluate(self, batches, seed: int | None = None) -> dict:
-        """The VAE's test metrics (:meth:`tinyvae.models.vae.VAE.evaluate`, from the same ``k`` draws of the
+    def metrics(self, sums: dict) -> dict:
+        """The VAE's test metrics (:meth:`tinyvae.models.vae.VAE.metrics`, from the same ``k`` draws of the
         ``evaluate`` stream), with ``test_loss`` the mean of ``-L_k``, the objective, and ``test_elbo_loss``
         the negative ELBO beside it."""
-        s = self.evaluation_sums(batches, seed)
-        n = s["n"]
-        return {"test_loss": s["objective"] / n, "test_elbo_loss": (s["nll"] + s["kl"]) / n,
-                "test_nll": s["nll"] / n, "test_kl": s["kl"] / n, "test_recon": s["recon"] / n}
+        vae = super().metrics(sums)
+        return {"test_loss": sums["objective"] / sums["n"], "test_elbo_loss": vae.pop("test_loss"), **vae}

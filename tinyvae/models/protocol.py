@@ -68,7 +68,16 @@ class Model(Protocol):
 
     def evaluate(self, batches, seed: int | None = None) -> dict:
         """Test metrics (``test_loss`` first) over ``(x, y, rows)`` batches, nats per example, their draws
-        from the ``evaluate`` stream of ``seed`` (default: the model's) for the examples ``rows``."""
+        from the ``evaluate`` stream of ``seed`` (default: the model's) for the examples ``rows``:
+        :meth:`metrics` of :meth:`evaluation_sums`."""
+
+    def evaluation_sums(self, batches, seed: int | None = None) -> dict:
+        """What :meth:`evaluate` needs of ``batches``, as sums over their examples (floats, or float arrays
+        such as a VQ-VAE's code counts) with their count ``n``: the sums of disjoint sets of examples (the
+        ranks' shares of a test set) add up to the sums of their union."""
+
+    def metrics(self, sums: dict) -> dict:
+        """The test metrics of :meth:`evaluation_sums`'s ``sums`` (or of several sets' sums added up)."""
 
     def workspace(self, batch: int):
         """The buffers of the last pass at this batch size (``enc_outs``, ``dec_outs``, ...)."""

@@ -257,26 +257,20 @@ class VAE(EncoderDecoder):
         N = ws.eps.shape[0]
         return np.asarray(self.backend.to_host((ws.nll + ws.beta * ws.kl) / N), np.float64)
 
-    def evaluate(self, batches, seed: int | None = None) -> dict:
-        """Test metrics over ``(x, y, rows)`` batches (checked arrays; ``rows`` the examples' ``(B,)`` int64
-        indices in the test set), in nats per data point.
+    def metrics(self, sums: dict) -> dict:
+        """Test metrics in nats per data point: ``test_loss`` (the negative ELBO, L draws of z per image),
+        ``test_nll`` (-log p(x|z)), ``test_kl`` (KL(q(z|x) || p(z))) and ``test_recon`` (-log p(x|z = mu), the
+        reconstruction loss of the mean code, as for an autoencoder)."""
+        n = sums["n"]
+        return {"test_loss": (sums["nll"] + sums["kl"]) / n, "test_nll": sums["nll"] / n,
+                "test_kl": sums["kl"] / n, "test_recon": sums["recon"] / n}
 
-        The draws of z come from the ``evaluate`` stream of ``seed`` (default: the model's), at its ``elbo``
-        step (:data:`tinyvae.rng.EVALUATE_STEPS`) for each example: the same at every call.
-
-        Returns:
-            ``test_loss`` (the negative ELBO, L draws of z per image), ``test_nll``
-            (-log p(x|z)), ``test_kl`` (KL(q(z|x) || N(0, I))) and ``test_recon``
-            (-log p(x|z = mu), the reconstruction loss of the mean code, as for an autoencoder).
-        """
-        s = self.evaluation_sums(batches, seed)
-        n = s["n"]
-        return {"test_loss": (s["nll"] + s["kl"]) / n, "test_nll": s["nll"] / n, "test_kl": s["kl"] / n,
-                "test_recon": s["recon"] / n}
-
-    def evaluation_sums(self, batches, seed: int | None) -> dict:
-        """:meth:`evaluate`'s sums over the examples of ``batches``, in nats: ``nll``, ``kl``, ``objective`` (the
-        minimised objective, :meth:`objective_sum`, from the same draws) and ``recon``; and their count ``n``."""
+    def evaluation_sums(self, batches, seed: int | None = None) -> dict:
+        """Sums over the examples of ``(x, y, rows)`` batches (checked arrays; ``rows`` the examples' ``(B,)``
+        int64 indices in the test set), in nats: ``nll``, ``kl``, ``objective`` (the minimised objective,
+        :meth:`objective_sum`, from the same draws) and ``recon``; and their count ``n``. The draws of z come
+        from the ``evaluate`` stream of ``seed`` (default: the model's), at its ``elbo`` step
+        (:data:`tinyvae.rng.EVALUATE_STEPS`) for each example: the same at every call."""
         s = dict.fromkeys(("nll", "kl", "objective", "recon"), 0.0)
         n = 0
         for x, y, rows in batches:

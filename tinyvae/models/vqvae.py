@@ -208,11 +208,10 @@ class VQVAE(EncoderDecoder):
         rows = (ws.nll + codebook + self.config.commitment * commitment) / B
         return np.asarray(self.backend.to_host(rows), np.float64)
 
-    def evaluate(self, batches, seed: int | None = None) -> dict:
-        """Test metrics over ``(x, y, rows)`` batches, nats per data point: ``test_loss`` (the loss),
-        ``test_recon`` (-log p(x | z_q)), ``test_vq`` (the squared quantisation error), and
-        ``test_perplexity``, ``exp`` of the entropy of the codes' use over the batches (K for a codebook used
-        evenly, 1 for one code; van den Oord et al. report it)."""
+    def evaluation_sums(self, batches, seed: int | None = None) -> dict:
+        """Sums over the examples of ``(x, y, rows)`` batches (nothing is drawn: ``seed`` changes nothing), in
+        nats: ``recon`` (-log p(x | z_q)) and ``vq`` (the squared quantisation error); ``counts``, ``(K,)``
+        float64, how often each code was chosen; and the count of examples ``n``."""
         recon = vq = 0.0
         n = 0
         counts = np.zeros(self.config.codebook_size)
@@ -221,10 +220,16 @@ class VQVAE(EncoderDecoder):
             self.nll(ws.decoder_out, x, 0.0, ws.nll, ws.decoder_dout)
             recon, vq, n = recon + float(ws.nll.sum()), vq + float(ws.vq.sum()), n + x.shape[0]
             counts += np.bincount(self.backend.to_host(ws.idx), minlength=len(counts))
-        p = counts / counts.sum()
+        return {"recon": recon, "vq": vq, "counts": counts, "n": n}
+
+    def metrics(self, sums: dict) -> dict:
+        """Test metrics, nats per data point: ``test_loss`` (the loss), ``test_recon`` (-log p(x | z_q)),
+        ``test_vq`` (the squared quantisation error), and ``test_perplexity``, ``exp`` of the entropy of the
+        codes' use (K for a codebook used evenly, 1 for one code; van den Oord et al. report it)."""
+        n, p = sums["n"], sums["counts"] / sums["counts"].sum()
         entropy = -float((p[p > 0] * np.log(p[p > 0])).sum())
-        return {"test_loss": (recon + (1 + self.config.commitment) * vq) / n, "test_recon": recon / n,
-                "test_vq": vq / n, "test_perplexity": math.exp(entropy)}
+        return {"test_loss": (sums["recon"] + (1 + self.config.commitment) * sums["vq"]) / n,
+                "test_recon": sums["recon"] / n, "test_vq": sums["vq"] / n, "test_perplexity": math.exp(entropy)}
 
     def encode(self, x, y=None):
         """``z_e``, the encoder's output, ``(B, M D)`` host array. Raises like :meth:`loss_and_grad`."""

@@ -225,26 +225,25 @@ class Trainer:
         """The model's test metrics (see ``VAE.evaluate``, ``Autoencoder.evaluate``), nats per sample; their
         draws come from the ``evaluate`` stream of the run's seed, the same every epoch.
 
-        Data parallel: each rank evaluates its rows of every test batch (drawing for them what a one-process
-        run draws), and the metrics, each a mean over images, are combined weighted by the ranks' counts.
+        Data parallel: each rank takes the model's sums (``evaluation_sums``) over its rows of every test batch
+        (drawing for them what a one-process run draws); the ranks' sums are added up, and the metrics are
+        those of the whole test set.
         """
         B, n, group = self.settings.train.eval_batch_size, self.test_x.shape[0], self.group
         if group is None:
             return self.model.evaluate(batches(self.test_x, self.test_y, B))
-        counted = [0]
         xp = self.backend.xp
 
         def my_rows():
             for i in range(0, n, B):
                 lo, hi = group.rows(min(B, n - i))
-                counted[0] += hi - lo
                 yield (self.test_x[i + lo:i + hi], self.test_labels(i + lo, i + hi),
                        xp.arange(i + lo, i + hi, dtype=np.int64))
 
-        local = self.model.evaluate(my_rows())
-        names = list(local)
-        sums = group.sum([counted[0]] + [local[k] * counted[0] for k in names])
-        return {k: float(v / sums[0]) for k, v in zip(names, sums[1:])}
+        local = self.model.evaluation_sums(my_rows())
+        parts = [np.ravel(np.asarray(v, np.float64)) for v in local.values()]
+        total = np.split(group.sum(np.concatenate(parts)), np.cumsum([len(p) for p in parts])[:-1])
+        return self.model.metrics({k: v if np.ndim(local[k]) else float(v[0]) for k, v in zip(local, total)})
 
     def write_images(self):
         """The epoch's pictures (rank 0, unless pictures are off): :func:`tinyvae.training.pictures.write_pictures`,
