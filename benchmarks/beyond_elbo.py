@@ -120,9 +120,10 @@ def run_pytorch(row: str, args) -> dict:
     return {"figure": float(-bound.mean()), "se": standard_error(bound), "train_s": seconds}
 
 
-def iwae_bound(model, x, k: int, pseudo_inputs=None) -> float:
+def iwae_bound(model, x, k: int, pseudo_inputs=None, eps=None) -> float:
     """log (1/k) sum_j p(x, z_j) / q(z_j | x) of one image ``x`` ``(D,)`` under PyTorch's VAE ``model``, ``k``
-    draws of z (Burda et al. 2015, eq. 8); the prior N(0, I), or the VampPrior of ``pseudo_inputs``."""
+    draws of z (Burda et al. 2015, eq. 8; ``eps`` ``(k, K)``, else drawn); the prior N(0, I), or the VampPrior
+    of ``pseudo_inputs``."""
     import torch
     import torch.nn.functional as F
 
@@ -130,7 +131,7 @@ def iwae_bound(model, x, k: int, pseudo_inputs=None) -> float:
 
     h = F.relu(model.fc1(x[None]))
     mu, logvar = model.fc21(h)[0], model.fc22(h)[0]
-    eps = torch.randn(k, mu.shape[0])
+    eps = torch.randn(k, mu.shape[0]) if eps is None else eps
     z = mu + eps * torch.exp(0.5 * logvar)
     logits = model.fc4(F.relu(model.fc3(z)))
     log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
@@ -141,7 +142,7 @@ def iwae_bound(model, x, k: int, pseudo_inputs=None) -> float:
         hp = F.relu(model.fc1(pseudo_inputs))
         log_p = vamp_log_prior(z, model.fc21(hp), model.fc22(hp))
     log_w = (log_px + log_p - log_q).double()
-    return float(torch.logsumexp(log_w, 0) - np.log(k))
+    return float(torch.logsumexp(log_w.detach(), 0) - np.log(k))
 
 
 def main(argv=None):

@@ -51,13 +51,14 @@ def loss_of_logits(model, x, eps=None):
     return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
-def iwae_loss(model: TorchVAE, x, k: int):
+def iwae_loss(model: TorchVAE, x, k: int, eps=None):
     """The negative importance-weighted bound of PyTorch's example VAE with ``k`` draws (Burda et al. 2015,
-    eq. 8), summed over the batch: the log weights from the decoder's logits, their log-sum-exp by PyTorch."""
+    eq. 8), summed over the batch: the log weights from the decoder's logits, their log-sum-exp by PyTorch;
+    ``eps`` ``(k, B, K)``, else drawn."""
     h1 = F.relu(model.fc1(x))
     mu, logvar = model.fc21(h1), model.fc22(h1)
     std = torch.exp(0.5 * logvar)
-    eps = torch.randn((k, *mu.shape), dtype=mu.dtype)
+    eps = torch.randn((k, *mu.shape), dtype=mu.dtype) if eps is None else eps
     z = mu + eps * std
     logits = model.fc4(F.relu(model.fc3(z)))
     log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
@@ -66,17 +67,24 @@ def iwae_loss(model: TorchVAE, x, k: int):
 
 
 NAMES = {"fc1": "encoder.0", "fc21": "encoder.mu", "fc22": "encoder.logvar", "fc3": "decoder.0", "fc4": "decoder.logits"}
+VQ_NAMES = {"fc1": "encoder.0", "code": "encoder.code", "fc3": "decoder.0", "fc4": "decoder.logits"}
 
 
-def load_from(tv_model, dtype=torch.float32) -> TorchVAE:
-    """A TorchVAE holding the weights of a one-hidden-layer tinyvae VAE."""
+def load_from(tv_model, dtype=torch.float32) -> nn.Module:
+    """A :class:`TorchVAE` holding the weights of a one-hidden-layer tinyvae VAE (or IWAE, or VAE with a
+    VampPrior: its pseudo-inputs are not a module's), or a :class:`TorchVQVAE` those of a VQ-VAE."""
     c = tv_model.config
-    m = TorchVAE(c.input_dim, c.hidden[0], c.latent_dim).to(dtype)
+    vq = tv_model.kind == "vqvae"
+    m = (TorchVQVAE(c.input_dim, c.hidden[0], c.latent_dim, c.code_dim, c.codebook_size) if vq
+         else TorchVAE(c.input_dim, c.hidden[0], c.latent_dim)).to(dtype)
+    view = lambda name: torch.from_numpy(np.array(tv_model.params.view(name)))
     with torch.no_grad():
-        for tname, name in NAMES.items():
+        for tname, name in (VQ_NAMES if vq else NAMES).items():
             layer = getattr(m, tname)
-            layer.weight.copy_(torch.from_numpy(np.array(tv_model.params.view(name + ".weight"))))
-            layer.bias.copy_(torch.from_numpy(np.array(tv_model.params.view(name + ".bias"))))
+            layer.weight.copy_(view(name + ".weight"))
+            layer.bias.copy_(view(name + ".bias"))
+        if vq:
+            m.codebook.copy_(view("codebook"))
     return m
 
 
@@ -137,14 +145,15 @@ def channels_first(rows, data_shape):
     return rows.reshape(len(rows), H, W, C).transpose(0, 3, 1, 2).reshape(len(rows), -1)
 
 
-def vamp_loss(model: TorchVAE, pseudo_inputs, x):
+def vamp_loss(model: TorchVAE, pseudo_inputs, x, eps=None):
     """The negative ELBO of PyTorch's example VAE under a VampPrior (Tomczak & Welling 2018, eq. 9) with the
     single-draw KL estimate log q(z|x) - log p(z) (their eq. 12), summed over the batch: the encoder on the
-    batch and the pseudo-inputs ``(P, D)`` together, as :mod:`tinyvae.models.vamp` runs it."""
+    batch and the pseudo-inputs ``(P, D)`` together, as :mod:`tinyvae.models.vamp` runs it; ``eps`` ``(B, K)``,
+    else drawn."""
     h = F.relu(model.fc1(torch.cat([x, pseudo_inputs])))
     mu, logvar = model.fc21(h), model.fc22(h)
     B = x.shape[0]
-    eps = torch.randn_like(mu[:B])
+    eps = torch.randn_like(mu[:B]) if eps is None else eps
     z = mu[:B] + eps * torch.exp(0.5 * logvar[:B])
     nll = F.binary_cross_entropy_with_logits(model.fc4(F.relu(model.fc3(z))), x, reduction="none").sum(-1)
     log_q = -0.5 * (np.log(2 * np.pi) + logvar[:B] + eps * eps).sum(-1)
