@@ -3,8 +3,8 @@
 Reports, in nats per image: the test-set negative ELBO with L draws of z per image, split into its
 reconstruction term (``test_nll``, -log p(x|z)) and its KL term; the number of active latent units over
 the test set; and on the first ``--n-images`` test images, with ``--k`` draws of z each, the
-importance-weighted bound (IWAE) and, from the same draws, the ELBO (:mod:`tinyvae.models.bounds` has the
-formulas and their sources). Results are printed as a table and written to ``RUN_DIR/evaluation.json``.
+importance-weighted bound (IWAE), with its standard error over the images, and, from the same draws, the
+ELBO (:mod:`tinyvae.models.bounds` has the formulas and their sources). Results are printed as a table and written to ``RUN_DIR/evaluation.json``.
 The model is read by :func:`tinyvae.load`, and only the test split of its data.
 """
 
