@@ -5,6 +5,7 @@ Only that they run: their timings are the benchmark's business, not a test's.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 from types import SimpleNamespace
@@ -161,3 +162,20 @@ def test_the_iwae_benchmarks_contenders_run_an_epoch_each():
     assert type(epoch.model) is IWAE  # the bound's model, not a VAE of k draws
     epoch()
     random_images((1, 28, 28), 32, torch_epoch_here, 16, 1, iwae_k=3)()
+
+
+def test_the_likelihood_table_runs_each_cell_in_its_own_process_and_keeps_finished_ones(tmp_path, capsys):
+    import torch  # noqa: F401  (the PyTorch contender)
+
+    from benchmarks.beyond_elbo import main
+
+    args = ["--epochs", "1", "--rows", "vae,vqvae", "--k", "4", "--n-images", "20", "--threads", "1",
+            "--work", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    main([*args, "--contenders", "tinyvae"])
+    assert not (tmp_path / "out").exists()  # a table waits for every cell
+    main(args)  # tinyvae's cells are kept; PyTorch's are run
+    table = json.loads((tmp_path / "out" / "beyond_elbo.json").read_text())["rows"]
+    assert [r["model"] for r in table] == ["vae", "vqvae"] and [r["figure"] for r in table] == ["nll", "recon"]
+    for r in table:  # one epoch: both near 250 nats on the same 20 images, with standard errors of them
+        assert 150 < r["tinyvae_nats"] < 350 and 150 < r["pytorch_nats"] < 350 and r["tinyvae_se"] > 0
+    assert "vqvae  recon" in capsys.readouterr().out
