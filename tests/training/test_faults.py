@@ -301,9 +301,10 @@ def _stop_in_an_epoch_then_resume(tmp_path, signum):
     common = [*ARGS, "--batch-size", "1", "--data-dir", str(write_dataset(tmp_path / "data", n_train=4096))]
     cut = tmp_path / "cut"
     proc = _train_process([*common, "--epochs", "50", "--out", str(cut)])
-    deadline = time.monotonic() + 60
-    while not (cut / CHECKPOINT).exists() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 600  # the first epoch: about 0.5 s, minutes on a machine loaded by others
+    while not (cut / CHECKPOINT).exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
+    assert (cut / CHECKPOINT).exists(), "the first epoch's checkpoint never came"
     time.sleep(0.2)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
