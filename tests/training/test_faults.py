@@ -264,8 +264,14 @@ def test_an_unreadable_data_file_is_one_line(tiny_data_dir, tmp_path, monkeypatc
     assert not run.exists()
 
 
+# The training command in a child that takes Ctrl-C as an interactive run does: Python leaves SIGINT ignored
+# where the tests were started with it ignored (a shell's background job), and the child would inherit that.
+_TRAIN = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "runpy.run_module('tinyvae.train', run_name='__main__', alter_sys=True)")
+
+
 def _train_process(args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "tinyvae.train", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", _TRAIN, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
