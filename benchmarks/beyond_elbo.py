@@ -80,7 +80,7 @@ def run_tinyvae(row: str, args) -> dict:
     if row == "vqvae":
         nll = np.concatenate([model.per_sample_loss(x[i:i + 100])[0] for i in range(0, len(x), 100)])
         return {"figure": float(nll.mean()), "se": standard_error(nll), "train_s": seconds}
-    bound = np.concatenate([importance_weighted(model, x[i:i + 100], args.k, rows=np.arange(i, i + len(x[i:i + 100])))[0]
+    bound = np.concatenate([importance_weighted(model, x[i:i + 100], args.k, rows=np.arange(i, min(i + 100, len(x))))[0]
                             for i in range(0, len(x), 100)])  # the draws of z from the run's seed, as evaluate's
     return {"figure": float(-bound.mean()), "se": standard_error(bound), "train_s": seconds}
 
@@ -132,24 +132,12 @@ def iwae_bound(model, x, k: int, pseudo_inputs=None, eps=None) -> float:
     draws of z (Burda et al. 2015, eq. 8; ``eps`` ``(k, K)``, else drawn); the prior N(0, I), or the VampPrior
     of ``pseudo_inputs``."""
     import torch
-    import torch.nn.functional as F
 
-    from benchmarks.torch_reference import vamp_log_prior
+    from benchmarks.torch_reference import log_weights
 
-    h = F.relu(model.fc1(x[None]))
-    mu, logvar = model.fc21(h)[0], model.fc22(h)[0]
-    eps = torch.randn(k, mu.shape[0]) if eps is None else eps
-    z = mu + eps * torch.exp(0.5 * logvar)
-    logits = model.fc4(F.relu(model.fc3(z)))
-    log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
-    log_q = -0.5 * (np.log(2 * np.pi) + logvar + eps * eps).sum(-1)
-    if pseudo_inputs is None:
-        log_p = -0.5 * (np.log(2 * np.pi) + z * z).sum(-1)
-    else:
-        hp = F.relu(model.fc1(pseudo_inputs))
-        log_p = vamp_log_prior(z, model.fc21(hp), model.fc22(hp))
-    log_w = (log_px + log_p - log_q).double()
-    return float(torch.logsumexp(log_w.detach(), 0) - np.log(k))
+    eps = torch.randn(k, model.fc21.out_features) if eps is None else eps
+    log_w = log_weights(model, x[None], eps[:, None], pseudo_inputs)[:, 0].detach().double()
+    return float(torch.logsumexp(log_w, 0) - np.log(k))
 
 
 def main(argv=None):

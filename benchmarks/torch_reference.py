@@ -51,19 +51,28 @@ def loss_of_logits(model, x, eps=None):
     return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
-def iwae_loss(model: TorchVAE, x, k: int, eps=None):
-    """The negative importance-weighted bound of PyTorch's example VAE with ``k`` draws (Burda et al. 2015,
-    eq. 8), summed over the batch: the log weights from the decoder's logits, their log-sum-exp by PyTorch;
-    ``eps`` ``(k, B, K)``, else drawn."""
+def log_weights(model: TorchVAE, x, eps, pseudo_inputs=None):
+    """``(k, B)`` log w = log p(x|z) + log p(z) - log q(z|x) of PyTorch's example VAE at ``z = mu + sigma eps``,
+    ``eps`` ``(k, B, K)`` (Burda et al. 2015, eq. 8's weights): the likelihood from the decoder's logits, the prior
+    N(0, I), or the VampPrior of ``pseudo_inputs`` ``(P, D)``."""
     h1 = F.relu(model.fc1(x))
     mu, logvar = model.fc21(h1), model.fc22(h1)
-    std = torch.exp(0.5 * logvar)
-    eps = torch.randn((k, *mu.shape), dtype=mu.dtype) if eps is None else eps
-    z = mu + eps * std
+    z = mu + eps * torch.exp(0.5 * logvar)
     logits = model.fc4(F.relu(model.fc3(z)))
     log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
-    log_w = log_px - 0.5 * (z * z).sum(-1) + 0.5 * (eps * eps).sum(-1) + 0.5 * logvar.sum(-1)
-    return -(torch.logsumexp(log_w, dim=0) - np.log(k)).sum()
+    log_q = -0.5 * (np.log(2 * np.pi) + logvar + eps * eps).sum(-1)
+    if pseudo_inputs is None:
+        return log_px - 0.5 * (np.log(2 * np.pi) + z * z).sum(-1) - log_q
+    hp = F.relu(model.fc1(pseudo_inputs))
+    return log_px + vamp_log_prior(z.flatten(0, 1), model.fc21(hp), model.fc22(hp)).view(z.shape[:2]) - log_q
+
+
+def iwae_loss(model: TorchVAE, x, k: int, eps=None):
+    """The negative importance-weighted bound of PyTorch's example VAE with ``k`` draws (Burda et al. 2015,
+    eq. 8), summed over the batch: :func:`log_weights`, their log-sum-exp by PyTorch; ``eps`` ``(k, B, K)``,
+    else drawn."""
+    eps = torch.randn((k, x.shape[0], model.fc21.out_features), dtype=x.dtype) if eps is None else eps
+    return -(torch.logsumexp(log_weights(model, x, eps), dim=0) - np.log(k)).sum()
 
 
 NAMES = {"fc1": "encoder.0", "fc21": "encoder.mu", "fc22": "encoder.logvar", "fc3": "decoder.0", "fc4": "decoder.logits"}

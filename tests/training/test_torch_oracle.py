@@ -75,6 +75,12 @@ def test_the_tables_pytorch_contenders_compute_tinyvaes_objectives_in_float64():
     hp = torch.relu(theirs.fc1(pseudo))
     np.testing.assert_allclose(vamp_log_prior(torch.from_numpy(z), theirs.fc21(hp), theirs.fc22(hp)).detach().numpy(),
                                vamp.log_prior(z), rtol=1e-12)
+    from tinyvae import rng as streams
+    from tinyvae.models.bounds import importance_weighted
+
+    drawn = streams.normals(streams.stream_key(vamp.seed, "evaluate"), streams.EVALUATE_STEPS["iwae"], [0], 7 * 20)
+    ours = importance_weighted(vamp, x[:1], 7)[0][0]  # the first image's bound under the VampPrior, 7 draws
+    assert iwae_bound(theirs, X[0], 7, pseudo, torch.from_numpy(drawn.reshape(7, 20))) == pytest.approx(ours, rel=1e-12)
 
     vq = tinyvae.build(model="vqvae", dtype="float64")
     assert vq.loss_and_grad(x).loss == pytest.approx(vq_loss(load_from(vq, torch.float64), X).item() / 6, rel=1e-12)

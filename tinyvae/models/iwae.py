@@ -53,25 +53,33 @@ class IWAE(VAE):
         z, eps, logvar = ws.z, ws.eps, ws.heads[:, K:]
         return -ws.nll - 0.5 * (z * z).sum(axis=1) + 0.5 * (eps * eps).sum(axis=1) + 0.5 * logvar.sum(axis=1)
 
-    def bound_rows(self, ws: VAEWorkspace, log_w=None):
-        """``(B,)`` ``-L_k`` of each example of the last pass, and the ``(k, B)`` normalised weights."""
+    def bound_rows(self, ws: VAEWorkspace):
+        """``(B,)`` ``-L_k`` of each example of the last pass (its ``nll`` written), kept as ``ws.bound``, and the
+        ``(k, B)`` normalised weights."""
         k, B = self.config.k, ws.batch
-        lw = (self.log_weights(ws) if log_w is None else log_w).reshape(k, B)
+        lw = self.log_weights(ws).reshape(k, B)
         top = lw.max(axis=0)
         e = self.xp.exp(lw - top)
         total = e.sum(axis=0)
-        return -(top + self.xp.log(total) - math.log(k)), e / total
+        ws.bound = -(top + self.xp.log(total) - math.log(k))
+        return ws.bound, e / total
+
+    def forward_loss(self, x, y=None, eps=None, noise=None) -> VAEWorkspace:
+        """The VAE's :meth:`~tinyvae.models.vae.VAE.forward_loss`, and ``ws.bound``."""
+        ws = super().forward_loss(x, y, eps, noise)
+        self.bound_rows(ws)
+        return ws
 
     def output_grad(self, ws: VAEWorkspace, target):
-        """``ws.nll``, the normalised weights (kept as ``ws.weights``, ``(k B, 1)`` and divided by B), and each
-        row's likelihood gradient times its weight (the module doc's step 1)."""
+        """``ws.nll`` and ``ws.bound``, the normalised weights (kept as ``ws.weights``, ``(k B, 1)`` and divided
+        by B), and each row's likelihood gradient times its weight (the module doc's step 1)."""
         xp = self.xp
         self.nll(ws.decoder_out, target, 1.0, ws.nll, ws.decoder_dout)  # the gradient of each row's nll
         w = self.bound_rows(ws)[1]
         # A draw whose normalised weight is below the dtype's epsilon adds less than the dtype resolves to the
         # gradient; it counts as 0. Left in, its products with the likelihood's gradient fall to subnormal
         # floats, which x86 CPUs compute in microcode, in every GEMM that reads them (docs/performance.md).
-        w[w < self.xp.finfo(w.dtype).eps] = 0
+        w[w < xp.finfo(w.dtype).eps] = 0
         ws.weights = (w / ws.batch).reshape(-1, 1)
         ws.decoder_dout[...] *= ws.weights
         if self.decoder_dlogvar is not None:  # d nll / d logvar_d = (1 - (x - mean)^2 exp(-logvar_d)) / 2
@@ -87,12 +95,12 @@ class IWAE(VAE):
         ws.dheads[:, K:] -= 0.5 * ws.weights
 
     def objective_sum(self, ws: VAEWorkspace, beta: float):
-        """``-L_k`` summed over the batch, a 0-d backend array."""
-        return self.bound_rows(ws)[0].sum()
+        """``-L_k`` summed over the batch (``ws.bound`` of the last pass), a 0-d backend array."""
+        return ws.bound.sum()
 
     def loss_rows(self, ws: VAEWorkspace):
         """``(B,)`` host float64 terms whose sum is the batch mean of ``-L_k`` (gradient checks)."""
-        return np.asarray(self.backend.to_host(self.bound_rows(ws)[0] / ws.batch), np.float64)
+        return np.asarray(self.backend.to_host(ws.bound / ws.batch), np.float64)
 
     def loss_and_grad(self, x, y=None, *, beta: float = 1.0, noise_seed: int | None = None, eps=None) -> IWAETerms:
         """As :meth:`tinyvae.models.vae.VAE.loss_and_grad` (``eps`` ``(k B, K)``), for the batch mean of

@@ -80,6 +80,7 @@ class VAEWorkspace(DecoderOutput):
     dz: object = field(init=False)
     beta: float = field(init=False, default=1.0)  # the KL weight of the last backward pass
     weights: object = field(init=False, default=None)  # iwae: (N, 1) each row's weight in the gradient
+    bound: object = field(init=False, default=None)    # iwae: (B,) -L_k of each example of the last pass
 
     def __post_init__(self):
         K = self.eps.shape[1]
