@@ -234,6 +234,20 @@ def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
 
 
 @njit(parallel=True, **_JIT)
+def _weigh_rows(src, weights, out, rows):
+    every_row = rows.shape[0] == 0
+    for i in prange(out.shape[0]):
+        r = np.int64(i) if every_row else rows[i]
+        w = weights[r]
+        for d in range(src.shape[1]):
+            out[i, d] = w * src[r, d]
+
+
+def weigh_rows(src, weights, out, rows=None):
+    _weigh_rows(src, weights, out, _NO_ROWS if rows is None else rows)
+
+
+@njit(parallel=True, **_JIT)
 def reparameterize_kl(heads, eps, z_out, kl_out):
     B, K = eps.shape
     one, half = heads.dtype.type(1.0), heads.dtype.type(0.5)
