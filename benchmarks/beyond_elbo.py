@@ -16,9 +16,10 @@ trains). The figure is the NLL estimated by the IWAE bound with ``--k`` draws on
 test images (Burda et al. 2015, eq. 8), with its standard error over the images; for the VQ-VAE, which has no
 likelihood bound, the reconstruction's -log p(x|z_q) on the same images.
 
-Each (row, contender) runs in its own process and leaves ``WORK/<row>-<contender>.json``: a run that stops is
-continued by running the command again (finished cells are kept; tinyvae's unfinished run goes on from its
-last checkpoint); the table is printed and saved (``beyond_elbo.json``, ``beyond_elbo_seed<S>.json`` for
+Each (row, contender) runs in its own process and leaves ``WORK/<row>-<contender>-seed<S>.json``, which records
+the settings it was made with: a run that stops is continued by running the command again (finished cells are
+kept; tinyvae's unfinished run, ``WORK/<row>-tinyvae-seed<S>``, goes on from its last checkpoint), and a cell
+made with another ``--epochs``, ``--k`` or ``--n-images`` is refused, not reused; the table is printed and saved (``beyond_elbo.json``, ``beyond_elbo_seed<S>.json`` for
 another seed) once every cell of ``--rows`` is there. Training seconds are recorded as they came, not in
 turns: they are not a speed comparison (``benchmarks.train`` and ``benchmarks.iwae`` are).
 """
@@ -63,12 +64,13 @@ def test_images(n: int) -> np.ndarray:
 
 
 def run_tinyvae(row: str, args) -> dict:
-    """Train (or go on training) tinyvae's run of ``row`` in ``WORK/<row>-tinyvae``; its figure on the test images."""
+    """Train (or go on training) tinyvae's run of ``row`` in ``WORK/<row>-tinyvae-seed<S>``; its figure on the test
+    images."""
     import tinyvae
     from tinyvae.evaluate import standard_error
     from tinyvae.models.bounds import importance_weighted
 
-    run = args.work / f"{row}-tinyvae"
+    run = args.work / f"{row}-tinyvae-seed{args.seed}"
     flags = ["--resume", str(run)] if (run / "checkpoint.safetensors").exists() else ["--out", str(run)]
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "tinyvae.train", *flags, "--backend", "numba", "--binarize",
@@ -156,24 +158,37 @@ def main(argv=None):
     add_output_args(p)
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    settings = {"epochs": args.epochs, "k": args.k, "n_images": args.n_images}
+
+    def cell(row, who):
+        """The result of the cell of ``row`` and contender ``who`` at this seed, None before it is made; exits with
+        one line where it was made with other settings."""
+        path = args.work / f"{row}-{who}-seed{args.seed}.json"
+        if not path.exists():
+            return None
+        made = json.loads(path.read_text())
+        if made.get("settings") != settings:
+            sys.exit(f"error: {path} was made with {made.get('settings')}, not {settings}; give another --work")
+        return made
+
     if args.cell:
         row, who = args.cell.split(":")
         result = (run_tinyvae if who == "tinyvae" else run_pytorch)(row, args)
-        (args.work / f"{row}-{who}.json").write_text(json.dumps(result))
+        (args.work / f"{row}-{who}-seed{args.seed}.json").write_text(json.dumps({**result, "settings": settings}))
         return
     rows = args.rows.split(",")
     threads = {name: str(args.threads) for name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     for row in rows:
         for who in args.contenders.split(","):
-            if not (args.work / f"{row}-{who}.json").exists():  # each cell in its own process: no shared pools
+            if cell(row, who) is None:  # each cell in its own process: no shared pools
                 subprocess.run([sys.executable, "-m", "benchmarks.beyond_elbo", "--cell", f"{row}:{who}",
                                 *(argv if argv is not None else sys.argv[1:])], check=True,
                                env={**os.environ, **threads})
-    if not all((args.work / f"{row}-{who}.json").exists() for row in rows for who in CONTENDERS):
+    if any(cell(row, who) is None for row in rows for who in CONTENDERS):
         return
     table = []
     for row in rows:
-        ours, theirs = (json.loads((args.work / f"{row}-{who}.json").read_text()) for who in CONTENDERS)
+        ours, theirs = (cell(row, who) for who in CONTENDERS)
         table.append({"model": row, "figure": "recon" if row == "vqvae" else "nll",
                       "tinyvae_nats": ours["figure"], "tinyvae_se": ours["se"],
                       "pytorch_nats": theirs["figure"], "pytorch_se": theirs["se"],

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from benchmarks.train import gemm_floor_epoch, rounds, tinyvae_epoch
 
@@ -179,3 +180,9 @@ def test_the_likelihood_table_runs_each_cell_in_its_own_process_and_keeps_finish
     for r in table:  # one epoch: both near 250 nats on the same 20 images, with standard errors of them
         assert 150 < r["tinyvae_nats"] < 350 and 150 < r["pytorch_nats"] < 350 and r["tinyvae_se"] > 0
     assert "vqvae  recon" in capsys.readouterr().out
+    main([*args, "--rows", "vae", "--seed", "2", "--contenders", "tinyvae"])  # another seed: new cells, a new run
+    runs = tmp_path / "runs"
+    assert (runs / "vae-tinyvae-seed2.json").exists() and (runs / "vae-tinyvae-seed2").is_dir()
+    assert not (tmp_path / "out" / "beyond_elbo_seed2.json").exists()
+    with pytest.raises(SystemExit, match="vae-tinyvae-seed1.json was made with .*'k': 4.*; give another --work"):
+        main([*[a if a != "4" else "8" for a in args], "--rows", "vae"])  # a kept cell of another k is not reused

@@ -36,7 +36,8 @@ from .vae import VAE, VAEWorkspace
 class KeptRows(NamedTuple):
     """The decoder's buffers for the rows of nonzero weight (:meth:`IWAE.decoder_grad`), each of the k B rows
     of its workspace, of which a step uses the first n: the decoder's input ``zin`` and its gradient ``dzin``,
-    each layer's outputs ``outs`` and their gradients ``douts``."""
+    the hidden layers' outputs ``outs`` (then ``douts[-1]``, standing in for the output layer's) and each layer's
+    output gradient ``douts``."""
 
     zin: object
     dzin: object
@@ -112,11 +113,14 @@ class IWAE(VAE):
             self.backend.weigh_rows(ws.decoder_dout, w, ws.decoder_dout)
             return super().decoder_grad(ws)
         if ws.kept is None:
-            ws.kept = KeptRows(xp.empty_like(ws.zin), xp.empty_like(ws.dzin), self.decoder.buffers(xp, N, self.dtype),
-                               self.decoder.buffers(xp, N, self.dtype))
+            douts = self.decoder.buffers(xp, N, self.dtype)
+            # The output layer has no ReLU, so its backward pass does not read its output: its gradient's buffer
+            # stands in for it.
+            ws.kept = KeptRows(xp.empty_like(ws.zin), xp.empty_like(ws.dzin),
+                               [xp.empty_like(a) for a in ws.dec_outs[:-1]] + [douts[-1]], douts)
         n, kept = keep.size, ws.kept
         xp.take(ws.zin, keep, axis=0, out=kept.zin[:n])
-        for out, kept_out in zip(ws.dec_outs[:-1], kept.outs[:-1]):  # the last layer's output is not read
+        for out, kept_out in zip(ws.dec_outs[:-1], kept.outs[:-1]):
             xp.take(out, keep, axis=0, out=kept_out[:n])
         self.backend.weigh_rows(ws.decoder_dout, w, kept.douts[-1][:n], keep)
         self.decoder.backward(self.backend, kept.zin[:n], [a[:n] for a in kept.outs], [a[:n] for a in kept.douts],
