@@ -4,11 +4,11 @@
 //   gaussian_nll: N(mean, exp(logvar)) NLL with a per-pixel log-variance (K&W Appendix C.2)
 //       nll = 0.5 ((x - m)^2 exp(-lv) + lv + log 2 pi),  d/dm = (m - x) exp(-lv),
 //       d/dlv = 0.5 (1 - (x - m)^2 exp(-lv)), the last summed over the batch by a second kernel;
-//   weigh_rows: out[i, j] = w[r] src[r, j], r = rows[i] (r = i without rows): the importance weights on the
-//       likelihood's gradient (Burda et al. 2015, eq. 14), gathering the rows that keep a weight.
+//   scale_rows: a[i, j] *= s[i], in place: an IWAE's normalised weights on the likelihood's gradient
+//       (Burda et al. 2015, eq. 14).
 // The numpy reference of each is in tinyvae/backends/reference.py.
-// One block per row for the likelihoods, the per-row loss a block reduction; weigh_rows is a grid-stride
-// loop over the elements, each read and written by one thread (so out may be src, without rows).
+// One block per row for the likelihoods, the per-row loss a block reduction; scale_rows is a grid-stride
+// loop over the elements.
 #include "common.cuh"
 
 template <typename T>
@@ -72,13 +72,10 @@ __device__ void gaussian_nll_dlogvar_cols(const T* mean, long ld_m, const T* x, 
 }
 
 template <typename T>
-__device__ void weigh_rows_elems(const T* src, long ld_s, const T* w, const long* rows, int has_rows, T* out,
-                                 long ld_o, long n, int D) {
-    for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < n * D; k += (long)gridDim.x * blockDim.x) {
+__device__ void scale_rows_elems(T* a, long ld_a, const T* s, long N, int D) {
+    for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < N * D; k += (long)gridDim.x * blockDim.x) {
         const long i = k / D;
-        const int j = (int)(k - i * D);
-        const long r = has_rows ? rows[i] : i;
-        out[i * ld_o + j] = w[r] * src[r * ld_s + j];
+        a[i * ld_a + (k - i * D)] *= s[i];
     }
 }
 
@@ -97,9 +94,8 @@ __device__ void weigh_rows_elems(const T* src, long ld_s, const T* w, const long
                                                              int D) {                                         \
         gaussian_nll_dlogvar_cols<T>(mean, ld_m, x, ld_x, logvar, scale, dlogvar, B, D);                       \
     }                                                                                                         \
-    extern "C" __global__ void weigh_rows_##SUFFIX(const T* src, long ld_s, const T* w, const long* rows,       \
-                                                   int has_rows, T* out, long ld_o, long n, int D) {          \
-        weigh_rows_elems<T>(src, ld_s, w, rows, has_rows, out, ld_o, n, D);                                    \
+    extern "C" __global__ void scale_rows_##SUFFIX(T* a, long ld_a, const T* s, long N, int D) {               \
+        scale_rows_elems<T>(a, ld_a, s, N, D);                                                                 \
     }
 
 TINYVAE_LIKELIHOOD(float, f32)

@@ -1,7 +1,6 @@
 """The importance-weighted autoencoder: its bound and its hand-derived gradient, against finite differences,
 PyTorch's autograd in float64, the fused backends, and the training command."""
 
-import dataclasses
 import math
 
 import numpy as np
@@ -79,24 +78,6 @@ def test_draws_whose_weight_the_dtype_cannot_resolve_count_as_zero():
     assert 0 < w64[0] < np.finfo(np.float32).eps and w[0] == 0
     assert ((w == 0) | (w >= np.finfo(np.float32).eps)).all()
     np.testing.assert_allclose(model.grad, reference.grad, rtol=1e-4, atol=1e-6)
-
-
-def test_the_decoder_pass_over_the_rows_of_nonzero_weight_is_the_pass_over_all():
-    model = iwae(k=6)
-    rng = np.random.default_rng(1)
-    x, eps = rng.random((4, 12)), rng.standard_normal((6 * 4, 3))
-    eps[:4] *= 25  # each example's first draw so far out that float64 cannot resolve its weight
-    terms = model.loss_and_grad(x, eps=eps)
-    ws = model.workspace(4)
-    assert (ws.weights[:4] == 0).all() and (ws.weights[4:] > 0).all()
-    assert ws.kept is not None  # the pass ran over the 20 rows of nonzero weight
-    assert (ws.dz[:4] == 0).all()
-    sparse = model.grad.copy()
-    model.backend = dataclasses.replace(model.backend, reads_sync=True)  # as the cuda backend: every row
-    model.loss_and_grad(x, eps=eps)
-    np.testing.assert_allclose(model.grad, sparse, rtol=1e-13, atol=1e-15)
-    theirs, p = torch_iwae_loss(model, x, eps)  # and PyTorch's, whose draws are all there
-    assert_autograd_agrees(model, terms.loss, theirs.mean(), p)
 
 
 def test_the_bound_is_tighter_than_the_elbo_of_the_same_draws():

@@ -20,7 +20,7 @@ OPS = (
     "corrupt",
     "bce_with_logits",
     "gaussian_nll",
-    "weigh_rows",
+    "scale_rows",
     "reparameterize_kl",
     "reparameterize_kl_draw",
     "reparameterize_kl_backward",
@@ -40,11 +40,7 @@ CHOICES = ("auto", *BACKENDS)  # what the command lines take; auto: cuda where i
 
 @dataclass(frozen=True)
 class Backend:
-    """A named array module and one implementation of each op in :data:`OPS`.
-
-    ``reads_sync``: whether reading an array's value back into Python waits for a device to finish its queued
-    work (cuda; cuda-sim too, as it runs the cuda backend's path). Where it does not (numpy, numba), a model may
-    choose its work by its arrays' values (:meth:`tinyvae.models.iwae.IWAE.decoder_grad`) at no cost."""
+    """A named array module and one implementation of each op in :data:`OPS`."""
 
     name: str
     xp: Any
@@ -54,7 +50,7 @@ class Backend:
     corrupt: Callable
     bce_with_logits: Callable
     gaussian_nll: Callable
-    weigh_rows: Callable
+    scale_rows: Callable
     reparameterize_kl: Callable
     reparameterize_kl_draw: Callable
     reparameterize_kl_backward: Callable
@@ -66,15 +62,14 @@ class Backend:
     fold: Callable
     adam_step: Callable
     sgd_step: Callable
-    reads_sync: bool = False
 
     def to_host(self, a):
         """The array ``a`` as a NumPy array (a no-op on host backends)."""
         return a.get() if hasattr(a, "get") else a
 
 
-def _from_module(name, xp, module, reads_sync: bool = False) -> Backend:
-    return Backend(name=name, xp=xp, reads_sync=reads_sync, **{op: getattr(module, op) for op in OPS})
+def _from_module(name, xp, module) -> Backend:
+    return Backend(name=name, xp=xp, **{op: getattr(module, op) for op in OPS})
 
 
 def _cuda() -> Backend:
@@ -93,7 +88,7 @@ def _cuda() -> Backend:
         raise BackendUnavailable("the cuda backend found no CUDA device")
     from . import cuda_ops
 
-    return _from_module("cuda", cupy, cuda_ops.CudaOps(cuda_ops.gpu_module), reads_sync=True)
+    return _from_module("cuda", cupy, cuda_ops.CudaOps(cuda_ops.gpu_module))
 
 
 def _cuda_sim() -> Backend:
@@ -102,7 +97,7 @@ def _cuda_sim() -> Backend:
     from . import cuda_ops, cudasim
 
     cudasim.compiler()
-    return _from_module("cuda-sim", numpy, cuda_ops.CudaOps(cudasim.module), reads_sync=True)
+    return _from_module("cuda-sim", numpy, cuda_ops.CudaOps(cudasim.module))
 
 
 def get_backend(name: str) -> Backend:

@@ -58,7 +58,7 @@ FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "philox4x32_10": "random", "draw_normal": "random", "corrupt": "random",
     "gather_pixels": "data",
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
-    "weigh_rows": "likelihood",
+    "scale_rows": "likelihood",
     "reparameterize_kl": "latent", "reparameterize_kl_draw": "latent", "reparameterize_kl_backward": "latent",
     "bias_act": "linear", "bias_act_backward": "linear", "bias_act_backward_sum": "linear",
     "unfold": "conv", "fold": "conv",
@@ -240,15 +240,11 @@ class CudaOps:
                 (math.ceil(D / COLUMNS),), (COLUMNS, COLUMN_ROWS),
                 (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), dlogvar_out, np.int32(B), np.int32(D)))
 
-    def weigh_rows(self, src, weights, out, rows=None):
-        sfx = _check(src, weights, out)
-        n, D = out.shape
-        if rows is None:  # a pointer the kernel does not read
-            rows = self.scratch("weigh_rows", (0,), array_module(src).empty(0, np.int64))
-        self.kernel("weigh_rows", sfx)(
-            (grid_for(n * D),), (THREADS,),
-            (src, np.int64(row_stride(src)), weights, _rows(rows),
-             np.int32(rows.size > 0), out, np.int64(row_stride(out)), np.int64(n), np.int32(D)))
+    def scale_rows(self, a, scale):
+        sfx = _check(a, scale)
+        N, D = a.shape
+        self.kernel("scale_rows", sfx)(
+            (grid_for(N * D),), (THREADS,), (a, np.int64(row_stride(a)), scale, np.int64(N), np.int32(D)))
 
     def reparameterize_kl(self, heads, eps, z_out, kl_out):
         sfx = _check(heads, eps, z_out, kl_out)

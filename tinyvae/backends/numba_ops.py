@@ -234,17 +234,11 @@ def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
 
 
 @njit(parallel=True, **_JIT)
-def _weigh_rows(src, weights, out, rows):
-    every_row = rows.shape[0] == 0
-    for i in prange(out.shape[0]):
-        r = np.int64(i) if every_row else rows[i]
-        w = weights[r]
-        for d in range(src.shape[1]):
-            out[i, d] = w * src[r, d]
-
-
-def weigh_rows(src, weights, out, rows=None):
-    _weigh_rows(src, weights, out, _NO_ROWS if rows is None else rows)
+def scale_rows(a, scale):
+    for i in prange(a.shape[0]):
+        s = scale[i]
+        for d in range(a.shape[1]):
+            a[i, d] *= s
 
 
 @njit(parallel=True, **_JIT)

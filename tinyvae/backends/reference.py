@@ -192,22 +192,11 @@ def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
         xp.multiply(xp.sum(0.5 * (1 - r2), axis=0), scale, out=dlogvar_out)
 
 
-def weigh_rows(src, weights, out, rows=None):
-    """Rows times their weights, gathered: ``out[i] = weights[r] * src[r]``, ``r = rows[i]`` (``i`` for ``rows`` None).
-
-    An IWAE's gradient at the decoder's output is each draw's likelihood gradient times its normalised weight
-    (Burda et al. 2015, eq. 14; :mod:`tinyvae.models.iwae`); ``rows`` gathers the draws of nonzero weight.
-
-    Args:
-        src: ``(N, D)`` float32/float64 rows; weights: ``(N,)``, the same dtype.
-        out: ``(n, D)`` receives them, n = ``len(rows)`` (N without ``rows``; then ``out`` may be ``src``).
-        rows: ``(n,)`` int64 indices in ``[0, N)``, or None for every row in order.
-    """
-    xp = array_module(src)
-    if rows is None:
-        xp.multiply(src, weights[:, None], out=out)
-    else:
-        xp.multiply(xp.take(src, rows, axis=0), xp.take(weights, rows)[:, None], out=out)
+def scale_rows(a, scale):
+    """``a[i] *= scale[i]`` for each row of ``a`` ``(N, D)`` float32/float64, in place; ``scale`` ``(N,)``, the same
+    dtype. An IWAE's gradient at the decoder's output is each draw's likelihood gradient times its normalised
+    weight (Burda et al. 2015, eq. 14; :mod:`tinyvae.models.iwae`)."""
+    a *= scale[:, None]
 
 
 def reparameterize_kl(heads, eps, z_out, kl_out):

@@ -33,18 +33,6 @@ from ..errors import SettingsError
 from .vae import VAE, VAEWorkspace
 
 
-class KeptRows(NamedTuple):
-    """The decoder's buffers for the rows of nonzero weight (:meth:`IWAE.decoder_grad`), each of the k B rows
-    of its workspace, of which a step uses the first n: the decoder's input ``zin`` and its gradient ``dzin``,
-    the hidden layers' outputs ``outs`` (then ``douts[-1]``, standing in for the output layer's) and each layer's
-    output gradient ``douts``."""
-
-    zin: object
-    dzin: object
-    outs: list
-    douts: list
-
-
 class IWAETerms(NamedTuple):
     """Batch means, in nats per data point: ``loss`` = ``-L_k``, and the ELBO's terms from the same draws,
     ``nll`` (their mean) and ``kl`` (in closed form); in expectation over the draws ``loss <= nll + kl``."""
@@ -84,7 +72,7 @@ class IWAE(VAE):
 
     def output_grad(self, ws: VAEWorkspace, target):
         """``ws.nll`` and ``ws.bound``, the normalised weights (kept as ``ws.weights``, ``(k B, 1)`` and divided
-        by B), and each row's likelihood gradient, which :meth:`decoder_grad` weighs (the module doc's step 1)."""
+        by B), and each row's likelihood gradient times its weight (the module doc's step 1)."""
         xp = self.xp
         self.nll(ws.decoder_out, target, 1.0, ws.nll, ws.decoder_dout)  # the gradient of each row's nll
         w = self.bound_rows(ws)[1]
@@ -93,40 +81,10 @@ class IWAE(VAE):
         # floats, which x86 CPUs compute in microcode, in every GEMM that reads them (docs/performance.md).
         w[w < xp.finfo(w.dtype).eps] = 0
         ws.weights = (w / ws.batch).reshape(-1, 1)
+        self.backend.scale_rows(ws.decoder_dout, ws.weights[:, 0])
         if self.decoder_dlogvar is not None:  # d nll / d logvar_d = (1 - (x - mean)^2 exp(-logvar_d)) / 2
             resid = target - ws.decoder_out
             self.decoder_dlogvar[...] = (ws.weights * 0.5 * (1 - resid * resid * xp.exp(-self.decoder_logvar))).sum(axis=0)
-
-    def decoder_grad(self, ws: VAEWorkspace):
-        """The decoder's backward pass from each row's likelihood gradient times its weight.
-
-        A row of weight 0 adds nothing to the decoder's gradients and gets ``dz = 0`` from it. Where reading the
-        weights back costs no wait (``backend.reads_sync`` False) and the decoder is fully connected, the pass
-        runs over the rows of nonzero weight alone, gathered into ``ws.kept``'s buffers: its GEMMs shrink by
-        the share of draws cut, a third of a first epoch's at k = 5 (docs/performance.md). A conv decoder's
-        patch buffers are made per batch size, and the cuda backend would wait for the count of rows, so
-        they run every row.
-        """
-        xp, N, w = self.xp, ws.weights.shape[0], ws.weights[:, 0]
-        keep = None if self.backend.reads_sync or self.config.arch != "mlp" else xp.flatnonzero(w)
-        if keep is None or keep.size == N:
-            self.backend.weigh_rows(ws.decoder_dout, w, ws.decoder_dout)
-            return super().decoder_grad(ws)
-        if ws.kept is None:
-            douts = self.decoder.buffers(xp, N, self.dtype)
-            # The output layer has no ReLU, so its backward pass does not read its output: its gradient's buffer
-            # stands in for it.
-            ws.kept = KeptRows(xp.empty_like(ws.zin), xp.empty_like(ws.dzin),
-                               [xp.empty_like(a) for a in ws.dec_outs[:-1]] + [douts[-1]], douts)
-        n, kept = keep.size, ws.kept
-        xp.take(ws.zin, keep, axis=0, out=kept.zin[:n])
-        for out, kept_out in zip(ws.dec_outs[:-1], kept.outs[:-1]):
-            xp.take(out, keep, axis=0, out=kept_out[:n])
-        self.backend.weigh_rows(ws.decoder_dout, w, kept.douts[-1][:n], keep)
-        self.decoder.backward(self.backend, kept.zin[:n], [a[:n] for a in kept.outs], [a[:n] for a in kept.douts],
-                              kept.dzin[:n])
-        ws.dzin[...] = 0
-        ws.dzin[keep] = kept.dzin[:n]
 
     def latent_grad(self, ws: VAEWorkspace, beta: float):
         """The prior's ``w~ z / B`` added to ``ws.dz``, the path derivative, and q's normaliser's

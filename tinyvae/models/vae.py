@@ -81,7 +81,6 @@ class VAEWorkspace(DecoderOutput):
     beta: float = field(init=False, default=1.0)  # the KL weight of the last backward pass
     weights: object = field(init=False, default=None)  # iwae: (N, 1) each row's weight in the gradient
     bound: object = field(init=False, default=None)    # iwae: (B,) -L_k of each example of the last pass
-    kept: object = field(init=False, default=None)     # iwae: the decoder's buffers for its rows of nonzero weight
 
     def __post_init__(self):
         K = self.eps.shape[1]
@@ -196,9 +195,8 @@ class VAE(EncoderDecoder):
 
     def backward(self, ws: VAEWorkspace, x, beta: float):
         """Fill :attr:`grad` with d(mean loss)/d(params) for the batch of ``ws``: the decoder's output
-        (:meth:`output_grad`), the decoder (:meth:`decoder_grad`), z and ``[mu | logvar]`` (:meth:`latent_grad`),
-        the draws' copies added up, the encoder (:meth:`encoder_grad`): the steps a model of another objective
-        changes.
+        (:meth:`output_grad`), the decoder, z and ``[mu | logvar]`` (:meth:`latent_grad`), the draws' copies
+        added up, the encoder (:meth:`encoder_grad`): the steps a model of another objective changes.
 
         Also writes the per-row ``ws.nll`` (the likelihood op computes loss and
         gradient in one pass) and keeps ``beta`` in ``ws.beta``.
@@ -206,7 +204,7 @@ class VAE(EncoderDecoder):
         ws.beta = beta
         target = x if ws.target is None else ws.target
         self.output_grad(ws, target)
-        self.decoder_grad(ws)
+        self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
         self.latent_grad(ws, beta)
         if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
             B = ws.batch
@@ -217,10 +215,6 @@ class VAE(EncoderDecoder):
         """``ws.nll`` and the loss's gradient at the decoder's output (and at a learned log-variance): each
         row weighs 1 / N."""
         self.nll(ws.decoder_out, target, 1.0 / ws.eps.shape[0], ws.nll, ws.decoder_dout, self.decoder_dlogvar)
-
-    def decoder_grad(self, ws: VAEWorkspace):
-        """The decoder's gradients and ``ws.dzin`` from ``ws.decoder_dout``."""
-        self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
 
     def latent_grad(self, ws: VAEWorkspace, beta: float):
         """``ws.dheads`` from the decoder's ``ws.dz`` and the KL in closed form: each data point's KL appears
