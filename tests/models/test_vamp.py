@@ -75,6 +75,26 @@ def test_the_prior_is_the_mixture_of_the_encoders_posteriors_at_the_pseudo_input
     assert model.kl_closed_form(mu, logvar) is None
 
 
+def test_narrow_components_keep_the_float32_kl_and_gradient():
+    """The prior's log density and its gradient's sums expand ``(z - m_p)^2``: with the posteriors' variance at
+    exp(-10) and each pseudo-input one of the batch's images, a row's z lies 0.007 from its component's mean and
+    1 from 0, the expansion's terms 10^5 times its value. Taken in float64, the float32 model's KL and gradient
+    are the float64 model's (to float32's rounding of the network, and a percent of each tensor's largest)."""
+    rng = np.random.default_rng(3)
+    x = rng.random((6, 12))
+    models = [vamp(dtype=dtype, latent_dim=4) for dtype in ("float32", "float64")]
+    for model in models:
+        model.params.data[...] = models[0].params.data
+        model.params.view("encoder.logvar.bias")[...] = -10
+        model.pseudo[...] = model.xp.asarray(x, model.dtype)
+    eps = rng.standard_normal((6, 4))
+    ours, exact = (model.loss_and_grad(x, eps=eps) for model in models)
+    assert ours.kl == pytest.approx(exact.kl, abs=2e-5)  # expanded in float32: 4e-4 nats off
+    for name in models[0].params.names:  # float32 sums: the logvar head's gradients off by 30 to 50 %
+        ours, exact = (m.params.view(name, m.grad) for m in models)
+        np.testing.assert_allclose(ours, exact, rtol=0, atol=1e-2 * np.abs(exact).max(), err_msg=name)
+
+
 @pytest.mark.parametrize("name", FUSED_BACKENDS)
 def test_a_fused_backend_takes_the_numpy_step(name):
     x = np.random.default_rng(5).random((32, 784)).astype(np.float32)

@@ -35,7 +35,7 @@ from .config import VAEConfig
 from .vae import VAE, VAEWorkspace
 
 LOG_2PI = math.log(2 * math.pi)
-ROWS = 4096  # rows of z per block of the (rows, P, K) differences to the components: bounds their memory
+ROWS = 4096  # rows of z per block of the (rows, P) log densities of the components: bounds their memory
 
 
 @dataclass
@@ -102,24 +102,35 @@ class VampVAE(VAE):
     def log_prior(self, z, pseudo_heads=None, responsibilities: bool = False):
         """``log p(z)`` of each row of ``z`` ``(N, K)``, an array of ``z``'s module and dtype; with
         ``responsibilities``, also the ``(N, P)`` softmax over the components. ``pseudo_heads`` ``(P, 2K)``: the
-        encoder at the pseudo-inputs (default: :meth:`pseudo_heads`)."""
-        xp, K, P = array_module(z), self.config.latent_dim, self.config.pseudo_inputs
+        encoder at the pseudo-inputs (default: :meth:`pseudo_heads`).
+
+        The components' ``A_np`` are one GEMM, ``[z^2 | z] [-e / 2 | m e]^T`` plus a term of each component,
+        ``(z_n - m_p)^2`` expanded, taken in float64 whatever ``z``'s dtype: a component of ``lv_p = -10`` makes
+        the expansion's terms 10^5 times their sum (docs/derivations.md)."""
+        xp, K, P, f8 = array_module(z), self.config.latent_dim, self.config.pseudo_inputs, np.float64
         if pseudo_heads is None:
             pseudo_heads = self.pseudo_heads()
-            pseudo_heads = xp.asarray(self.backend.to_host(pseudo_heads) if xp is np else pseudo_heads, z.dtype)
-        m, lv = pseudo_heads[:, :K], pseudo_heads[:, K:]
-        inv = xp.exp(-lv)
+            pseudo_heads = xp.asarray(self.backend.to_host(pseudo_heads) if xp is np else pseudo_heads)
+        m, lv = pseudo_heads[:, :K].astype(f8), pseudo_heads[:, K:].astype(f8)
+        e = xp.exp(-lv)
+        by_term = xp.concatenate([-0.5 * e, m * e], axis=1).T                        # (2K, P)
+        per_comp = -0.5 * (K * LOG_2PI + lv.sum(axis=1) + (m * m * e).sum(axis=1))  # (P,)
         log_p = xp.empty(z.shape[0], z.dtype)
         resp = xp.empty((z.shape[0], P), z.dtype) if responsibilities else None
+        # The backend's GEMM where z is the backend's (NumPy's own threads would fight the numba backend's);
+        # NumPy's for host draws of a model on the GPU (the evaluation's).
+        matmul = self.backend.matmul if xp is self.xp else (lambda a, b, out: xp.matmul(a, b, out=out))
         for lo in range(0, z.shape[0], ROWS):
-            d = z[lo:lo + ROWS, None, :] - m[None]                                   # (rows, P, K)
-            a = -0.5 * (K * LOG_2PI + lv.sum(axis=1)[None] + (d * d * inv[None]).sum(axis=2))
+            zb = z[lo:lo + ROWS].astype(f8)
+            a = xp.empty((zb.shape[0], P), f8)
+            matmul(xp.concatenate([zb * zb, zb], axis=1), by_term, a)
+            a += per_comp                                                              # (rows, P): A_np
             top = a.max(axis=1, keepdims=True)
-            e = xp.exp(a - top)
-            total = e.sum(axis=1)
+            e_a = xp.exp(a - top)
+            total = e_a.sum(axis=1)
             log_p[lo:lo + ROWS] = top[:, 0] + xp.log(total) - math.log(P)
             if resp is not None:
-                resp[lo:lo + ROWS] = e / total[:, None]
+                resp[lo:lo + ROWS] = e_a / total[:, None]
         return (log_p, resp) if responsibilities else log_p
 
     def pseudo_heads(self):
@@ -130,19 +141,30 @@ class VampVAE(VAE):
 
     def latent_grad(self, ws: VampWorkspace, beta: float):
         """``ws.dheads`` of the batch's rows, and the pseudo-inputs' ``[mu | logvar]`` gradient in the last P
-        rows of ``ws.enc_douts[-1]`` (the module doc's formulas)."""
-        K, B = self.config.latent_dim, ws.batch
+        rows of ``ws.enc_douts[-1]`` (the module doc's formulas).
+
+        The sums over the components (for each row) and over the rows (for each component) are two GEMMs
+        with the responsibilities, ``R [e | m e]`` and ``R^T [z | z^2]``, the differences ``z_n - m_p``
+        expanded, instead of ``(N, P, K)`` arrays of them. They are taken in float64 whatever the model's
+        dtype: expanded, ``sum_n a_np (z_n - m_p)^2`` is a difference of terms up to ``(|z| / |z - m_p|)^2``
+        times larger, which a narrow component (``lv_p`` of -10) makes 10^5 (docs/derivations.md)."""
+        xp, K, B, f8 = self.xp, self.config.latent_dim, ws.batch, np.float64
         c = beta / ws.eps.shape[0]
-        m, lv = ws.enc_outs[-1][B:, :K], ws.enc_outs[-1][B:, K:]
-        inv = self.xp.exp(-lv)
-        d = ws.z[:, None, :] - m[None]                                              # (N, P, K)
-        ad = ws.resp[:, :, None] * d * inv[None]
-        ws.dz[...] += c * ad.sum(axis=1)
+        m, lv = ws.enc_outs[-1][B:, :K].astype(f8), ws.enc_outs[-1][B:, K:].astype(f8)
+        e = xp.exp(-lv)
+        R, z = ws.resp.astype(f8), ws.z.astype(f8)
+        by_row = xp.empty((R.shape[0], 2 * K), f8)   # sum_p a_np [e_p | m_p e_p]
+        self.backend.matmul(R, xp.concatenate([e, m * e], axis=1), by_row)
+        by_comp = xp.empty((R.shape[1], 2 * K), f8)  # sum_n a_np [z_n | z_n^2]
+        self.backend.matmul(R.T, xp.concatenate([z, z * z], axis=1), by_comp)
+        weight = R.sum(axis=0)[:, None]              # sum_n a_np
+        ws.dz[...] += c * (z * by_row[:, :K] - by_row[:, K:])
         self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, 0.0, ws.dheads)
         ws.dheads[:, K:] -= 0.5 * c
         pseudo = ws.enc_douts[-1][B:]
-        pseudo[:, :K] = -c * ad.sum(axis=0)
-        pseudo[:, K:] = -0.5 * c * (ws.resp[:, :, None] * (d * d * inv[None] - 1)).sum(axis=0)
+        rz, rz2 = by_comp[:, :K], by_comp[:, K:]
+        pseudo[:, :K] = -c * e * (rz - m * weight)
+        pseudo[:, K:] = -0.5 * c * (e * (rz2 - 2 * m * rz + m * m * weight) - weight)
 
     def encoder_grad(self, ws: VampWorkspace, x):
         """The encoder's gradients from the batch's and the pseudo-inputs' rows, and the pseudo-inputs'."""
