@@ -19,9 +19,10 @@ likelihood bound, the reconstruction's -log p(x|z_q) on the same images.
 Each (row, contender) runs in its own process and leaves ``WORK/<row>-<contender>-seed<S>.json``, which records
 the settings it was made with: a run that stops is continued by running the command again (finished cells are
 kept; tinyvae's unfinished run, ``WORK/<row>-tinyvae-seed<S>``, goes on from its last checkpoint), and a cell
-made with another ``--epochs``, ``--k`` or ``--n-images`` is refused, not reused; the table is printed and saved (``beyond_elbo.json``, ``beyond_elbo_seed<S>.json`` for
-another seed) once every cell of ``--rows`` is there. Training seconds are recorded as they came, not in
-turns: they are not a speed comparison (``benchmarks.train`` and ``benchmarks.iwae`` are).
+made with another ``--epochs``, ``--k`` or ``--n-images`` is refused, not reused; the table is printed and
+saved (``beyond_elbo.json``, ``beyond_elbo_seed<S>.json`` for another seed) once every cell of ``--rows`` is
+there. Training seconds are recorded as they came, not in turns: they are not a speed comparison
+(``benchmarks.train`` and ``benchmarks.iwae`` are).
 """
 
 from __future__ import annotations
