@@ -161,10 +161,13 @@ def main(argv=None):
     args.work.mkdir(parents=True, exist_ok=True)
     settings = {"epochs": args.epochs, "k": args.k, "n_images": args.n_images}
 
+    def cell_file(row, who):
+        return args.work / f"{row}-{who}-seed{args.seed}.json"
+
     def cell(row, who):
         """The result of the cell of ``row`` and contender ``who`` at this seed, None before it is made; exits with
         one line where it was made with other settings."""
-        path = args.work / f"{row}-{who}-seed{args.seed}.json"
+        path = cell_file(row, who)
         if not path.exists():
             return None
         made = json.loads(path.read_text())
@@ -175,7 +178,7 @@ def main(argv=None):
     if args.cell:
         row, who = args.cell.split(":")
         result = (run_tinyvae if who == "tinyvae" else run_pytorch)(row, args)
-        (args.work / f"{row}-{who}-seed{args.seed}.json").write_text(json.dumps({**result, "settings": settings}))
+        cell_file(row, who).write_text(json.dumps({**result, "settings": settings}))
         return
     rows = args.rows.split(",")
     threads = {name: str(args.threads) for name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}

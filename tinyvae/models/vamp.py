@@ -44,7 +44,7 @@ class VampWorkspace(VAEWorkspace):
 
     xall: object = None      # (B + P, D) the encoder's input
     dxall: object = None     # (B + P, D) its gradient (the pseudo-inputs' in the last P rows)
-    resp: object = field(default=None)  # (N, P) the components' responsibilities a_np of the last pass
+    resp: object = field(default=None)  # (N, P) float64, the components' responsibilities a_np of the last pass
 
 
 class VampVAE(VAE):
@@ -101,7 +101,7 @@ class VampVAE(VAE):
 
     def log_prior(self, z, pseudo_heads=None, responsibilities: bool = False):
         """``log p(z)`` of each row of ``z`` ``(N, K)``, an array of ``z``'s module and dtype; with
-        ``responsibilities``, also the ``(N, P)`` softmax over the components. ``pseudo_heads`` ``(P, 2K)``: the
+        ``responsibilities``, also the ``(N, P)`` float64 softmax over the components. ``pseudo_heads`` ``(P, 2K)``: the
         encoder at the pseudo-inputs (default: :meth:`pseudo_heads`).
 
         The components' ``A_np`` are one GEMM, ``[z^2 | z] [-e / 2 | m e]^T`` plus a term of each component,
@@ -116,7 +116,7 @@ class VampVAE(VAE):
         by_term = xp.concatenate([-0.5 * e, m * e], axis=1).T                        # (2K, P)
         per_comp = -0.5 * (K * LOG_2PI + lv.sum(axis=1) + (m * m * e).sum(axis=1))  # (P,)
         log_p = xp.empty(z.shape[0], z.dtype)
-        resp = xp.empty((z.shape[0], P), z.dtype) if responsibilities else None
+        resp = xp.empty((z.shape[0], P), f8) if responsibilities else None
         # The backend's GEMM where z is the backend's (NumPy's own threads would fight the numba backend's);
         # NumPy's for host draws of a model on the GPU (the evaluation's).
         matmul = self.backend.matmul if xp is self.xp else (lambda a, b, out: xp.matmul(a, b, out=out))
@@ -152,7 +152,7 @@ class VampVAE(VAE):
         c = beta / ws.eps.shape[0]
         m, lv = ws.enc_outs[-1][B:, :K].astype(f8), ws.enc_outs[-1][B:, K:].astype(f8)
         e = xp.exp(-lv)
-        R, z = ws.resp.astype(f8), ws.z.astype(f8)
+        R, z = ws.resp, ws.z.astype(f8)
         by_row = xp.empty((R.shape[0], 2 * K), f8)   # sum_p a_np [e_p | m_p e_p]
         self.backend.matmul(R, xp.concatenate([e, m * e], axis=1), by_row)
         by_comp = xp.empty((R.shape[1], 2 * K), f8)  # sum_n a_np [z_n | z_n^2]
