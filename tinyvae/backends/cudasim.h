@@ -86,7 +86,9 @@ enum class WarpOp { shfl, up, down, bxor, sync };
 struct Worker;
 
 struct Fiber {
-    ucontext_t context;
+    ucontext_t* context;  // its start: the thread's stack and fiber_main (see start_fibers)
+    void* jump[5];        // where it waits, for __builtin_longjmp
+    bool started;
     uint3 thread_idx;
     int linear;  // x + y * blockDim.x + z * blockDim.x * blockDim.y
     State state;
@@ -104,7 +106,7 @@ struct Warp {
 };
 
 struct Worker {
-    ucontext_t scheduler;
+    void* jump[5];  // where run_fibers waits while a fiber runs
     std::vector<int> warps;  // the block's warps this worker runs
     // written by the worker before it arrives at the block barrier, read by the completion
     int at_barrier = 0;
@@ -179,9 +181,30 @@ inline char* stack_for(int linear) {
     return stacks[linear];
 }
 
+// A context is entered once, by setcontext, at its thread's start; every other switch between a fiber and
+// its worker's scheduler is a __builtin_setjmp / __builtin_longjmp pair, which saves no signal mask:
+// swapcontext's mask syscalls, one each way, would be most of a short thread's cost.
+[[gnu::noinline]] inline void jump_to(void** where) {
+    __builtin_longjmp(where, 1);
+}
+
 inline void yield_to_scheduler() {
     Fiber* f = current;
-    swapcontext(&f->context, &f->worker->scheduler);
+    if (__builtin_setjmp(f->jump) == 0) {
+        jump_to(f->worker->jump);
+    }
+}
+
+// The start of each thread index's fiber, made by getcontext once and aimed at its stack by makecontext at
+// each start.
+inline ucontext_t* context_for(int linear) {
+    static ucontext_t contexts[kMaxThreads];
+    static bool made[kMaxThreads] = {};
+    if (!made[linear]) {
+        getcontext(&contexts[linear]);
+        made[linear] = true;
+    }
+    return &contexts[linear];
 }
 
 // Ends the calling thread's part in the launch: the error is recorded and the thread never resumes.
@@ -198,7 +221,7 @@ inline void fiber_main() {
     launch->entry(launch->args);
     f = current;
     f->state = State::done;
-    // returning resumes uc_link, the worker's scheduler
+    jump_to(f->worker->jump);
 }
 
 inline void start_fibers(Worker& w, const dim3& block) {
@@ -209,11 +232,12 @@ inline void start_fibers(Worker& w, const dim3& block) {
             f.thread_idx = uint3{linear % block.x, (linear / block.x) % block.y, linear / (block.x * block.y)};
             f.state = State::runnable;
             f.worker = &w;
-            getcontext(&f.context);
-            f.context.uc_stack.ss_sp = stack_for(linear);
-            f.context.uc_stack.ss_size = kStackBytes;
-            f.context.uc_link = &w.scheduler;
-            makecontext(&f.context, fiber_main, 0);
+            f.started = false;
+            f.context = context_for(linear);
+            f.context->uc_stack.ss_sp = stack_for(linear);
+            f.context->uc_stack.ss_size = kStackBytes;
+            f.context->uc_link = nullptr;  // fiber_main never returns: it jumps back to the scheduler
+            makecontext(f.context, fiber_main, 0);
         }
         launch->warps[warp].arrived = 0;
     }
@@ -231,7 +255,13 @@ inline void run_fibers(Worker& w) {
                 Fiber& f = launch->fibers[linear];
                 if (f.state == State::runnable) {
                     current = &f;
-                    swapcontext(&w.scheduler, &f.context);
+                    if (__builtin_setjmp(w.jump) == 0) {
+                        if (f.started) {
+                            jump_to(f.jump);
+                        }
+                        f.started = true;
+                        setcontext(f.context);
+                    }
                     current = nullptr;
                     ran = true;
                 }
