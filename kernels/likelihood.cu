@@ -6,17 +6,18 @@
 //       d/dlv = 0.5 (1 - (x - m)^2 exp(-lv)), the last summed over the batch by a second kernel;
 //   scale_rows: a[i, j] *= s[i], in place: an IWAE's normalised weights on the likelihood's gradient
 //       (Burda et al. 2015, eq. 14).
+// The targets x have B rows for the N = L B rows of L draws: output row i reads x row i % B.
 // The numpy reference of each is in tinyvae/backends/reference.py.
 // One block per row for the likelihoods, the per-row loss a block reduction; scale_rows is a grid-stride
 // loop over the elements.
 #include "common.cuh"
 
 template <typename T>
-__device__ void bce_with_logits_row(const T* logits, long ld_l, const T* x, long ld_x, T scale,
+__device__ void bce_with_logits_row(const T* logits, long ld_l, const T* x, long ld_x, int x_rows, T scale,
                                     T* loss, T* dlogits, long ld_d, int D) {
     const long row = blockIdx.x;
     const T* l = logits + row * ld_l;
-    const T* t = x + row * ld_x;
+    const T* t = x + (row % x_rows) * ld_x;
     T* d = dlogits + row * ld_d;
     T acc = 0;
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
@@ -33,11 +34,11 @@ __device__ void bce_with_logits_row(const T* logits, long ld_l, const T* x, long
 }
 
 template <typename T>
-__device__ void gaussian_nll_row(const T* mean, long ld_m, const T* x, long ld_x, const T* logvar, T scale,
-                                 T* loss, T* dmean, long ld_d, int D) {
+__device__ void gaussian_nll_row(const T* mean, long ld_m, const T* x, long ld_x, int x_rows, const T* logvar,
+                                 T scale, T* loss, T* dmean, long ld_d, int D) {
     const long row = blockIdx.x;
     const T* m = mean + row * ld_m;
-    const T* t = x + row * ld_x;
+    const T* t = x + (row % x_rows) * ld_x;
     T* d = dmean + row * ld_d;
     const T log_2pi = T(1.8378770664093454836);
     T acc = 0;
@@ -54,14 +55,14 @@ __device__ void gaussian_nll_row(const T* mean, long ld_m, const T* x, long ld_x
 
 // dlogvar[j] = scale * sum_b 0.5 (1 - (x - m)^2 exp(-lv_j)); block (32, TINYVAE_COLUMN_ROWS), grid ceil(D / 32).
 template <typename T>
-__device__ void gaussian_nll_dlogvar_cols(const T* mean, long ld_m, const T* x, long ld_x, const T* logvar,
-                                          T scale, T* dlogvar, int B, int D) {
+__device__ void gaussian_nll_dlogvar_cols(const T* mean, long ld_m, const T* x, long ld_x, int x_rows,
+                                          const T* logvar, T scale, T* dlogvar, int B, int D) {
     const int j = blockIdx.x * 32 + threadIdx.x;
     T acc = 0;
     if (j < D) {
         const T inv_var = exp(-logvar[j]);
         for (int b = threadIdx.y; b < B; b += TINYVAE_COLUMN_ROWS) {
-            const T r = x[b * ld_x + j] - mean[b * ld_m + j];
+            const T r = x[(b % x_rows) * ld_x + j] - mean[b * ld_m + j];
             acc += T(0.5) * (T(1) - r * r * inv_var);
         }
     }
@@ -81,18 +82,19 @@ __device__ void scale_rows_elems(T* a, long ld_a, const T* s, long N, int D) {
 
 #define TINYVAE_LIKELIHOOD(T, SUFFIX)                                                                         \
     extern "C" __global__ void bce_with_logits_##SUFFIX(const T* logits, long ld_l, const T* x, long ld_x,    \
-                                                        T scale, T* loss, T* dlogits, long ld_d, int D) {     \
-        bce_with_logits_row<T>(logits, ld_l, x, ld_x, scale, loss, dlogits, ld_d, D);                          \
+                                                        int x_rows, T scale, T* loss, T* dlogits, long ld_d,  \
+                                                        int D) {                                              \
+        bce_with_logits_row<T>(logits, ld_l, x, ld_x, x_rows, scale, loss, dlogits, ld_d, D);                  \
     }                                                                                                         \
     extern "C" __global__ void gaussian_nll_##SUFFIX(const T* mean, long ld_m, const T* x, long ld_x,          \
-                                                     const T* logvar, T scale, T* loss, T* dmean, long ld_d,  \
-                                                     int D) {                                                 \
-        gaussian_nll_row<T>(mean, ld_m, x, ld_x, logvar, scale, loss, dmean, ld_d, D);                         \
+                                                     int x_rows, const T* logvar, T scale, T* loss, T* dmean, \
+                                                     long ld_d, int D) {                                      \
+        gaussian_nll_row<T>(mean, ld_m, x, ld_x, x_rows, logvar, scale, loss, dmean, ld_d, D);                 \
     }                                                                                                         \
     extern "C" __global__ void gaussian_nll_dlogvar_##SUFFIX(const T* mean, long ld_m, const T* x, long ld_x,  \
-                                                             const T* logvar, T scale, T* dlogvar, int B,     \
-                                                             int D) {                                         \
-        gaussian_nll_dlogvar_cols<T>(mean, ld_m, x, ld_x, logvar, scale, dlogvar, B, D);                       \
+                                                             int x_rows, const T* logvar, T scale,            \
+                                                             T* dlogvar, int B, int D) {                      \
+        gaussian_nll_dlogvar_cols<T>(mean, ld_m, x, ld_x, x_rows, logvar, scale, dlogvar, B, D);               \
     }                                                                                                         \
     extern "C" __global__ void scale_rows_##SUFFIX(T* a, long ld_a, const T* s, long N, int D) {               \
         scale_rows_elems<T>(a, ld_a, s, N, D);                                                                 \

@@ -149,18 +149,20 @@ def test_gather_pixels_rejects_a_wrong_out_shape(name):
 
 @pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
-@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
-@example(shape=(1, 1), dtype=np.float32, seed=0, extreme=False)
-@example(shape=(1, 257), dtype=np.float64, seed=1, extreme=True)  # one row, one column past a block of 256
-def test_bce_with_logits(name, shape, dtype, seed, extreme):
+@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans(), draws=st.integers(1, 3))
+@example(shape=(1, 1), dtype=np.float32, seed=0, extreme=False, draws=1)
+@example(shape=(1, 257), dtype=np.float64, seed=1, extreme=True, draws=1)  # one row, one column past a block of 256
+def test_bce_with_logits(name, shape, dtype, seed, extreme, draws):
+    """Also with the targets of ``draws`` draws given once: ``(B, D)`` for ``(draws B, D)`` logits."""
     be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
-    logits = rng.uniform(-60, 60, shape) if extreme else rng.normal(0, 3, shape)
+    N = draws * shape[0]
+    logits = rng.uniform(-60, 60, (N, shape[1])) if extreme else rng.normal(0, 3, (N, shape[1]))
     x = rng.random(shape) if seed % 2 else (rng.random(shape) < 0.5).astype(float)
     # A row's loss sums max(l, 0) - l x + log1p(e^-|l|), whose first two terms cancel where x is 1 and l > 0:
     # the kernels may add them in another order, so the loss is judged against the size of its terms.
     terms = 2 * np.abs(logits) + np.log1p(np.exp(-np.abs(logits)))
-    _run(be, "bce_with_logits", [logits, x], [shape[0], shape], dtype, extra=(1.0 / shape[0],),
+    _run(be, "bce_with_logits", [logits, x], [N, logits.shape], dtype, extra=(1.0 / N,),
          scale=[terms.sum(1).max(), None])
 
 
@@ -178,15 +180,31 @@ def test_scale_rows(name, shape, dtype, seed, extreme):
 
 @pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
-@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), learned=st.booleans())
-def test_gaussian_nll(name, shape, dtype, seed, learned):
+@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), learned=st.booleans(), draws=st.integers(1, 3))
+def test_gaussian_nll(name, shape, dtype, seed, learned, draws):
+    """Also with the targets of ``draws`` draws given once, as the BCE's."""
     be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
     B, D = shape
-    mean, x, logvar = rng.normal(size=shape), rng.random(shape), rng.uniform(-8, 8, D)
-    nll = 0.5 * ((x - mean) ** 2 * np.exp(-logvar) + logvar + np.log(2 * np.pi))  # terms of the row and column sums
-    _run(be, "gaussian_nll", [mean, x, logvar], [B, shape, D if learned else None], dtype, extra=(1.0 / B,),
-         scale=max(np.abs(nll).sum(1).max(), (0.5 + np.abs(nll)).sum(0).max() / B))
+    N = draws * B
+    mean, x, logvar = rng.normal(size=(N, D)), rng.random(shape), rng.uniform(-8, 8, D)
+    nll = 0.5 * ((np.tile(x, (draws, 1)) - mean) ** 2 * np.exp(-logvar) + logvar + np.log(2 * np.pi))  # the sums' terms
+    _run(be, "gaussian_nll", [mean, x, logvar], [N, mean.shape, D if learned else None], dtype, extra=(1.0 / N,),
+         scale=max(np.abs(nll).sum(1).max(), (0.5 + np.abs(nll)).sum(0).max() / N))
+
+
+@pytest.mark.parametrize("name", ["numpy", *BACKENDS])
+def test_likelihoods_reject_targets_that_are_not_whole_draws(name):
+    """3 target rows for 4 outputs (or none) cannot be the draws of one batch: ``ValueError`` on every backend."""
+    be = backend_or_skip(name)
+    xp = be.xp
+    out, nll = xp.zeros((4, 5)), xp.zeros(4)
+    for rows in (3, 0):
+        x = xp.zeros((rows, 5))
+        with pytest.raises(ValueError, match="draws"):
+            be.bce_with_logits(out, x, 1.0, nll, xp.zeros((4, 5)))
+        with pytest.raises(ValueError, match="draws"):
+            be.gaussian_nll(out, x, xp.zeros(5), 1.0, nll, xp.zeros((4, 5)), xp.zeros(5))
 
 
 def _latent(rng, shape, extreme):

@@ -119,6 +119,14 @@ def _check(*arrays) -> str:
     return suffix(dtype)
 
 
+def _targets(x, n: int):
+    """A likelihood kernel's arguments for its targets ``x``: the array, its row stride and its row count, which
+    divides the ``n`` output rows (the reference's module doc); ``ValueError`` otherwise."""
+    if x.shape[0] == 0 or n % x.shape[0]:
+        raise ValueError(f"{x.shape[0]} target rows for {n} output rows: not a whole number of draws")
+    return x, np.int64(row_stride(x)), np.int32(x.shape[0])
+
+
 def source(op: str) -> Path:
     """The ``kernels/<family>.cu`` file that defines ``op``."""
     return KERNEL_DIR / f"{FAMILIES[op]}.cu"
@@ -224,21 +232,21 @@ class CudaOps:
         B, D = logits.shape
         self.kernel("bce_with_logits", sfx)(
             (B,), (THREADS,),
-            (logits, np.int64(row_stride(logits)), x, np.int64(row_stride(x)), _scalar(scale, sfx), loss_out,
+            (logits, np.int64(row_stride(logits)), *_targets(x, B), _scalar(scale, sfx), loss_out,
              dlogits_out, np.int64(row_stride(dlogits_out)), np.int32(D)))
 
     def gaussian_nll(self, mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
         sfx = _check(mean, x, logvar, loss_out, dmean_out)
         B, D = mean.shape
-        ld_m, ld_x = np.int64(row_stride(mean)), np.int64(row_stride(x))
+        ld_m, targets = np.int64(row_stride(mean)), _targets(x, B)
         self.kernel("gaussian_nll", sfx)(
             (B,), (THREADS,),
-            (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), loss_out, dmean_out, np.int64(row_stride(dmean_out)),
-             np.int32(D)))
+            (mean, ld_m, *targets, logvar, _scalar(scale, sfx), loss_out, dmean_out,
+             np.int64(row_stride(dmean_out)), np.int32(D)))
         if dlogvar_out is not None:
             self.kernel("gaussian_nll_dlogvar", sfx)(
                 (math.ceil(D / COLUMNS),), (COLUMNS, COLUMN_ROWS),
-                (mean, ld_m, x, ld_x, logvar, _scalar(scale, sfx), dlogvar_out, np.int32(B), np.int32(D)))
+                (mean, ld_m, *targets, logvar, _scalar(scale, sfx), dlogvar_out, np.int32(B), np.int32(D)))
 
     def scale_rows(self, a, scale):
         sfx = _check(a, scale)

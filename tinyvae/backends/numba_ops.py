@@ -19,13 +19,12 @@ docs/performance.md, "Why the numba kernels are written as they are".
 
 Threads: Numba's threads run every kernel and, through :func:`matmul`
 (:mod:`tinyvae.backends.numba_gemm`), the GEMMs too, on every core; that
-module says how, and what it took. The kernels are compiled with
-``parallel=True`` also for what parfor lowering does to a loop: it outlines the loop body into a
-function whose array arguments are marked as not aliasing, which is what lets
-LLVM vectorise a loop that writes several arrays; compiled serially, Adam's and
-the BCE's loops stay scalar. Two are serial and
-vectorise anyway: ``bias_act_backward``, whose column sums would race across
-rows, and ``gather_pixels``, which writes one array only.
+module says how, and what it took. The kernels are compiled with ``parallel=True`` also for what
+parfor lowering does to a loop: it outlines the loop body into a function whose array arguments are
+marked as not aliasing, which is what lets LLVM vectorise a loop that writes several arrays; compiled
+serially, Adam's and the BCE's loops stay scalar. Serial, and vectorised anyway: ``bias_act_backward``
+and ``gaussian_nll``, whose column sums would race across rows, and ``gather_pixels``, which writes one
+array only.
 
 ``cache=True`` stores the compiled machine code beside this file (in
 ``__pycache__``), so a second process does not recompile. Kernels are plain
@@ -195,15 +194,23 @@ def gather_pixels(pixels, rows, scale, out, next_rows=None, binarize=None):
         _binarize(pixels, rows, scale, out, *binarize)
 
 
+@njit(inline="always", **_JIT)
+def _check_targets(x, n):  # the likelihoods' targets: n rows, or B rows read for each of n / B draws
+    if x.shape[0] != n and (x.shape[0] == 0 or n % x.shape[0] != 0):
+        raise ValueError("the target rows are not a whole number of draws' outputs")
+
+
 @njit(parallel=True, **_JIT)
 def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
     B, D = logits.shape
+    _check_targets(x, B)
     zero, one = logits.dtype.type(0.0), logits.dtype.type(1.0)
     sc = logits.dtype.type(scale)
     for b in prange(B):
         acc = zero
+        xb = b % x.shape[0]
         for d in range(D):
-            l, t = logits[b, d], x[b, d]
+            l, t = logits[b, d], x[xb, d]
             e = _exp_neg(abs(l))
             acc += max(l, zero) - l * t + _log1p_unit(e)
             inv = one / (one + e)
@@ -218,13 +225,15 @@ def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
     dt = mean.dtype.type
     half, one, sc = dt(0.5), dt(1.0), dt(scale)
     log_2pi_half = dt(0.5 * math.log(2 * math.pi)) * D
+    _check_targets(x, B)
     if dlogvar_out is not None:
         dlogvar_out[:] = dt(0.0)
     for b in range(B):
         acc = dt(0.0)
+        xb = b % x.shape[0]
         for d in range(D):
             inv_var = _exp(-logvar[d])
-            r = x[b, d] - mean[b, d]
+            r = x[xb, d] - mean[b, d]
             r2 = r * r * inv_var
             acc += r2 + logvar[d]
             dmean_out[b, d] = -sc * r * inv_var

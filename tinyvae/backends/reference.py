@@ -13,7 +13,10 @@ Conventions shared by all backends:
   training step can reuse its buffers. ``mu``/``logvar`` (and their gradients)
   may be non-contiguous column views of a ``(B, 2K)`` array.
 * Losses are in nats. The per-sample loss of a batch is written to a ``(B,)``
-  array; the caller reduces it.
+  array; the caller reduces it. A likelihood's targets may have B rows for its
+  N = L B outputs, the L draws of a batch: output row ``l B + b`` is compared
+  with ``x[b]`` (the fused backends read them in place; ``ValueError`` unless
+  B divides N).
 * A random op draws inside itself, from a stream's ``key`` (``(2,)`` uint32), a
   ``step`` and ``rows``, the ``(B,)`` int64 indices of the batch's examples in
   their dataset: :mod:`tinyvae.rng` is the layout and its reference.
@@ -132,6 +135,15 @@ def corrupt(x, key, step: int, rows, kind: str, noise: float, out):
     xp.copyto(out, xp.asarray(np.broadcast_to(value, (B, D)).astype(x.dtype)), where=xp.asarray(chosen))
 
 
+def _targets(xp, x, n: int):
+    """The targets of ``n`` output rows: ``x``, or its B rows repeated ``n / B`` times (the module doc)."""
+    if x.shape[0] == n:
+        return x
+    if x.shape[0] == 0 or n % x.shape[0]:
+        raise ValueError(f"{x.shape[0]} target rows for {n} output rows: not a whole number of draws")
+    return xp.tile(x, (n // x.shape[0], 1))
+
+
 def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
     """Bernoulli negative log-likelihood from logits, and its gradient.
 
@@ -145,13 +157,14 @@ def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
     with y = sigmoid(l).)
 
     Args:
-        logits: ``(B, D)`` float32/float64 decoder outputs.
-        x: ``(B, D)`` targets of the same dtype, values in [0, 1].
-        scale: float multiplying the gradient (``1/B`` for a batch mean).
-        loss_out: ``(B,)`` receives the per-sample BCE summed over D, nats.
-        dlogits_out: ``(B, D)`` receives ``scale * (sigmoid(logits) - x)``.
+        logits: ``(N, D)`` float32/float64 decoder outputs.
+        x: ``(N, D)`` or ``(B, D)`` targets (the module doc) of the same dtype, values in [0, 1].
+        scale: float multiplying the gradient (``1/N`` for a batch mean).
+        loss_out: ``(N,)`` receives the per-sample BCE summed over D, nats.
+        dlogits_out: ``(N, D)`` receives ``scale * (sigmoid(logits) - x)``.
     """
     xp = array_module(logits)
+    x = _targets(xp, x, logits.shape[0])
     e = xp.exp(-xp.abs(logits))
     elem = xp.maximum(logits, 0) - logits * x + xp.log1p(e)
     xp.sum(elem, axis=1, out=loss_out)
@@ -173,16 +186,17 @@ def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
     half the squared error plus 0.5 log(2 pi) per pixel.)
 
     Args:
-        mean: ``(B, D)`` float32/float64 decoder outputs.
-        x: ``(B, D)`` targets of the same dtype (any finite values).
+        mean: ``(N, D)`` float32/float64 decoder outputs.
+        x: ``(N, D)`` or ``(B, D)`` targets (the module doc) of the same dtype (any finite values).
         logvar: ``(D,)`` per-pixel log-variance.
-        scale: float multiplying the gradients (``1/B`` for a batch mean).
-        loss_out: ``(B,)`` receives the per-sample NLL summed over D, nats.
-        dmean_out: ``(B, D)`` receives ``scale * d nll / d mean``.
+        scale: float multiplying the gradients (``1/N`` for a batch mean).
+        loss_out: ``(N,)`` receives the per-sample NLL summed over D, nats.
+        dmean_out: ``(N, D)`` receives ``scale * d nll / d mean``.
         dlogvar_out: ``(D,)`` receives ``scale * sum_batch d nll / d logvar``,
             or None when the variance is fixed.
     """
     xp = array_module(mean)
+    x = _targets(xp, x, mean.shape[0])
     inv_var = xp.exp(-logvar)
     r = x - mean
     r2 = r * r * inv_var

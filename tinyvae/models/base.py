@@ -189,8 +189,9 @@ class EncoderDecoder:
 
     def nll(self, out, x, scale, nll_out, dout_out, dlogvar_out=None):
         """``nll_out (N,) = -log p(x|z)`` per row in nats and ``dout_out = scale * d nll / d out`` for the
-        decoder's output ``out`` ``(N, D)`` (:func:`tinyvae.nn.likelihoods.nll_and_grad`); ``dlogvar_out``
-        receives the learned log-variance's gradient (``gaussian-learned`` only)."""
+        decoder's output ``out`` ``(N, D)`` and the data ``x``, ``(N, D)`` or for L = N / B draws ``(B, D)``
+        (:func:`tinyvae.nn.likelihoods.nll_and_grad`); ``dlogvar_out`` receives the learned log-variance's
+        gradient (``gaussian-learned`` only)."""
         likelihoods.nll_and_grad(self.backend, self.config.likelihood, out, x, self.decoder_logvar, scale, nll_out,
                                  dout_out, dlogvar_out)
 

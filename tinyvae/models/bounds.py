@@ -27,7 +27,6 @@ import numpy as np
 
 from .. import rng
 from ..errors import DataError, SettingsError
-from .base import repeat_rows
 from .vae import VAE
 
 ACTIVE_THRESHOLD = 0.01
@@ -72,8 +71,6 @@ def importance_weighted(model: VAE, x, k: int, y=None, seed: int | None = None, 
         model.labels_into(zin, model.as_labels(y, B))
     outs = model.decoder.buffers(xp, n_rows, dt)
     nll, dout = xp.empty(n_rows, dt), xp.empty((n_rows, cfg.input_dim), dt)
-    target = xp.empty((n_rows, cfg.input_dim), dt)
-    repeat_rows(target, x)
     mu64, logvar64 = mu.astype(np.float64), logvar.astype(np.float64)
     std = np.exp(0.5 * logvar64)
     shift = np.full(B, -np.inf)     # running max of the log weights
@@ -87,7 +84,7 @@ def importance_weighted(model: VAE, x, k: int, y=None, seed: int | None = None, 
         z = mu64 + std * eps
         zin[:n * B, :K] = xp.asarray(z.reshape(n * B, K).astype(dt))
         out = model.decoder.forward(model.backend, zin, outs)
-        model.nll(out[:n * B], target[:n * B], 0.0, nll[:n * B], dout[:n * B])
+        model.nll(out[:n * B], x, 0.0, nll[:n * B], dout[:n * B])
         log_px = -model.backend.to_host(nll[:n * B]).astype(np.float64).reshape(n, B)
         log_q = -0.5 * (K * math.log(2 * math.pi) + (eps * eps).sum(-1) + logvar64.sum(-1))
         log_prior = model.log_prior(z.reshape(n * B, K)).reshape(n, B)

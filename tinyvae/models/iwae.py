@@ -70,11 +70,11 @@ class IWAE(VAE):
         self.bound_rows(ws)
         return ws
 
-    def output_grad(self, ws: VAEWorkspace, target):
+    def output_grad(self, ws: VAEWorkspace, x):
         """``ws.nll`` and ``ws.bound``, the normalised weights (kept as ``ws.weights``, ``(k B, 1)`` and divided
         by B), and each row's likelihood gradient times its weight (the module doc's step 1)."""
         xp = self.xp
-        self.nll(ws.decoder_out, target, 1.0, ws.nll, ws.decoder_dout)  # the gradient of each row's nll
+        self.nll(ws.decoder_out, x, 1.0, ws.nll, ws.decoder_dout)  # the gradient of each row's nll
         w = self.bound_rows(ws)[1]
         # A draw whose normalised weight is below the dtype's epsilon adds less than the dtype resolves to the
         # gradient; it counts as 0. Left in, its products with the likelihood's gradient fall to subnormal
@@ -83,8 +83,10 @@ class IWAE(VAE):
         ws.weights = (w / ws.batch).reshape(-1, 1)
         self.backend.scale_rows(ws.decoder_dout, ws.weights[:, 0])
         if self.decoder_dlogvar is not None:  # d nll / d logvar_d = (1 - (x - mean)^2 exp(-logvar_d)) / 2
-            resid = target - ws.decoder_out
-            self.decoder_dlogvar[...] = (ws.weights * 0.5 * (1 - resid * resid * xp.exp(-self.decoder_logvar))).sum(axis=0)
+            k, B = self.config.k, ws.batch
+            resid = x - ws.decoder_out.reshape(k, B, -1)
+            self.decoder_dlogvar[...] = (ws.weights.reshape(k, B, 1) * 0.5
+                                         * (1 - resid * resid * xp.exp(-self.decoder_logvar))).sum(axis=(0, 1))
 
     def latent_grad(self, ws: VAEWorkspace, beta: float):
         """The prior's ``w~ z / B`` added to ``ws.dz``, the path derivative, and q's normaliser's

@@ -60,7 +60,6 @@ class VAEWorkspace(DecoderOutput):
     rows: object         # arange(B), to scatter one-hot labels without allocating
     onehot: object       # (B, C) the labels one-hot, or None for C = 0
     xin: object          # encoder input: (B, D + C) [x | y] (mlp), (B, D (1 + C)) channels [x, y] (conv); None for C = 0
-    target: object       # (N, D) x repeated L times, or None for L = 1
     enc_outs: list
     enc_douts: list
     heads_rep: object    # (N, 2K) the encoder's [mu | logvar] repeated L times, or None for L = 1
@@ -131,7 +130,6 @@ class VAE(EncoderDecoder):
                 batch=batch, rows=xp.arange(batch), onehot=xp.empty((batch, C), dt) if C else None,
                 xin=xp.empty((batch, D // cfg.image_channels * (cfg.image_channels + C) if cfg.arch == "conv"
                               else D + C), dt) if C else None,
-                target=xp.empty((N, D), dt) if L > 1 else None,
                 enc_outs=self.encoder.buffers(xp, batch, dt), enc_douts=self.encoder.buffers(xp, batch, dt),
                 heads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
                 dheads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
@@ -180,8 +178,6 @@ class VAE(EncoderDecoder):
         self.encode_into(ws, x, y)
         if ws.heads_rep is not None:
             repeat_rows(ws.heads_rep, ws.enc_outs[-1][:B])
-        if ws.target is not None:
-            repeat_rows(ws.target, x)
         if ws.onehot is not None:
             repeat_rows(ws.zin[:, K:], ws.onehot)
         if eps is None:
@@ -202,8 +198,7 @@ class VAE(EncoderDecoder):
         gradient in one pass) and keeps ``beta`` in ``ws.beta``.
         """
         ws.beta = beta
-        target = x if ws.target is None else ws.target
-        self.output_grad(ws, target)
+        self.output_grad(ws, x)
         self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
         self.latent_grad(ws, beta)
         if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
@@ -211,10 +206,10 @@ class VAE(EncoderDecoder):
             self.xp.sum(ws.dheads_rep.reshape(-1, B, ws.dheads_rep.shape[1]), axis=0, out=ws.enc_douts[-1][:B])
         self.encoder_grad(ws, x)
 
-    def output_grad(self, ws: VAEWorkspace, target):
-        """``ws.nll`` and the loss's gradient at the decoder's output (and at a learned log-variance): each
-        row weighs 1 / N."""
-        self.nll(ws.decoder_out, target, 1.0 / ws.eps.shape[0], ws.nll, ws.decoder_dout, self.decoder_dlogvar)
+    def output_grad(self, ws: VAEWorkspace, x):
+        """``ws.nll`` and the loss's gradient at the decoder's output (and at a learned log-variance) for the
+        batch ``x`` ``(B, D)``, which the likelihood reads for each of the L draws: each row weighs 1 / N."""
+        self.nll(ws.decoder_out, x, 1.0 / ws.eps.shape[0], ws.nll, ws.decoder_dout, self.decoder_dlogvar)
 
     def latent_grad(self, ws: VAEWorkspace, beta: float):
         """``ws.dheads`` from the decoder's ``ws.dz`` and the KL in closed form: each data point's KL appears
@@ -338,8 +333,7 @@ class VAE(EncoderDecoder):
     def forward_loss(self, x, y=None, eps=None, noise: Noise | None = None) -> VAEWorkspace:
         """:meth:`forward`, then the per-row ``ws.nll`` (no checks, no gradient)."""
         ws = self.forward(x, eps, y, noise)
-        target = x if ws.target is None else ws.target
-        self.nll(ws.decoder_out, target, 0.0, ws.nll, ws.decoder_dout)
+        self.nll(ws.decoder_out, x, 0.0, ws.nll, ws.decoder_dout)
         return ws
 
     def per_sample_loss(self, x, y=None, seed: int | None = None):

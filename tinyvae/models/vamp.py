@@ -72,7 +72,6 @@ class VampVAE(VAE):
             N, rows = L * batch, batch + P
             ws = VampWorkspace(
                 batch=batch, rows=xp.arange(batch), onehot=None, xin=None,
-                target=xp.empty((N, D), dt) if L > 1 else None,
                 enc_outs=self.encoder.buffers(xp, rows, dt), enc_douts=self.encoder.buffers(xp, rows, dt),
                 heads_rep=xp.empty((N, 2 * K), dt), dheads_rep=xp.empty((N, 2 * K), dt),
                 zin=xp.empty((N, K), dt), dzin=xp.empty((N, K), dt),

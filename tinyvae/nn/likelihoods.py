@@ -24,7 +24,8 @@ def nll_and_grad(backend, likelihood: str, out, x, logvar, scale: float, nll_out
     Args:
         backend: the :class:`tinyvae.backends.Backend` whose op computes both in one pass.
         likelihood: one of :data:`LIKELIHOODS`.
-        out: ``(N, D)`` the decoder's output; x: ``(N, D)`` the targets (in [0, 1] for ``bernoulli``).
+        out: ``(N, D)`` the decoder's output; x: the targets (in [0, 1] for ``bernoulli``), ``(N, D)``, or
+            ``(B, D)`` read for each of L = N / B draws (row ``l B + b`` of ``out`` is compared with ``x[b]``).
         logvar: ``(D,)`` the Gaussian's log-variance (unused for ``bernoulli``).
         scale: the gradient's factor (``1/N`` for a batch mean; 0 where only the NLL is wanted).
         dlogvar_out: ``(D,)`` receives the learned log-variance's gradient (``gaussian-learned``), else None.
