@@ -44,6 +44,10 @@ def launch_each_kernel(be, B: int = 37, D: int = 45, K: int = 5, H: int = 33, P:
         be.gaussian_nll(normal(B, D), x, normal(D), 1 / B, xp.empty(B, dtype), xp.empty((B, D), dtype),
                         xp.empty(D, dtype))
         be.scale_rows(normal(B, D), normal(B))
+        # Three draws of each example: the targets read once for all three, the draws' importance weights.
+        be.bce_with_logits(normal(3 * B, D), x, 1 / B, xp.empty(3 * B, dtype), xp.empty((3 * B, D), dtype))
+        be.importance_weights(normal(3 * B) ** 2 * 50, normal(3 * B, 2 * K), normal(3 * B, K), normal(3 * B, K), 1 / B,
+                              xp.empty(3 * B, dtype), xp.empty(B, dtype))
         heads, eps, zin = normal(B, 2 * K), normal(B, K), xp.zeros((B, K + 3), dtype)
         be.reparameterize_kl(heads, eps, zin[:, :K], xp.empty(B, dtype))
         be.reparameterize_kl_draw(heads, key, 3, rows, xp.empty((B, K), dtype), zin[:, :K], xp.empty(B, dtype))

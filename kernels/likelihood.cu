@@ -5,11 +5,14 @@
 //       nll = 0.5 ((x - m)^2 exp(-lv) + lv + log 2 pi),  d/dm = (m - x) exp(-lv),
 //       d/dlv = 0.5 (1 - (x - m)^2 exp(-lv)), the last summed over the batch by a second kernel;
 //   scale_rows: a[i, j] *= s[i], in place: an IWAE's normalised weights on the likelihood's gradient
-//       (Burda et al. 2015, eq. 14).
+//       (Burda et al. 2015, eq. 14);
+//   importance_weights: the IWAE's bound of each example and its draws' normalised weights (Burda et al.
+//       2015, eq. 8 and 14): log w = -nll - |z|^2 / 2 + |eps|^2 / 2 + sum(logvar) / 2 of each draw, the
+//       bound -log (1/k) sum_j w_j after the largest log w, the weights scale w_j / sum w, 0 below `cut`.
 // The targets x have B rows for the N = L B rows of L draws: output row i reads x row i % B.
 // The numpy reference of each is in tinyvae/backends/reference.py.
 // One block per row for the likelihoods, the per-row loss a block reduction; scale_rows is a grid-stride
-// loop over the elements.
+// loop over the elements; importance_weights one thread per example (its k draws of K values are few).
 #include "common.cuh"
 
 template <typename T>
@@ -80,6 +83,41 @@ __device__ void scale_rows_elems(T* a, long ld_a, const T* s, long N, int D) {
     }
 }
 
+// Draw j of example b is row j B + b. The log weights wait in `weights` until the largest is known.
+template <typename T>
+__device__ void importance_weights_examples(const T* nll, const T* heads, long ld_h, const T* eps, long ld_e,
+                                            const T* z, long ld_z, T scale, T cut, T* weights, T* bound, int B,
+                                            int k, int K) {
+    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= B) {
+        return;
+    }
+    T top = 0;
+    for (int j = 0; j < k; ++j) {
+        const long n = (long)j * B + b;
+        T s = 0;
+        for (int i = 0; i < K; ++i) {
+            const T e = eps[n * ld_e + i], v = z[n * ld_z + i];
+            s += e * e - v * v + heads[n * ld_h + K + i];
+        }
+        const T log_w = T(0.5) * s - nll[n];
+        weights[n] = log_w;
+        top = (j == 0 || log_w > top) ? log_w : top;
+    }
+    T total = 0;
+    for (int j = 0; j < k; ++j) {
+        const long n = (long)j * B + b;
+        weights[n] = exp(weights[n] - top);
+        total += weights[n];
+    }
+    bound[b] = -(top + log(total) - log(T(k)));
+    for (int j = 0; j < k; ++j) {
+        const long n = (long)j * B + b;
+        const T w = weights[n] / total;
+        weights[n] = w < cut ? T(0) : w * scale;
+    }
+}
+
 #define TINYVAE_LIKELIHOOD(T, SUFFIX)                                                                         \
     extern "C" __global__ void bce_with_logits_##SUFFIX(const T* logits, long ld_l, const T* x, long ld_x,    \
                                                         int x_rows, T scale, T* loss, T* dlogits, long ld_d,  \
@@ -98,6 +136,13 @@ __device__ void scale_rows_elems(T* a, long ld_a, const T* s, long N, int D) {
     }                                                                                                         \
     extern "C" __global__ void scale_rows_##SUFFIX(T* a, long ld_a, const T* s, long N, int D) {               \
         scale_rows_elems<T>(a, ld_a, s, N, D);                                                                 \
+    }                                                                                                         \
+    extern "C" __global__ void importance_weights_##SUFFIX(const T* nll, const T* heads, long ld_h,            \
+                                                           const T* eps, long ld_e, const T* z, long ld_z,    \
+                                                           T scale, T cut, T* weights, T* bound, int B,       \
+                                                           int k, int K) {                                    \
+        importance_weights_examples<T>(nll, heads, ld_h, eps, ld_e, z, ld_z, scale, cut, weights, bound, B, k, \
+                                       K);                                                                    \
     }
 
 TINYVAE_LIKELIHOOD(float, f32)

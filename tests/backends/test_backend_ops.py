@@ -207,6 +207,34 @@ def test_likelihoods_reject_targets_that_are_not_whole_draws(name):
             be.gaussian_nll(out, x, xp.zeros(5), 1.0, nll, xp.zeros((4, 5)), xp.zeros(5))
 
 
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 70), k=st.integers(1, 9), K=st.integers(1, 24), dtype=dtypes, seed=st.integers(0, 2**16),
+       extreme=st.booleans())
+@example(B=1, k=1, K=1, dtype=np.float32, seed=0, extreme=False)
+def test_importance_weights(name, B, k, K, dtype, seed, extreme):
+    """The bound and the weights; ``extreme``: log weights hundreds of nats apart, most weights cut to 0."""
+    be = backend_or_skip(name)
+    rng = np.random.default_rng(seed)
+    N = k * B
+    mu, logvar = rng.normal(0, 1, (N, K)), rng.normal(0, 1, (N, K))
+    eps = rng.standard_normal((N, K)) * (8 if extreme else 1)
+    z = mu + np.exp(0.5 * logvar) * eps
+    nll = rng.uniform(50, 600 if extreme else 60, N)
+    _run(be, "importance_weights", [nll, np.concatenate([mu, logvar], 1), eps, z], [N, B], dtype,
+         extra=(1.0 / B,), scale=[None, np.abs(nll).max() + np.abs(z * z).sum(1).max()])
+
+
+@pytest.mark.parametrize("name", ["numpy", *BACKENDS])
+def test_importance_weights_rejects_rows_that_are_not_whole_draws(name):
+    be = backend_or_skip(name)
+    z, xp = np.zeros((6, 2)), be.xp
+    for B, heads in ((4, np.zeros((6, 4))), (3, np.zeros((6, 3))), (0, np.zeros((6, 4)))):
+        with pytest.raises(ValueError, match="importance_weights"):
+            be.importance_weights(xp.zeros(6), xp.asarray(heads), xp.asarray(z), xp.asarray(z), 1.0, xp.zeros(6),
+                                  xp.zeros(B))
+
+
 def _latent(rng, shape, extreme):
     """``heads (B, 2K) = [mu | logvar]`` and ``eps (B, K)``."""
     mu = rng.uniform(-10, 10, shape) if extreme else rng.normal(0, 1, shape)
@@ -379,6 +407,8 @@ for dt in (np.float32, np.float64):
     n.gaussian_nll(a, a, a[0], 1.0, k, a.copy(), None)
     heads = np.ones((3, 10), dt)
     n.reparameterize_kl(heads, a, a.copy(), k)
+    n.importance_weights(k, heads, a, a, 1.0, k.copy(), k[:1].copy())
+    n.scale_rows(a.copy(), k)
     n.reparameterize_kl_backward(a, heads, a, 1.0, heads.copy())
     n.bias_act(a.copy(), k.copy()[:1].repeat(5), True)
     n.bias_act_backward(a.copy(), a, True, k.copy()[:1].repeat(5))

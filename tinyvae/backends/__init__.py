@@ -3,7 +3,7 @@
 The model is written once against ``backend.xp`` (numpy or cupy) and calls the
 hot paths through ``backend.<op>``. The ops are listed in :data:`OPS`; their
 reference implementations, and the meaning of each argument, are in
-:mod:`tinyvae.backends.reference`.
+:mod:`tinyvae.backends.reference` (and the modules it imports).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ OPS = (
     "bce_with_logits",
     "gaussian_nll",
     "scale_rows",
+    "importance_weights",
     "reparameterize_kl",
     "reparameterize_kl_draw",
     "reparameterize_kl_backward",
@@ -51,6 +52,7 @@ class Backend:
     bce_with_logits: Callable
     gaussian_nll: Callable
     scale_rows: Callable
+    importance_weights: Callable
     reparameterize_kl: Callable
     reparameterize_kl_draw: Callable
     reparameterize_kl_backward: Callable

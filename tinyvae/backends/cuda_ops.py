@@ -40,7 +40,9 @@ import numpy as np
 
 from ..errors import BackendUnavailable
 from . import reference
-from .reference import CORRUPTION_CODES, array_module
+from .arrays import array_module
+from .reference import CORRUPTION_CODES
+from .reference_likelihood import check_draws
 
 
 def kernel_dir() -> Path:
@@ -58,7 +60,7 @@ FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "philox4x32_10": "random", "draw_normal": "random", "corrupt": "random",
     "gather_pixels": "data",
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
-    "scale_rows": "likelihood",
+    "scale_rows": "likelihood", "importance_weights": "likelihood",
     "reparameterize_kl": "latent", "reparameterize_kl_draw": "latent", "reparameterize_kl_backward": "latent",
     "bias_act": "linear", "bias_act_backward": "linear", "bias_act_backward_sum": "linear",
     "unfold": "conv", "fold": "conv",
@@ -253,6 +255,16 @@ class CudaOps:
         N, D = a.shape
         self.kernel("scale_rows", sfx)(
             (grid_for(N * D),), (THREADS,), (a, np.int64(row_stride(a)), scale, np.int64(N), np.int32(D)))
+
+    def importance_weights(self, nll, heads, eps, z, scale, weights_out, bound_out):
+        sfx = _check(nll, heads, eps, z, weights_out, bound_out)
+        check_draws(nll, heads, eps, z, weights_out, bound_out)
+        (N, K), B = z.shape, bound_out.shape[0]
+        self.kernel("importance_weights", sfx)(
+            (math.ceil(B / THREADS),), (THREADS,),
+            (nll, heads, np.int64(row_stride(heads)), eps, np.int64(row_stride(eps)), z, np.int64(row_stride(z)),
+             _scalar(scale, sfx), _scalar(np.finfo(nll.dtype).eps, sfx), weights_out, bound_out, np.int32(B),
+             np.int32(N // B), np.int32(K)))
 
     def reparameterize_kl(self, heads, eps, z_out, kl_out):
         sfx = _check(heads, eps, z_out, kl_out)

@@ -2,14 +2,14 @@
 
 Same names, signatures and formulas as :mod:`tinyvae.backends.reference` (read
 the formulas and their sources there); each op here makes one pass over its
-arrays where the reference makes several, and allocates nothing.
+arrays where the reference makes several, and allocates nothing. The GEMMs, the
+random draws and the likelihoods have modules of their own, imported here.
 
 Vectorisation: LLVM vectorises a loop only if it may reorder the loop's sum,
 so the kernels allow reassociation (``fastmath`` flags reassoc, contract, nsz,
 arcp; never nnan/ninf: NaN and inf keep their meaning). Calls to libm's
 ``exp``/``log1p`` do not vectorise (pip's llvmlite has no SVML), so float32
-kernels use our own :func:`exp_neg32`, :func:`exp32` and :func:`log1p_unit32`,
-polynomial and branch-free; float64 (gradient checks) keeps libm. Every
+kernels use our own (:mod:`tinyvae.backends.numba_math`). Every
 constant takes the arrays' dtype: a bare ``0.5`` or ``1 - beta1`` is float64 and
 silently turns a float32 loop into a float64 one, at over twice the time. The
 latent ops read the encoder's ``(B, 2K)`` output ``[mu | logvar]`` whole: given
@@ -40,106 +40,14 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from .numba_gemm import matmul  # noqa: F401 (the op ``matmul`` of this backend)
+from .numba_likelihood import bce_with_logits, gaussian_nll, importance_weights, scale_rows  # noqa: F401
+from .numba_math import JIT as _JIT
+from .numba_math import exp as _exp
 from .numba_random import binarize as _binarize
 from .numba_random import corrupt, draw_normal, philox4x32_10, reparameterize_kl_draw  # noqa: F401
-_JIT = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
-
-_LN2_HI, _LN2_LO = np.float32(0.693145751953125), np.float32(1.428606765330187e-06)
-_LOG2E = np.float32(1.4426950408889634)
-
-
-@intrinsic
-def _int32_bits_as_float32(typingctx, i):
-    """The float32 whose IEEE-754 bit pattern is the int32 ``i`` (a register move, no memory)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
-
-    return types.float32(types.int32), codegen
-
-
-@njit(inline="always", **_JIT)
-def exp_neg32(a):
-    """exp(-a) for float32 a >= 0 (a > 87 gives exp(-87) ~ 1.6e-38).
-
-    Cody & Waite range reduction: a = n ln2 + r with |r| <= ln2 / 2 and ln2
-    split into a short high part and a low part, so n * ln2_hi is exact;
-    then exp(-a) = 2^-n * exp(-r), exp(-r) by its Taylor series to degree 7
-    (truncation < 6e-9 relative). 2^-n (n <= 126, a normal number) is built
-    from its bits, exponent field 127 - n: a table lookup instead becomes a
-    vector gather, which slows the BCE kernel down.
-    """
-    a = min(a, np.float32(87.0))
-    n = np.int32(a * _LOG2E + np.float32(0.5))
-    r = np.float32(n) * _LN2_HI - a + np.float32(n) * _LN2_LO  # = -(a - n ln2)
-    p = np.float32(1 / 5040)
-    p = p * r + np.float32(1 / 720)
-    p = p * r + np.float32(1 / 120)
-    p = p * r + np.float32(1 / 24)
-    p = p * r + np.float32(1 / 6)
-    p = p * r + np.float32(0.5)
-    p = p * r + np.float32(1.0)
-    p = p * r + np.float32(1.0)
-    return p * _int32_bits_as_float32((np.int32(127) - n) << np.int32(23))
-
-
-@njit(inline="always", **_JIT)
-def log1p_unit32(e):
-    """log1p(e) for float32 e in [0, 1]: 2 atanh(t) with t = e / (2 + e) <= 1/3.
-
-    The odd series 2 (t + t^3/3 + ... + t^15/15) truncates below 1e-8 relative
-    (the next term is at most (1/9)^8 / 17 of the first).
-    """
-    t = e / (np.float32(2.0) + e)
-    t2 = t * t
-    s = np.float32(1 / 15)
-    s = s * t2 + np.float32(1 / 13)
-    s = s * t2 + np.float32(1 / 11)
-    s = s * t2 + np.float32(1 / 9)
-    s = s * t2 + np.float32(1 / 7)
-    s = s * t2 + np.float32(1 / 5)
-    s = s * t2 + np.float32(1 / 3)
-    s = s * t2 + np.float32(1.0)
-    return np.float32(2.0) * t * s
-
-
-@njit(inline="always", **_JIT)
-def exp32(x):
-    """exp(x) for float32 x, branch-free: exp(-|x|) from :func:`exp_neg32`, inverted for x > 0.
-
-    |x| is clamped at 87, so the result lies in [1.6e-38, 6.1e37]; libm would
-    give 0 or inf only beyond |x| = 88.7.
-    """
-    e = exp_neg32(abs(x))
-    return e if x <= np.float32(0.0) else np.float32(1.0) / e
-
-
-# The kernels are written once for both dtypes; these three resolve, at
-# compile time, to our float32 functions above or to libm in float64.
-def _exp(x):
-    raise NotImplementedError  # only callable from compiled code
-
-
-def _exp_neg(a):
-    raise NotImplementedError
-
-
-def _log1p_unit(e):
-    raise NotImplementedError
-
-
-def _by_dtype(generic, f32, f64):
-    @overload(generic, inline="always", fastmath=_JIT["fastmath"])
-    def _impl(x):
-        return f32 if x == types.float32 else f64
-
-
-_by_dtype(_exp, lambda x: exp32(x), lambda x: math.exp(x))
-_by_dtype(_exp_neg, lambda x: exp_neg32(x), lambda x: math.exp(-x))
-_by_dtype(_log1p_unit, lambda x: log1p_unit32(x), lambda x: math.log1p(x))
 
 
 @intrinsic
@@ -192,62 +100,6 @@ def gather_pixels(pixels, rows, scale, out, next_rows=None, binarize=None):
         _gather_pixels(pixels, rows, np.float32(scale), out, _NO_ROWS if next_rows is None else next_rows)
     else:
         _binarize(pixels, rows, scale, out, *binarize)
-
-
-@njit(inline="always", **_JIT)
-def _check_targets(x, n):  # the likelihoods' targets: n rows, or B rows read for each of n / B draws
-    if x.shape[0] != n and (x.shape[0] == 0 or n % x.shape[0] != 0):
-        raise ValueError("the target rows are not a whole number of draws' outputs")
-
-
-@njit(parallel=True, **_JIT)
-def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
-    B, D = logits.shape
-    _check_targets(x, B)
-    zero, one = logits.dtype.type(0.0), logits.dtype.type(1.0)
-    sc = logits.dtype.type(scale)
-    for b in prange(B):
-        acc = zero
-        xb = b % x.shape[0]
-        for d in range(D):
-            l, t = logits[b, d], x[xb, d]
-            e = _exp_neg(abs(l))
-            acc += max(l, zero) - l * t + _log1p_unit(e)
-            inv = one / (one + e)
-            sig = inv if l >= zero else e * inv
-            dlogits_out[b, d] = sc * (sig - t)
-        loss_out[b] = acc
-
-
-@njit(**_JIT)
-def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
-    B, D = mean.shape
-    dt = mean.dtype.type
-    half, one, sc = dt(0.5), dt(1.0), dt(scale)
-    log_2pi_half = dt(0.5 * math.log(2 * math.pi)) * D
-    _check_targets(x, B)
-    if dlogvar_out is not None:
-        dlogvar_out[:] = dt(0.0)
-    for b in range(B):
-        acc = dt(0.0)
-        xb = b % x.shape[0]
-        for d in range(D):
-            inv_var = _exp(-logvar[d])
-            r = x[xb, d] - mean[b, d]
-            r2 = r * r * inv_var
-            acc += r2 + logvar[d]
-            dmean_out[b, d] = -sc * r * inv_var
-            if dlogvar_out is not None:
-                dlogvar_out[d] += sc * half * (one - r2)
-        loss_out[b] = half * acc + log_2pi_half
-
-
-@njit(parallel=True, **_JIT)
-def scale_rows(a, scale):
-    for i in prange(a.shape[0]):
-        s = scale[i]
-        for d in range(a.shape[1]):
-            a[i, d] *= s
 
 
 @njit(parallel=True, **_JIT)

@@ -6,6 +6,9 @@ where it serves as the "naive CuPy" baseline of the CUDA benchmarks). Fused
 backends (numba, cuda) implement the same names with the same signatures and
 are tested against these functions.
 
+The likelihoods and the IWAE's importance weights are in
+:mod:`tinyvae.backends.reference_likelihood`, imported here.
+
 Conventions shared by all backends:
 
 * ``B`` is the batch size, ``D`` the data dimension, ``K`` the latent size.
@@ -13,10 +16,7 @@ Conventions shared by all backends:
   training step can reuse its buffers. ``mu``/``logvar`` (and their gradients)
   may be non-contiguous column views of a ``(B, 2K)`` array.
 * Losses are in nats. The per-sample loss of a batch is written to a ``(B,)``
-  array; the caller reduces it. A likelihood's targets may have B rows for its
-  N = L B outputs, the L draws of a batch: output row ``l B + b`` is compared
-  with ``x[b]`` (the fused backends read them in place; ``ValueError`` unless
-  B divides N).
+  array; the caller reduces it.
 * A random op draws inside itself, from a stream's ``key`` (``(2,)`` uint32), a
   ``step`` and ``rows``, the ``(B,)`` int64 indices of the batch's examples in
   their dataset: :mod:`tinyvae.rng` is the layout and its reference.
@@ -38,18 +38,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import rng
-
-
-def array_module(a):
-    """The array module (numpy or cupy) that owns array ``a``."""
-    mod = type(a).__module__.split(".")[0]
-    if mod == "cupy":
-        import cupy
-
-        return cupy
-    import numpy
-
-    return numpy
+from .arrays import array_module
+from .reference_likelihood import bce_with_logits, gaussian_nll, importance_weights, scale_rows  # noqa: F401
 
 
 def _host(a):
@@ -133,84 +123,6 @@ def corrupt(x, key, step: int, rows, kind: str, noise: float, out):
     chosen[np.arange(B)[:, None], np.argsort(w[:, :D], axis=1, kind="stable")[:, :m]] = True
     value = 0 if kind == "mask" else (w[:, D:] < np.uint32(2**31)).astype(x.dtype)
     xp.copyto(out, xp.asarray(np.broadcast_to(value, (B, D)).astype(x.dtype)), where=xp.asarray(chosen))
-
-
-def _targets(xp, x, n: int):
-    """The targets of ``n`` output rows: ``x``, or its B rows repeated ``n / B`` times (the module doc)."""
-    if x.shape[0] == n:
-        return x
-    if x.shape[0] == 0 or n % x.shape[0]:
-        raise ValueError(f"{x.shape[0]} target rows for {n} output rows: not a whole number of draws")
-    return xp.tile(x, (n // x.shape[0], 1))
-
-
-def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
-    """Bernoulli negative log-likelihood from logits, and its gradient.
-
-    Per element, with l = logit and x = target in [0, 1], in the stable form
-    that never evaluates ``log(sigmoid(l))``::
-
-        bce(l, x) = max(l, 0) - l * x + log1p(exp(-|l|))      (nats)
-        d bce / d l = sigmoid(l) - x
-
-    (K&W Appendix C.1: log p(x|z) = sum_i x_i log y_i + (1 - x_i) log(1 - y_i)
-    with y = sigmoid(l).)
-
-    Args:
-        logits: ``(N, D)`` float32/float64 decoder outputs.
-        x: ``(N, D)`` or ``(B, D)`` targets (the module doc) of the same dtype, values in [0, 1].
-        scale: float multiplying the gradient (``1/N`` for a batch mean).
-        loss_out: ``(N,)`` receives the per-sample BCE summed over D, nats.
-        dlogits_out: ``(N, D)`` receives ``scale * (sigmoid(logits) - x)``.
-    """
-    xp = array_module(logits)
-    x = _targets(xp, x, logits.shape[0])
-    e = xp.exp(-xp.abs(logits))
-    elem = xp.maximum(logits, 0) - logits * x + xp.log1p(e)
-    xp.sum(elem, axis=1, out=loss_out)
-    sig = xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
-    xp.multiply(sig - x, scale, out=dlogits_out)
-
-
-def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
-    """Gaussian negative log-likelihood with a per-pixel variance, and its gradients.
-
-    Per element, with m = decoder mean, x = target and lv = log sigma^2 of that
-    pixel (shared by every sample)::
-
-        nll(m, x) = 0.5 * ((x - m)^2 * exp(-lv) + lv + log(2 pi))     (nats)
-        d nll / d m  = (m - x) * exp(-lv)
-        d nll / d lv = 0.5 * (1 - (x - m)^2 * exp(-lv))
-
-    (K&W Appendix C.2, a diagonal Gaussian p(x|z); with a fixed lv = 0 this is
-    half the squared error plus 0.5 log(2 pi) per pixel.)
-
-    Args:
-        mean: ``(N, D)`` float32/float64 decoder outputs.
-        x: ``(N, D)`` or ``(B, D)`` targets (the module doc) of the same dtype (any finite values).
-        logvar: ``(D,)`` per-pixel log-variance.
-        scale: float multiplying the gradients (``1/N`` for a batch mean).
-        loss_out: ``(N,)`` receives the per-sample NLL summed over D, nats.
-        dmean_out: ``(N, D)`` receives ``scale * d nll / d mean``.
-        dlogvar_out: ``(D,)`` receives ``scale * sum_batch d nll / d logvar``,
-            or None when the variance is fixed.
-    """
-    xp = array_module(mean)
-    x = _targets(xp, x, mean.shape[0])
-    inv_var = xp.exp(-logvar)
-    r = x - mean
-    r2 = r * r * inv_var
-    xp.sum(0.5 * (r2 + logvar + math.log(2 * math.pi)), axis=1, out=loss_out)
-    xp.multiply(-r * inv_var, scale, out=dmean_out)
-    if dlogvar_out is not None:
-        xp.multiply(xp.sum(0.5 * (1 - r2), axis=0), scale, out=dlogvar_out)
-
-
-def scale_rows(a, scale):
-    """``a[i] *= scale[i]`` for each row of ``a`` ``(N, D)`` float32/float64, in place; ``scale`` ``(N,)``, the same
-    dtype. An IWAE's gradient at the decoder's output is each draw's likelihood gradient times its normalised
-    weight (Burda et al. 2015, eq. 14; :mod:`tinyvae.models.iwae`)."""
-    a *= scale[:, None]
 
 
 def reparameterize_kl(heads, eps, z_out, kl_out):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import rng
-from ..backends.reference import array_module
+from ..backends.arrays import array_module
 from ..errors import DataError, SettingsError
 from . import readers
 from .idx import read_idx

@@ -24,7 +24,6 @@ the draws' gradients of ``-log w_j``, with the normalised weights ``w~_j = w_j /
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -47,22 +46,21 @@ class IWAE(VAE):
     config is a :class:`~tinyvae.models.config.VAEConfig` of ``model="iwae"``. Everything else (encode,
     decode, sample, the evaluation's IWAE bound) is the VAE's."""
 
-    def log_weights(self, ws: VAEWorkspace):
-        """``(k B,)`` the log weights of the last forward pass's rows (its ``nll`` written), a backend array."""
-        K = self.config.latent_dim
-        z, eps, logvar = ws.z, ws.eps, ws.heads[:, K:]
-        return -ws.nll - 0.5 * (z * z).sum(axis=1) + 0.5 * (eps * eps).sum(axis=1) + 0.5 * logvar.sum(axis=1)
+    def workspace(self, batch: int) -> VAEWorkspace:
+        """The VAE's buffers, and the ``(B,)`` bound and ``(k B, 1)`` weights of :meth:`bound_rows`."""
+        ws = super().workspace(batch)
+        if ws.bound is None:
+            ws.bound, ws.weights = self.xp.empty(batch, self.dtype), self.xp.empty((ws.eps.shape[0], 1), self.dtype)
+        return ws
 
-    def bound_rows(self, ws: VAEWorkspace):
-        """``(B,)`` ``-L_k`` of each example of the last pass (its ``nll`` written), kept as ``ws.bound``, and the
-        ``(k, B)`` normalised weights."""
-        k, B = self.config.k, ws.batch
-        lw = self.log_weights(ws).reshape(k, B)
-        top = lw.max(axis=0)
-        e = self.xp.exp(lw - top)
-        total = e.sum(axis=0)
-        ws.bound = -(top + self.xp.log(total) - math.log(k))
-        return ws.bound, e / total
+    def bound_rows(self, ws: VAEWorkspace, scale: float = 1.0):
+        """``ws.bound`` ``(B,)``, ``-L_k`` of each example of the last pass (its ``nll`` written), and ``ws.weights``
+        ``(k B, 1)``, ``scale`` times the normalised weights (a draw whose weight is below the dtype's epsilon as
+        0: it adds less than the dtype resolves to the gradient, and left in, its products with the
+        likelihood's gradient fall to subnormal floats, which x86 CPUs compute in microcode in every GEMM that
+        reads them: docs/performance.md); the backend's ``importance_weights`` op."""
+        self.backend.importance_weights(ws.nll, ws.heads, ws.eps, ws.z, scale, ws.weights[:, 0], ws.bound)
+        return ws.bound, ws.weights
 
     def forward_loss(self, x, y=None, eps=None, noise=None) -> VAEWorkspace:
         """The VAE's :meth:`~tinyvae.models.vae.VAE.forward_loss`, and ``ws.bound``."""
@@ -71,16 +69,11 @@ class IWAE(VAE):
         return ws
 
     def output_grad(self, ws: VAEWorkspace, x):
-        """``ws.nll`` and ``ws.bound``, the normalised weights (kept as ``ws.weights``, ``(k B, 1)`` and divided
-        by B), and each row's likelihood gradient times its weight (the module doc's step 1)."""
+        """``ws.nll`` and ``ws.bound``, the normalised weights divided by B (``ws.weights``), and each row's
+        likelihood gradient times its weight (the module doc's step 1)."""
         xp = self.xp
         self.nll(ws.decoder_out, x, 1.0, ws.nll, ws.decoder_dout)  # the gradient of each row's nll
-        w = self.bound_rows(ws)[1]
-        # A draw whose normalised weight is below the dtype's epsilon adds less than the dtype resolves to the
-        # gradient; it counts as 0. Left in, its products with the likelihood's gradient fall to subnormal
-        # floats, which x86 CPUs compute in microcode, in every GEMM that reads them (docs/performance.md).
-        w[w < xp.finfo(w.dtype).eps] = 0
-        ws.weights = (w / ws.batch).reshape(-1, 1)
+        self.bound_rows(ws, 1.0 / ws.batch)
         self.backend.scale_rows(ws.decoder_dout, ws.weights[:, 0])
         if self.decoder_dlogvar is not None:  # d nll / d logvar_d = (1 - (x - mean)^2 exp(-logvar_d)) / 2
             k, B = self.config.k, ws.batch

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import rng
-from ..backends.reference import array_module
+from ..backends.arrays import array_module
 from ..errors import SettingsError
 from .base import Noise
 from .config import VAEConfig

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import rng
-from ..backends.reference import array_module
+from ..backends.arrays import array_module
 from ..errors import DataError
 from ..io.datasets import PIXEL_SCALE, SPLITS, Dataset, check_examples, load_dataset, open_data
 from .settings import TRAIN_SETTINGS, RunSettings, TrainSettings

@@ -1,0 +1,138 @@
+"""Reference implementations of the decoder's likelihoods and the IWAE's importance weights (the conventions
+of :mod:`tinyvae.backends.reference` hold; the numba kernels are :mod:`tinyvae.backends.numba_likelihood`, the
+CUDA ones ``kernels/likelihood.cu``).
+
+A likelihood's targets may have B rows for its N = L B outputs, the L draws of a batch: output row ``l B + b``
+is compared with ``x[b]`` (the fused backends read them in place; ``ValueError`` unless B divides N).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .arrays import array_module
+
+
+def _targets(xp, x, n: int):
+    """The targets of ``n`` output rows: ``x``, or its B rows repeated ``n / B`` times (the module doc)."""
+    if x.shape[0] == n:
+        return x
+    if x.shape[0] == 0 or n % x.shape[0]:
+        raise ValueError(f"{x.shape[0]} target rows for {n} output rows: not a whole number of draws")
+    return xp.tile(x, (n // x.shape[0], 1))
+
+
+def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
+    """Bernoulli negative log-likelihood from logits, and its gradient.
+
+    Per element, with l = logit and x = target in [0, 1], in the stable form
+    that never evaluates ``log(sigmoid(l))``::
+
+        bce(l, x) = max(l, 0) - l * x + log1p(exp(-|l|))      (nats)
+        d bce / d l = sigmoid(l) - x
+
+    (K&W Appendix C.1: log p(x|z) = sum_i x_i log y_i + (1 - x_i) log(1 - y_i)
+    with y = sigmoid(l).)
+
+    Args:
+        logits: ``(N, D)`` float32/float64 decoder outputs.
+        x: ``(N, D)`` or ``(B, D)`` targets (the module doc) of the same dtype, values in [0, 1].
+        scale: float multiplying the gradient (``1/N`` for a batch mean).
+        loss_out: ``(N,)`` receives the per-sample BCE summed over D, nats.
+        dlogits_out: ``(N, D)`` receives ``scale * (sigmoid(logits) - x)``.
+    """
+    xp = array_module(logits)
+    x = _targets(xp, x, logits.shape[0])
+    e = xp.exp(-xp.abs(logits))
+    elem = xp.maximum(logits, 0) - logits * x + xp.log1p(e)
+    xp.sum(elem, axis=1, out=loss_out)
+    sig = xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
+    xp.multiply(sig - x, scale, out=dlogits_out)
+
+
+def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
+    """Gaussian negative log-likelihood with a per-pixel variance, and its gradients.
+
+    Per element, with m = decoder mean, x = target and lv = log sigma^2 of that
+    pixel (shared by every sample)::
+
+        nll(m, x) = 0.5 * ((x - m)^2 * exp(-lv) + lv + log(2 pi))     (nats)
+        d nll / d m  = (m - x) * exp(-lv)
+        d nll / d lv = 0.5 * (1 - (x - m)^2 * exp(-lv))
+
+    (K&W Appendix C.2, a diagonal Gaussian p(x|z); with a fixed lv = 0 this is
+    half the squared error plus 0.5 log(2 pi) per pixel.)
+
+    Args:
+        mean: ``(N, D)`` float32/float64 decoder outputs.
+        x: ``(N, D)`` or ``(B, D)`` targets (the module doc) of the same dtype (any finite values).
+        logvar: ``(D,)`` per-pixel log-variance.
+        scale: float multiplying the gradients (``1/N`` for a batch mean).
+        loss_out: ``(N,)`` receives the per-sample NLL summed over D, nats.
+        dmean_out: ``(N, D)`` receives ``scale * d nll / d mean``.
+        dlogvar_out: ``(D,)`` receives ``scale * sum_batch d nll / d logvar``,
+            or None when the variance is fixed.
+    """
+    xp = array_module(mean)
+    x = _targets(xp, x, mean.shape[0])
+    inv_var = xp.exp(-logvar)
+    r = x - mean
+    r2 = r * r * inv_var
+    xp.sum(0.5 * (r2 + logvar + math.log(2 * math.pi)), axis=1, out=loss_out)
+    xp.multiply(-r * inv_var, scale, out=dmean_out)
+    if dlogvar_out is not None:
+        xp.multiply(xp.sum(0.5 * (1 - r2), axis=0), scale, out=dlogvar_out)
+
+
+def scale_rows(a, scale):
+    """``a[i] *= scale[i]`` for each row of ``a`` ``(N, D)`` float32/float64, in place; ``scale`` ``(N,)``, the same
+    dtype. An IWAE's gradient at the decoder's output is each draw's likelihood gradient times its normalised
+    weight (Burda et al. 2015, eq. 14; :mod:`tinyvae.models.iwae`)."""
+    a *= scale[:, None]
+
+
+def importance_weights(nll, heads, eps, z, scale, weights_out, bound_out):
+    """The importance-weighted bound of each example and the normalised weights of its draws (Burda, Grosse &
+    Salakhutdinov 2015, "Importance Weighted Autoencoders", eq. 8 and 14; derived in docs/derivations.md).
+
+    Row ``n = j B + b`` holds draw j of example b, k = N / B draws each::
+
+        log w_n = -nll_n - |z_n|^2 / 2 + |eps_n|^2 / 2 + sum(logvar_n) / 2   (the log 2 pi terms cancel)
+        bound_out[b] = -log (1/k) sum_j w_(j B + b)      (nats; the log-sum-exp after the largest log w)
+        weights_out[n] = scale * w_n / sum_j w_(j B + b), and 0 where that ratio is below the dtype's epsilon
+
+    A draw cut so adds less to a gradient than the dtype resolves, and its products would be subnormal floats
+    (docs/performance.md).
+
+    Args:
+        nll: ``(N,)`` ``-log p(x|z_n)`` of each draw, nats.
+        heads: ``(N, 2K)`` ``[mu | logvar]`` of each draw's example.
+        eps: ``(N, K)`` the standard normal draws; z: ``(N, K)`` ``mu + exp(logvar / 2) eps``.
+        scale: multiplies the weights (``1/B`` for the gradient of a batch mean).
+        weights_out: ``(N,)`` receives the weights; bound_out: ``(B,)`` receives ``-L_k`` of each example.
+
+    Raises:
+        ValueError: B does not divide N, or the shapes do not match.
+    """
+    xp = array_module(nll)
+    check_draws(nll, heads, eps, z, weights_out, bound_out)
+    N, B, K = z.shape[0], bound_out.shape[0], z.shape[1]
+    log_w = -nll - 0.5 * (z * z).sum(axis=1) + 0.5 * (eps * eps).sum(axis=1) + 0.5 * heads[:, K:].sum(axis=1)
+    log_w = log_w.reshape(N // B, B)
+    top = log_w.max(axis=0)
+    e = xp.exp(log_w - top)
+    total = e.sum(axis=0)
+    bound_out[...] = -(top + xp.log(total) - math.log(N // B))
+    w = e / total
+    w[w < xp.finfo(w.dtype).eps] = 0
+    weights_out[...] = (w * scale).reshape(N)
+
+
+def check_draws(nll, heads, eps, z, weights_out, bound_out):
+    """``ValueError`` unless the arguments of :func:`importance_weights` are the k draws of B examples (every
+    backend's check)."""
+    (N, K), B = z.shape, bound_out.shape[0]
+    if (B == 0 or N % B or nll.shape != (N,) or heads.shape != (N, 2 * K) or eps.shape != z.shape
+            or weights_out.shape != (N,)):
+        raise ValueError(f"importance_weights: {N} rows of draws for {B} examples, nll {nll.shape}, heads "
+                         f"{heads.shape}, eps {eps.shape}, z {z.shape}, weights_out {weights_out.shape}")
