@@ -397,6 +397,26 @@ def test_numba_matmul_takes_any_layout_and_leaves_blas_threads_as_they_were():
     assert local(before) == 3  # and the process's own setting is put back too: 3 threads on 2 cores would spin
 
 
+def test_the_numba_bias_gradient_does_not_depend_on_the_thread_count():
+    """Its column sums go by fixed blocks of rows whatever thread runs each: a run's numbers do not change
+    with the machine's cores."""
+    numba = pytest.importorskip("numba")
+    be = backend_or_skip("numba")
+    rng = np.random.default_rng(0)
+    dout, out = rng.standard_normal((1000, 300)).astype(np.float32), rng.standard_normal((1000, 300)).astype(np.float32)
+    got = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, before):
+            numba.set_num_threads(threads)
+            db = np.empty(300, np.float32)
+            be.bias_act_backward(dout.copy(), out, True, db)
+            got.append(db)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(got[0], got[1])
+
+
 _CALL_EVERY_NUMBA_KERNEL = """
 import numpy as np
 from tinyvae.backends import numba_ops as n
@@ -413,6 +433,8 @@ for dt in (np.float32, np.float64):
     n.bias_act(a.copy(), k.copy()[:1].repeat(5), True)
     n.bias_act_backward(a.copy(), a, True, k.copy()[:1].repeat(5))
     n.bias_act_backward(a.copy(), a, False, k.copy()[:1].repeat(5))
+    tall = np.ones((200, 9), dt)  # blocks of rows on every thread
+    n.bias_act_backward(tall.copy(), tall, True, tall[0].copy())
     n.matmul(a, a.T, np.empty((3, 3), dt))
     p = np.ones(7, dt)
     n.adam_step(p, p.copy(), p.copy(), p.copy(), 1e-3, 0.9, 0.999, 1e-8, 1)

@@ -22,9 +22,8 @@ Threads: Numba's threads run every kernel and, through :func:`matmul`
 module says how, and what it took. The kernels are compiled with ``parallel=True`` also for what
 parfor lowering does to a loop: it outlines the loop body into a function whose array arguments are
 marked as not aliasing, which is what lets LLVM vectorise a loop that writes several arrays; compiled
-serially, Adam's and the BCE's loops stay scalar. Serial, and vectorised anyway: ``bias_act_backward``
-and ``gaussian_nll``, whose column sums would race across rows, and ``gather_pixels``, which writes one
-array only.
+serially, Adam's and the BCE's loops stay scalar. Serial, and vectorised anyway: ``gaussian_nll``, whose
+column sums would race across rows, and ``gather_pixels``, which writes one array only.
 
 ``cache=True`` stores the compiled machine code beside this file (in
 ``__pycache__``), so a second process does not recompile. Kernels are plain
@@ -48,6 +47,7 @@ from .numba_math import JIT as _JIT
 from .numba_math import exp as _exp
 from .numba_random import binarize as _binarize
 from .numba_random import corrupt, draw_normal, philox4x32_10, reparameterize_kl_draw  # noqa: F401
+from .numba_random import scratch
 
 
 @intrinsic
@@ -155,30 +155,66 @@ def bias_act(out, b, relu):
             out[r, j] = max(v, zero) if relu else v
 
 
+# Rows per partial column sum of the bias gradient: a fixed split, so that the threads share the rows without
+# racing and the sum does not depend on how many threads there are. Up to two blocks run on one thread: the
+# threads' start costs more than such a batch's rows.
+_BIAS_ROWS, _BIAS_SERIAL_BLOCKS = 64, 2
+
+
+@njit(inline="always", **_JIT)
+def _bias_block(dout, out, relu, partial, blk):
+    # One pass over the block's rows: each row's (masked) values are stored and added to the block's column
+    # sums in the same vector loop, faster than a masking kernel followed by NumPy's column sum.
+    acc = partial[blk]
+    acc[:] = dout.dtype.type(0.0)
+    for r in range(blk * _BIAS_ROWS, min(dout.shape[0], (blk + 1) * _BIAS_ROWS)):
+        if relu:
+            for j in range(dout.shape[1]):
+                v = dout[r, j] if out[r, j] > dout.dtype.type(0.0) else dout.dtype.type(0.0)
+                dout[r, j] = v
+                acc[j] += v
+        else:
+            for j in range(dout.shape[1]):
+                acc[j] += dout[r, j]
+
+
+@njit(parallel=True, **_JIT)
+def _bias_blocks_threaded(dout, out, relu, partial):
+    for blk in prange(partial.shape[0]):
+        _bias_block(dout, out, relu, partial, blk)
+
+
 @njit(**_JIT)
-def bias_act_backward(dout, out, relu, db_out):
-    # One pass, row by row: each row's (masked) values are stored and added to
-    # db_out in the same vector loop, faster than a masking kernel followed by
-    # NumPy's column sum. Serial on purpose: the column sums would race across
-    # rows. Fewer than 8 columns (a one-channel image's pixels as rows, at the
-    # conv decoder's output) go column by column instead, each a vectorised sum
-    # down the rows: the row loop's inner loop is then too short to vectorise.
+def _bias_blocks(dout, out, relu, partial, db_out):
+    # Fewer than 8 columns (a one-channel image's pixels as rows, at the conv decoder's output) go column by
+    # column instead, each a vectorised sum down the rows: the row loop's inner loop is then too short to
+    # vectorise. Otherwise the blocks (on one thread where :func:`bias_act_backward` has not run them on
+    # all), then their sums in order.
     zero = dout.dtype.type(0.0)
-    if dout.shape[1] < 8:
-        for j in range(dout.shape[1]):
+    R, H = dout.shape
+    if H < 8:
+        for j in range(H):
             acc = zero
-            for r in range(dout.shape[0]):
+            for r in range(R):
                 v = dout[r, j] if (not relu or out[r, j] > zero) else zero
                 dout[r, j] = v
                 acc += v
             db_out[j] = acc
         return
+    if partial.shape[0] <= _BIAS_SERIAL_BLOCKS:
+        for blk in range(partial.shape[0]):
+            _bias_block(dout, out, relu, partial, blk)
     db_out[:] = zero
-    for r in range(dout.shape[0]):
-        for j in range(dout.shape[1]):
-            v = dout[r, j] if (not relu or out[r, j] > zero) else zero
-            dout[r, j] = v
-            db_out[j] += v
+    for blk in range(partial.shape[0]):
+        for j in range(H):
+            db_out[j] += partial[blk, j]
+
+
+def bias_act_backward(dout, out, relu, db_out):
+    partial = scratch("bias_act_backward", -(-dout.shape[0] // _BIAS_ROWS), dout.shape[1], dout.dtype)
+    if dout.shape[1] >= 8 and partial.shape[0] > _BIAS_SERIAL_BLOCKS:
+        _bias_blocks_threaded(dout, out, relu, partial)
+    _bias_blocks(dout, out, relu, partial, db_out)
 
 
 @njit(inline="always", **_JIT)

@@ -144,7 +144,7 @@ def _binarize(pixels, rows, scale, out, k0, k1, step, words):
 def binarize(pixels, rows, scale, out, key, step):
     """``out = u < pixels[rows] * scale``: the binarising gather (the reference ``gather_pixels`` with
     ``binarize=(key, step)``)."""
-    words = _scratch("binarize", rows.shape[0], (pixels.shape[1] + 3) // 4 * 4)
+    words = scratch("binarize", rows.shape[0], (pixels.shape[1] + 3) // 4 * 4)
     _binarize(pixels, rows, np.float32(scale), out, np.uint32(key[0]), np.uint32(key[1]), np.uint64(step), words)
 
 
@@ -198,7 +198,7 @@ def _corrupt(x, k0, k1, step, rows, kind, noise, m, out, words, keys):
 
 def corrupt(x, key, step, rows, kind, noise, out):
     B, D = x.shape
-    words, keys = _scratch("corrupt", B, (2 * D + 3) // 4 * 4), _scratch("corrupt keys", B, D, np.uint64)
+    words, keys = scratch("corrupt", B, (2 * D + 3) // 4 * 4), scratch("corrupt keys", B, D, np.uint64)
     _corrupt(x, np.uint32(key[0]), np.uint32(key[1]), np.uint64(step), rows, CORRUPTION_CODES[kind], float(noise),
              round(noise * D), out, words, keys)
 
@@ -206,9 +206,9 @@ def corrupt(x, key, step, rows, kind, noise, out):
 _SCRATCH: dict = {}
 
 
-def _scratch(name: str, rows: int, cols: int, dtype=np.uint32) -> np.ndarray:
-    """A ``(rows, cols)`` buffer for ``name``'s words or keys, made once per shape and kept."""
-    key = (name, rows, cols)
+def scratch(name: str, rows: int, cols: int, dtype=np.uint32) -> np.ndarray:
+    """A ``(rows, cols)`` buffer for ``name``'s words, keys or partial sums, made once per shape and kept."""
+    key = (name, rows, cols, np.dtype(dtype))
     if key not in _SCRATCH:
         _SCRATCH[key] = np.empty((rows, cols), dtype)
     return _SCRATCH[key]
