@@ -42,7 +42,7 @@ from ..errors import BackendUnavailable
 from . import reference
 from .arrays import array_module
 from .reference import CORRUPTION_CODES
-from .reference_likelihood import check_draws
+from .reference_likelihood import check_draws, check_targets
 
 
 def kernel_dir() -> Path:
@@ -122,10 +122,9 @@ def _check(*arrays) -> str:
 
 
 def _targets(x, n: int):
-    """A likelihood kernel's arguments for its targets ``x``: the array, its row stride and its row count, which
-    divides the ``n`` output rows (the reference's module doc); ``ValueError`` otherwise."""
-    if x.shape[0] == 0 or n % x.shape[0]:
-        raise ValueError(f"{x.shape[0]} target rows for {n} output rows: not a whole number of draws")
+    """A likelihood kernel's arguments for its targets ``x`` of ``n`` output rows: the array, its row stride and
+    its row count (:func:`tinyvae.backends.reference_likelihood.check_targets`)."""
+    check_targets(x, n)
     return x, np.int64(row_stride(x)), np.int32(x.shape[0])
 
 

@@ -13,13 +13,17 @@ import math
 from .arrays import array_module
 
 
-def _targets(xp, x, n: int):
-    """The targets of ``n`` output rows: ``x``, or its B rows repeated ``n / B`` times (the module doc)."""
-    if x.shape[0] == n:
-        return x
+def check_targets(x, n: int):
+    """``ValueError`` unless the targets ``x`` have rows for ``n`` outputs: n, or B dividing n (the module doc;
+    every backend's check)."""
     if x.shape[0] == 0 or n % x.shape[0]:
         raise ValueError(f"{x.shape[0]} target rows for {n} output rows: not a whole number of draws")
-    return xp.tile(x, (n // x.shape[0], 1))
+
+
+def _targets(xp, x, n: int):
+    """The targets of ``n`` output rows: ``x``, or its B rows repeated ``n / B`` times (the module doc)."""
+    check_targets(x, n)
+    return x if x.shape[0] == n else xp.tile(x, (n // x.shape[0], 1))
 
 
 def bce_with_logits(logits, x, scale, loss_out, dlogits_out):
