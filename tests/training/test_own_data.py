@@ -128,6 +128,16 @@ def test_a_table_defaults_to_the_gaussian_decoder(tmp_path):
     assert read_metadata(run / CHECKPOINT)["settings"]["likelihood"] == "gaussian"
 
 
+def test_a_table_trains_in_float64_to_the_float32_numbers(tmp_path):
+    """Each batch of a table's float32 values is taken into the model's dtype."""
+    np.save(tmp_path / "t.npy", np.random.default_rng(5).normal(size=(100, 5)).astype(np.float32))
+    for d in ("float32", "float64"):
+        assert main([*SMALL, "--data", str(tmp_path / "t.npy"), "--epochs", "2", "--dtype", d,
+                     "--out", str(tmp_path / d)]) == 0
+    a, b = (metrics(tmp_path / d) for d in ("float32", "float64"))
+    np.testing.assert_allclose([r["test_loss"] for r in b], [r["test_loss"] for r in a], rtol=1e-4)
+
+
 def test_a_run_on_data_resumes_evaluates_and_samples_where_the_data_are_now(tmp_path, capsys):
     x = np.random.default_rng(5).integers(0, 256, (120, 6, 6), dtype=np.uint8)
     np.save(tmp_path / "x.npy", x)

@@ -62,7 +62,9 @@ class Trainer:
         # The optimiser the training step calls: with ranks, it first averages the gradient over them.
         self.stepper = optimizer if group is None else DataParallelOptimizer(optimizer, group)
         xp = self.backend.xp
-        self.train_data = xp.asarray(data.train.data)  # uint8 pixels, each batch scaled on its own; or float32
+        # uint8 pixels, each batch scaled on its own; or values, in the model's dtype, each batch taken as it is
+        pixels = data.train.data.dtype == np.uint8
+        self.train_data = xp.asarray(data.train.data, dtype=None if pixels else self.model.dtype)
         self.train_y = xp.asarray(data.train.y) if config.n_classes else None
         self.test_x, self.test_y = test_set(data, self.settings, self.backend, config.n_classes)
         self.saved_epoch = state.epoch  # the epoch of the checkpoint in run_dir (0: none yet)
@@ -168,8 +170,8 @@ class Trainer:
                     # With --binarize, dynamic binarisation: each step a fresh Bernoulli draw of every pixel.
                     self.backend.gather_pixels(self.train_data, idx, PIXEL_SCALE, x, next_idx,
                                                binarize=None if binarize_key is None else (binarize_key, step))
-                else:
-                    x[...] = self.train_data[idx]
+                else:  # the rows straight into the batch's buffer, not through a new array
+                    xp.take(self.train_data, idx, axis=0, out=x)
                 if self.train_y is not None:
                     y = self.train_y[idx]
                 loss = model.train_step(x, self.stepper, y, self.settings.beta_at(step, n_batches), step, idx)
