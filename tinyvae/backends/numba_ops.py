@@ -7,9 +7,8 @@ random draws and the likelihoods have modules of their own, imported here.
 
 Vectorisation: LLVM vectorises a loop only if it may reorder the loop's sum,
 so the kernels allow reassociation (``fastmath`` flags reassoc, contract, nsz,
-arcp; never nnan/ninf: NaN and inf keep their meaning). Calls to libm's
-``exp``/``log1p`` do not vectorise (pip's llvmlite has no SVML), so float32
-kernels use our own (:mod:`tinyvae.backends.numba_math`). Every
+arcp; never nnan/ninf: NaN and inf keep their meaning). Float32 kernels take
+their exp and log1p from :mod:`tinyvae.backends.numba_math`, which says why. Every
 constant takes the arrays' dtype: a bare ``0.5`` or ``1 - beta1`` is float64 and
 silently turns a float32 loop into a float64 one, at over twice the time. The
 latent ops read the encoder's ``(B, 2K)`` output ``[mu | logvar]`` whole: given
