@@ -184,11 +184,11 @@ def _bias_blocks_threaded(dout, out, relu, partial):
 
 
 @njit(**_JIT)
-def _bias_blocks(dout, out, relu, partial, db_out):
+def _bias_blocks(dout, out, relu, partial, db_out, threaded):
     # Fewer than 8 columns (a one-channel image's pixels as rows, at the conv decoder's output) go column by
     # column instead, each a vectorised sum down the rows: the row loop's inner loop is then too short to
-    # vectorise. Otherwise the blocks (on one thread where :func:`bias_act_backward` has not run them on
-    # all), then their sums in order.
+    # vectorise. Otherwise the blocks (here, unless ``threaded`` ran them on every thread), then their sums
+    # in order.
     zero = dout.dtype.type(0.0)
     R, H = dout.shape
     if H < 8:
@@ -200,7 +200,7 @@ def _bias_blocks(dout, out, relu, partial, db_out):
                 acc += v
             db_out[j] = acc
         return
-    if partial.shape[0] <= _BIAS_SERIAL_BLOCKS:
+    if not threaded:
         for blk in range(partial.shape[0]):
             _bias_block(dout, out, relu, partial, blk)
     db_out[:] = zero
@@ -211,9 +211,10 @@ def _bias_blocks(dout, out, relu, partial, db_out):
 
 def bias_act_backward(dout, out, relu, db_out):
     partial = scratch("bias_act_backward", -(-dout.shape[0] // _BIAS_ROWS), dout.shape[1], dout.dtype)
-    if dout.shape[1] >= 8 and partial.shape[0] > _BIAS_SERIAL_BLOCKS:
+    threaded = dout.shape[1] >= 8 and partial.shape[0] > _BIAS_SERIAL_BLOCKS
+    if threaded:
         _bias_blocks_threaded(dout, out, relu, partial)
-    _bias_blocks(dout, out, relu, partial, db_out)
+    _bias_blocks(dout, out, relu, partial, db_out, threaded)
 
 
 @njit(inline="always", **_JIT)
