@@ -4,15 +4,13 @@
 //   gaussian_nll: N(mean, exp(logvar)) NLL with a per-pixel log-variance (K&W Appendix C.2)
 //       nll = 0.5 ((x - m)^2 exp(-lv) + lv + log 2 pi),  d/dm = (m - x) exp(-lv),
 //       d/dlv = 0.5 (1 - (x - m)^2 exp(-lv)), the last summed over the batch by a second kernel;
-//   scale_rows: a[i, j] *= s[i], in place: an IWAE's normalised weights on the likelihood's gradient
-//       (Burda et al. 2015, eq. 14);
 //   importance_weights: the IWAE's bound of each example and its draws' normalised weights (Burda et al.
 //       2015, eq. 8 and 14): log w = -nll - |z|^2 / 2 + |eps|^2 / 2 + sum(logvar) / 2 of each draw, the
 //       bound -log (1/k) sum_j w_j after the largest log w, the weights scale w_j / sum w, 0 below `cut`.
 // The targets x have B rows for the N = L B rows of L draws: output row i reads x row i % B.
 // The numpy reference of each is in tinyvae/backends/reference.py.
-// One block per row for the likelihoods, the per-row loss a block reduction; scale_rows is a grid-stride
-// loop over the elements; importance_weights one thread per example (its k draws of K values are few).
+// One block per row for the likelihoods, the per-row loss a block reduction; importance_weights one thread
+// per example (its k draws of K values are few).
 #include "common.cuh"
 
 template <typename T>
@@ -75,14 +73,6 @@ __device__ void gaussian_nll_dlogvar_cols(const T* mean, long ld_m, const T* x, 
     }
 }
 
-template <typename T>
-__device__ void scale_rows_elems(T* a, long ld_a, const T* s, long N, int D) {
-    for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < N * D; k += (long)gridDim.x * blockDim.x) {
-        const long i = k / D;
-        a[i * ld_a + (k - i * D)] *= s[i];
-    }
-}
-
 // Draw j of example b is row j B + b. The log weights wait in `weights` until the largest is known.
 template <typename T>
 __device__ void importance_weights_examples(const T* nll, const T* heads, long ld_h, const T* eps, long ld_e,
@@ -133,9 +123,6 @@ __device__ void importance_weights_examples(const T* nll, const T* heads, long l
                                                              int x_rows, const T* logvar, T scale,            \
                                                              T* dlogvar, int B, int D) {                      \
         gaussian_nll_dlogvar_cols<T>(mean, ld_m, x, ld_x, x_rows, logvar, scale, dlogvar, B, D);               \
-    }                                                                                                         \
-    extern "C" __global__ void scale_rows_##SUFFIX(T* a, long ld_a, const T* s, long N, int D) {               \
-        scale_rows_elems<T>(a, ld_a, s, N, D);                                                                 \
     }                                                                                                         \
     extern "C" __global__ void importance_weights_##SUFFIX(const T* nll, const T* heads, long ld_h,            \
                                                            const T* eps, long ld_e, const T* z, long ld_z,    \

@@ -168,14 +168,52 @@ def test_bce_with_logits(name, shape, dtype, seed, extreme, draws):
 
 @pytest.mark.parametrize("name", BACKENDS)
 @settings(max_examples=30, deadline=None)
-@given(shape=sizes, dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans())
-@example(shape=(1, 1), dtype=np.float32, seed=0, extreme=False)
-def test_scale_rows(name, shape, dtype, seed, extreme):
+@given(shape=sizes, n=st.integers(0, 300), dtype=dtypes, seed=st.integers(0, 2**16), extreme=st.booleans(),
+       scaled=st.booleans())
+@example(shape=(1, 1), n=1, dtype=np.float32, seed=0, extreme=False, scaled=True)
+def test_take_rows(name, shape, n, dtype, seed, extreme, scaled):
+    """Exactly the reference's values (one product per value, or a copy), rows in any order and repeated."""
     be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
-    a = rng.normal(size=shape) * (1e30 if extreme else 1.0)
-    weights = rng.random(shape[0]) * (rng.random(shape[0]) < 0.7)  # the bound's cut draws weigh 0
-    _run(be, "scale_rows", [a, weights], [], dtype)
+    a = (rng.normal(size=shape) * (1e30 if extreme else 1.0)).astype(dtype)
+    weights = (rng.random(shape[0]) * (rng.random(shape[0]) < 0.7)).astype(dtype)  # the bound's cut draws weigh 0
+    rows = rng.integers(0, shape[0], n)
+    want = np.empty((n, shape[1]), dtype)
+    ref.take_rows(a, rows, weights if scaled else None, want)
+    np.testing.assert_array_equal(want, a[rows] * weights[rows, None] if scaled else a[rows])
+    f_all, bufs = _arrays(be, [a, weights], [(n, shape[1])], dtype)
+    dev_a, dev_w, got = f_all
+    be.take_rows(dev_a, be.xp.asarray(rows), dev_w if scaled else None, got)
+    np.testing.assert_array_equal(be.to_host(got), want)
+    for buf, idx in bufs:
+        _margin_untouched(be, buf, idx)
+
+
+@pytest.mark.parametrize("name", ["numpy", *BACKENDS])
+def test_take_rows_rejects_rows_out_of_range_and_shapes_that_do_not_match(name):
+    be = backend_or_skip(name)
+    xp = be.xp
+    a, out = xp.zeros((5, 3), np.float32), xp.empty((2, 3), np.float32)
+    if name not in STRIDED:  # the CUDA kernel takes them modulo N (test below)
+        for bad in ([0, 5], [-1, 0]):
+            with pytest.raises(IndexError):
+                be.take_rows(a, xp.asarray(bad), None, out)
+    with pytest.raises(IndexError):
+        be.take_rows(xp.zeros((0, 3), np.float32), xp.asarray([0, 0]), None, out)
+    for wrong_out, wrong_scale in [((3, 3), None), ((2, 4), None), ((2, 3), 4)]:
+        with pytest.raises(ValueError, match="do not match"):
+            be.take_rows(a, xp.asarray([0, 1]), None if wrong_scale is None else xp.ones(wrong_scale, np.float32),
+                         xp.empty(wrong_out, np.float32))
+
+
+@pytest.mark.parametrize("name", CUDA_BACKENDS)
+def test_take_rows_takes_rows_modulo_n_in_the_cuda_kernel(name):
+    """The GPU does not check row indices (a check would copy to the host every step)."""
+    be = backend_or_skip(name)
+    a = np.arange(15, dtype=np.float32).reshape(5, 3)
+    out = be.xp.empty((2, 3), np.float32)
+    be.take_rows(be.xp.asarray(a), be.xp.asarray([5, -6]), None, out)
+    np.testing.assert_array_equal(be.to_host(out), a[[0, 4]])
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -433,7 +471,8 @@ for dt in (np.float32, np.float64):
     heads = np.ones((3, 10), dt)
     n.reparameterize_kl(heads, a, a.copy(), k)
     n.importance_weights(k, heads, a, a, 1.0, k.copy(), k[:1].copy())
-    n.scale_rows(a.copy(), k)
+    n.take_rows(a, np.arange(3), k, a.copy())
+    n.take_rows(a, np.arange(3), None, a.copy())
     n.reparameterize_kl_backward(a, heads, a, 1.0, heads.copy())
     n.bias_act(a.copy(), k.copy()[:1].repeat(5), True)
     n.bias_act_backward(a.copy(), a, True, k.copy()[:1].repeat(5))

@@ -55,11 +55,17 @@ def torch_iwae_loss(model, x, eps):
     return -bound, p
 
 
-def test_the_bound_and_its_gradient_are_pytorchs_in_float64():
+@pytest.mark.parametrize("far", [False, True], ids=["every-draw", "draws-cut"])
+def test_the_bound_and_its_gradient_are_pytorchs_in_float64(far):
+    """Also with each example's first draw far out in q's tail: its weight, below float64's resolution, is cut
+    to 0 and the draw left out of the decoder's backward pass; PyTorch's autograd keeps it."""
     model = iwae(k=6)
     rng = np.random.default_rng(1)
     x, eps = rng.random((4, 12)), rng.standard_normal((6 * 4, 3))
+    if far:
+        eps[:4] *= 25
     terms = model.loss_and_grad(x, eps=eps)
+    assert (np.asarray(model.workspace(4).weights) == 0).sum() == (4 if far else 0)
     theirs, p = torch_iwae_loss(model, x, eps)
     loss = theirs.mean()
     assert_autograd_agrees(model, terms.loss, loss, p)
@@ -78,6 +84,27 @@ def test_draws_whose_weight_the_dtype_cannot_resolve_count_as_zero():
     assert 0 < w64[0] < np.finfo(np.float32).eps and w[0] == 0
     assert ((w == 0) | (w >= np.finfo(np.float32).eps)).all()
     np.testing.assert_allclose(model.grad, reference.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(likelihood="gaussian-learned"), dict(hidden=(6, 5)),
+                                dict(arch="conv", hidden=(), channels=(2, 3), input_dim=63, data_shape=(1, 7, 9))],
+                         ids=["bernoulli", "gaussian-learned", "two-layers", "conv"])
+def test_the_decoder_runs_on_the_draws_of_nonzero_weight_and_the_gradient_is_every_draws(kw, monkeypatch):
+    model = iwae(k=6, **kw)
+    rng = np.random.default_rng(4)
+    x, eps = rng.random((4, model.config.input_dim)), rng.standard_normal((6 * 4, 3))
+    eps[[0, 1, 9, 23]] *= 25  # draws far out in q's tail: weights below float64's resolution, cut to 0
+    model.loss_and_grad(x, eps=eps)
+    ws = model.workspace(4)
+    w = np.asarray(ws.weights).ravel()
+    cut = np.flatnonzero(w == 0)
+    assert 0 < cut.size < w.size and model.kept_rows(ws).tolist() == np.flatnonzero(w).tolist()
+    kept, dz = model.grad.copy(), ws.dz.copy()
+    assert not dz[cut].any()
+    monkeypatch.setattr(IWAE, "kept_rows", lambda self, ws: ws.kept.every)  # as on a GPU: every draw
+    model.loss_and_grad(x, eps=eps)
+    np.testing.assert_allclose(model.grad, kept, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(ws.dz, dz, rtol=1e-13, atol=1e-15)
 
 
 def test_the_bound_is_tighter_than_the_elbo_of_the_same_draws():

@@ -17,10 +17,10 @@ OPS = (
     "philox4x32_10",
     "draw_normal",
     "gather_pixels",
+    "take_rows",
     "corrupt",
     "bce_with_logits",
     "gaussian_nll",
-    "scale_rows",
     "importance_weights",
     "reparameterize_kl",
     "reparameterize_kl_draw",
@@ -48,10 +48,10 @@ class Backend:
     philox4x32_10: Callable
     draw_normal: Callable
     gather_pixels: Callable
+    take_rows: Callable
     corrupt: Callable
     bce_with_logits: Callable
     gaussian_nll: Callable
-    scale_rows: Callable
     importance_weights: Callable
     reparameterize_kl: Callable
     reparameterize_kl_draw: Callable

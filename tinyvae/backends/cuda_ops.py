@@ -58,9 +58,9 @@ def kernel_dir() -> Path:
 KERNEL_DIR = kernel_dir()
 FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "philox4x32_10": "random", "draw_normal": "random", "corrupt": "random",
-    "gather_pixels": "data",
+    "gather_pixels": "data", "take_rows": "data",
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
-    "scale_rows": "likelihood", "importance_weights": "likelihood",
+    "importance_weights": "likelihood",
     "reparameterize_kl": "latent", "reparameterize_kl_draw": "latent", "reparameterize_kl_backward": "latent",
     "bias_act": "linear", "bias_act_backward": "linear", "bias_act_backward_sum": "linear",
     "unfold": "conv", "fold": "conv",
@@ -228,6 +228,19 @@ class CudaOps:
              np.int32(binarize is not None), *_key(binarize[0] if binarize else (0, 0)),
              np.uint64(binarize[1] if binarize else 0)))
 
+    def take_rows(self, a, rows, scale, out):
+        sfx = _check(a, out) if scale is None else _check(a, scale, out)
+        (N, D), n = a.shape, rows.shape[0]
+        if out.shape != (n, D) or scale is not None and scale.shape != (N,):
+            raise ValueError(f"take_rows: a {a.shape}, rows {rows.shape}, scale "
+                             f"{None if scale is None else scale.shape}, out {out.shape} do not match")
+        if N == 0 and n:
+            raise IndexError("take_rows: row indices into an array of no rows")
+        self.kernel("take_rows", sfx)(
+            (grid_for(n * D),), (THREADS,),
+            (a, np.int64(N), np.int64(row_stride(a)), _rows(rows), a if scale is None else scale,
+             np.int32(scale is not None), out, np.int64(row_stride(out)), np.int64(n), np.int32(D)))
+
     def bce_with_logits(self, logits, x, scale, loss_out, dlogits_out):
         sfx = _check(logits, x, loss_out, dlogits_out)
         B, D = logits.shape
@@ -248,12 +261,6 @@ class CudaOps:
             self.kernel("gaussian_nll_dlogvar", sfx)(
                 (math.ceil(D / COLUMNS),), (COLUMNS, COLUMN_ROWS),
                 (mean, ld_m, *targets, logvar, _scalar(scale, sfx), dlogvar_out, np.int32(B), np.int32(D)))
-
-    def scale_rows(self, a, scale):
-        sfx = _check(a, scale)
-        N, D = a.shape
-        self.kernel("scale_rows", sfx)(
-            (grid_for(N * D),), (THREADS,), (a, np.int64(row_stride(a)), scale, np.int64(N), np.int32(D)))
 
     def importance_weights(self, nll, heads, eps, z, scale, weights_out, bound_out):
         sfx = _check(nll, heads, eps, z, weights_out, bound_out)

@@ -64,14 +64,6 @@ def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
 
 
 @njit(parallel=True, **_JIT)
-def scale_rows(a, scale):
-    for i in prange(a.shape[0]):
-        s = scale[i]
-        for d in range(a.shape[1]):
-            a[i, d] *= s
-
-
-@njit(parallel=True, **_JIT)
 def _importance_weights(nll, heads, eps, z, scale, cut, weights_out, bound_out):
     # One example a loop: its k log weights (kept in weights_out), their largest, the log-sum-exp after it,
     # then the normalised weights in place.

@@ -41,7 +41,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .numba_gemm import matmul  # noqa: F401 (the op ``matmul`` of this backend)
-from .numba_likelihood import bce_with_logits, gaussian_nll, importance_weights, scale_rows  # noqa: F401
+from .numba_likelihood import bce_with_logits, gaussian_nll, importance_weights  # noqa: F401
 from .numba_math import JIT as _JIT
 from .numba_math import exp as _exp
 from .numba_random import binarize as _binarize
@@ -99,6 +99,29 @@ def gather_pixels(pixels, rows, scale, out, next_rows=None, binarize=None):
         _gather_pixels(pixels, rows, np.float32(scale), out, _NO_ROWS if next_rows is None else next_rows)
     else:
         _binarize(pixels, rows, scale, out, *binarize)
+
+
+@njit(parallel=True, **_JIT)
+def _take_rows(a, rows, scale, scaled, out):
+    N, D = a.shape
+    if out.shape[0] != rows.shape[0] or out.shape[1] != D or (scaled and scale.shape[0] != N):
+        raise ValueError("take_rows: a, rows, scale and out do not match")
+    for i in range(rows.shape[0]):
+        if rows[i] < 0 or rows[i] >= N:
+            raise IndexError("take_rows: a row index is out of range")
+    for i in prange(rows.shape[0]):
+        r = rows[i]
+        s = scale[r] if scaled else a.dtype.type(1.0)
+        for d in range(D):
+            out[i, d] = a[r, d] * s
+
+
+_NO_SCALE = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+
+
+def take_rows(a, rows, scale, out):
+    # A copy is a product by 1, which is exact: one kernel for both.
+    _take_rows(a, rows, _NO_SCALE[a.dtype] if scale is None else scale, scale is not None, out)
 
 
 @njit(parallel=True, **_JIT)

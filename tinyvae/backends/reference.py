@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import rng
 from .arrays import array_module
-from .reference_likelihood import bce_with_logits, gaussian_nll, importance_weights, scale_rows  # noqa: F401
+from .reference_likelihood import bce_with_logits, gaussian_nll, importance_weights  # noqa: F401
 
 
 def _host(a):
@@ -79,6 +79,33 @@ def gather_pixels(pixels, rows, scale, out, next_rows=None, binarize=None):
         key, step = binarize
         u = rng.uniforms(key, step, _host(rows) % pixels.shape[0], pixels.shape[1])
         out[...] = xp.asarray(u) < out.astype(np.float64)
+
+
+def take_rows(a, rows, scale, out):
+    """Rows of ``a``, each times its factor: ``out[i] = a[rows[i]] * scale[rows[i]]``, or a copy with ``scale``
+    None. The IWAE's backward pass runs its decoder on the draws whose weight is not 0 (a draw of weight 0
+    adds nothing to any gradient): it takes their rows of each activation, and of the likelihood's gradient
+    times the weight (Burda et al. 2015, eq. 14; :mod:`tinyvae.models.iwae`).
+
+    Args:
+        a: ``(N, D)`` float32/float64.
+        rows: ``(n,)`` integer indices into ``a``'s rows, each in ``[0, N)``.
+        scale: ``(N,)`` of ``a``'s dtype, or None.
+        out: ``(n, D)`` of ``a``'s dtype, apart from ``a``; receives the rows.
+
+    Raises:
+        IndexError: a row index outside ``[0, N)``.
+        ValueError: ``out`` not of shape ``(n, D)``, or ``scale`` not of shape ``(N,)``.
+    """
+    if out.shape != (rows.shape[0], a.shape[1]) or scale is not None and scale.shape != (a.shape[0],):
+        raise ValueError(f"take_rows: a {a.shape}, rows {rows.shape}, scale "
+                         f"{None if scale is None else scale.shape}, out {out.shape} do not match")
+    xp = array_module(a)
+    if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= a.shape[0]):
+        raise IndexError(f"take_rows: a row index outside [0, {a.shape[0]})")
+    xp.take(a, rows, axis=0, out=out)
+    if scale is not None:
+        out *= scale[rows][:, None]
 
 
 def philox4x32_10(counter, key, out):

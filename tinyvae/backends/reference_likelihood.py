@@ -88,13 +88,6 @@ def gaussian_nll(mean, x, logvar, scale, loss_out, dmean_out, dlogvar_out):
         xp.multiply(xp.sum(0.5 * (1 - r2), axis=0), scale, out=dlogvar_out)
 
 
-def scale_rows(a, scale):
-    """``a[i] *= scale[i]`` for each row of ``a`` ``(N, D)`` float32/float64, in place; ``scale`` ``(N,)``, the same
-    dtype. An IWAE's gradient at the decoder's output is each draw's likelihood gradient times its normalised
-    weight (Burda et al. 2015, eq. 14; :mod:`tinyvae.models.iwae`)."""
-    a *= scale[:, None]
-
-
 def importance_weights(nll, heads, eps, z, scale, weights_out, bound_out):
     """The importance-weighted bound of each example and the normalised weights of its draws (Burda, Grosse &
     Salakhutdinov 2015, "Importance Weighted Autoencoders", eq. 8 and 14; derived in docs/derivations.md).

@@ -16,7 +16,8 @@ term. Its gradient (their eq. 14, derived by hand in docs/derivations.md) is the
 the draws' gradients of ``-log w_j``, with the normalised weights ``w~_j = w_j / sum_i w_i``:
 
 * each draw's decoder output gets ``w~_j / B`` times its likelihood's gradient (0 where ``w~_j`` is below the
-  dtype's epsilon: docs/derivations.md);
+  dtype's epsilon: docs/derivations.md); a draw of weight 0 adds nothing to any gradient, so the decoder's
+  backward pass runs on the other draws only (:meth:`IWAE.decoder_grad`);
 * ``z_j`` gets, besides what comes back through the decoder, ``w~_j z_j / B`` (from the prior);
 * ``mu`` and ``logvar`` get the reparameterisation's ``dz`` and ``0.5 sigma eps dz`` (as the VAE's), and
   ``logvar`` also ``-w~_j / 2B`` from q's normaliser; the k copies' gradients add up.
@@ -24,6 +25,7 @@ the draws' gradients of ``-log w_j``, with the normalised weights ``w~_j = w_j /
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -41,16 +43,33 @@ class IWAETerms(NamedTuple):
     kl: float
 
 
+@dataclass
+class KeptDraws:
+    """The buffers of the decoder's backward pass over the draws of nonzero weight (:meth:`IWAE.decoder_grad`),
+    of the workspace's ``(N, .)`` shapes; a step uses the first n rows, one per kept draw."""
+
+    every: object   # (N,) int64 arange(N): the rows kept where the draws are not counted
+    zin: object     # (N, K) the kept draws' decoder input
+    dzin: object
+    hidden: list    # the decoder's hidden layers' outputs (not the output layer's: it has no activation)
+    douts: list     # every layer's output gradient
+
+
 class IWAE(VAE):
     """A VAE trained on the importance-weighted bound with ``config.k`` draws (see the module doc); its
     config is a :class:`~tinyvae.models.config.VAEConfig` of ``model="iwae"``. Everything else (encode,
     decode, sample, the evaluation's IWAE bound) is the VAE's."""
 
     def workspace(self, batch: int) -> VAEWorkspace:
-        """The VAE's buffers, and the ``(B,)`` bound and ``(k B, 1)`` weights of :meth:`bound_rows`."""
+        """The VAE's buffers, the ``(B,)`` bound and ``(k B, 1)`` weights of :meth:`bound_rows`, and the
+        :class:`KeptDraws` of :meth:`decoder_grad`."""
         ws = super().workspace(batch)
         if ws.bound is None:
-            ws.bound, ws.weights = self.xp.empty(batch, self.dtype), self.xp.empty((ws.eps.shape[0], 1), self.dtype)
+            xp, dt, N = self.xp, self.dtype, ws.eps.shape[0]
+            ws.bound, ws.weights = xp.empty(batch, dt), xp.empty((N, 1), dt)
+            ws.kept = KeptDraws(every=xp.arange(N), zin=xp.empty_like(ws.zin), dzin=xp.empty_like(ws.dzin),
+                                hidden=[xp.empty_like(o) for o in ws.dec_outs[:-1]],
+                                douts=self.decoder.buffers(xp, N, dt))
         return ws
 
     def bound_rows(self, ws: VAEWorkspace, scale: float = 1.0):
@@ -70,16 +89,40 @@ class IWAE(VAE):
 
     def output_grad(self, ws: VAEWorkspace, x):
         """``ws.nll`` and ``ws.bound``, the normalised weights divided by B (``ws.weights``), and each row's
-        likelihood gradient times its weight (the module doc's step 1)."""
+        likelihood gradient, before its weight (:meth:`decoder_grad` takes the weight; the module doc's step 1)."""
         xp = self.xp
         self.nll(ws.decoder_out, x, 1.0, ws.nll, ws.decoder_dout)  # the gradient of each row's nll
         self.bound_rows(ws, 1.0 / ws.batch)
-        self.backend.scale_rows(ws.decoder_dout, ws.weights[:, 0])
         if self.decoder_dlogvar is not None:  # d nll / d logvar_d = (1 - (x - mean)^2 exp(-logvar_d)) / 2
             k, B = self.config.k, ws.batch
             resid = x - ws.decoder_out.reshape(k, B, -1)
             self.decoder_dlogvar[...] = (ws.weights.reshape(k, B, 1) * 0.5
                                          * (1 - resid * resid * xp.exp(-self.decoder_logvar))).sum(axis=(0, 1))
+
+    def decoder_grad(self, ws: VAEWorkspace):
+        """The decoder's gradients, and ``ws.dzin``, from the draws of nonzero weight (:meth:`kept_rows`): a
+        draw of weight 0 adds nothing to any gradient. Their rows of the likelihood's gradient, times their
+        weights, and of the decoder's input and hidden activations are taken into ``ws.kept`` (the
+        ``take_rows`` op); the decoder's backward pass runs on those rows; ``ws.dzin`` is 0 at the others."""
+        kept, take = ws.kept, self.backend.take_rows
+        rows = self.kept_rows(ws)
+        n = rows.shape[0]
+        take(ws.decoder_dout, rows, ws.weights[:, 0], kept.douts[-1][:n])
+        take(ws.zin, rows, None, kept.zin[:n])
+        for out, dst in zip(ws.dec_outs, kept.hidden):
+            take(out, rows, None, dst[:n])
+        # The output layer's own output would be read only by an activation's gradient; it has none.
+        outs = [h[:n] for h in kept.hidden] + [ws.decoder_out[:n]]
+        self.decoder.backward(self.backend, kept.zin[:n], outs, [d[:n] for d in kept.douts], kept.dzin[:n])
+        ws.dzin[...] = 0
+        ws.dzin[rows] = kept.dzin[:n]
+
+    def kept_rows(self, ws: VAEWorkspace):
+        """The ``(n,)`` int64 rows of the draws whose weight (``ws.weights``) is not 0, on a backend whose arrays
+        are on the host; on a GPU, every row: counting them there would make the host wait for the GPU."""
+        if self.xp is np:
+            return np.flatnonzero(ws.weights[:, 0])
+        return ws.kept.every
 
     def latent_grad(self, ws: VAEWorkspace, beta: float):
         """The prior's ``w~ z / B`` added to ``ws.dz``, the path derivative, and q's normaliser's

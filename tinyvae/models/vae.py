@@ -80,6 +80,7 @@ class VAEWorkspace(DecoderOutput):
     beta: float = field(init=False, default=1.0)  # the KL weight of the last backward pass
     weights: object = field(init=False, default=None)  # iwae: (N, 1) each row's weight in the gradient
     bound: object = field(init=False, default=None)    # iwae: (B,) -L_k of each example of the last pass
+    kept: object = field(init=False, default=None)     # iwae: the decoder's buffers for its draws of weight > 0
 
     def __post_init__(self):
         K = self.eps.shape[1]
@@ -191,15 +192,16 @@ class VAE(EncoderDecoder):
 
     def backward(self, ws: VAEWorkspace, x, beta: float):
         """Fill :attr:`grad` with d(mean loss)/d(params) for the batch of ``ws``: the decoder's output
-        (:meth:`output_grad`), the decoder, z and ``[mu | logvar]`` (:meth:`latent_grad`), the draws' copies
-        added up, the encoder (:meth:`encoder_grad`): the steps a model of another objective changes.
+        (:meth:`output_grad`), the decoder (:meth:`decoder_grad`), z and ``[mu | logvar]`` (:meth:`latent_grad`),
+        the draws' copies added up, the encoder (:meth:`encoder_grad`): the steps a model of another objective
+        changes.
 
         Also writes the per-row ``ws.nll`` (the likelihood op computes loss and
         gradient in one pass) and keeps ``beta`` in ``ws.beta``.
         """
         ws.beta = beta
         self.output_grad(ws, x)
-        self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
+        self.decoder_grad(ws)
         self.latent_grad(ws, beta)
         if ws.dheads_rep is not None:  # the gradient of a repeat is the sum over the copies
             B = ws.batch
@@ -210,6 +212,10 @@ class VAE(EncoderDecoder):
         """``ws.nll`` and the loss's gradient at the decoder's output (and at a learned log-variance) for the
         batch ``x`` ``(B, D)``, which the likelihood reads for each of the L draws: each row weighs 1 / N."""
         self.nll(ws.decoder_out, x, 1.0 / ws.eps.shape[0], ws.nll, ws.decoder_dout, self.decoder_dlogvar)
+
+    def decoder_grad(self, ws: VAEWorkspace):
+        """The decoder's gradients, and ``ws.dzin``, from :attr:`~VAEWorkspace.decoder_dout`."""
+        self.decoder.backward(self.backend, ws.zin, ws.dec_outs, ws.dec_douts, ws.dzin)
 
     def latent_grad(self, ws: VAEWorkspace, beta: float):
         """``ws.dheads`` from the decoder's ``ws.dz`` and the KL in closed form: each data point's KL appears

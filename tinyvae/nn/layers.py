@@ -123,15 +123,17 @@ class _WindowLayer:
     gb: Any
     g: ConvGeometry
     relu: bool
-    cols: dict = field(default_factory=dict, repr=False)  # batch size -> (rows, kh kw C) patches
+    cols: Any = field(default=None, repr=False)  # (rows, kh kw C) patches of the largest batch so far
     Wr: Any = field(default=None, repr=False)   # W (A, B, kh, kw) as (A, kh kw B), the patches' column order
     gWr: Any = field(default=None, repr=False)  # its gradient, in the same order
 
     def patches(self, xp, batch: int, dtype):
-        """The batch size's ``(B H_out W_out, kh kw C)`` patch buffer, made on first use."""
-        if batch not in self.cols:
-            self.cols[batch] = xp.empty((batch * self.g.H_out * self.g.W_out, self.g.patch), dtype)
-        return self.cols[batch]
+        """The ``(B H_out W_out, kh kw C)`` patches of a batch of B: the first rows of one buffer, made again
+        only for a larger batch (an IWAE's backward pass takes a different number of draws each step)."""
+        rows = batch * self.g.H_out * self.g.W_out
+        if self.cols is None or self.cols.shape[0] < rows or self.cols.dtype != dtype:
+            self.cols = xp.empty((rows, self.g.patch), dtype)
+        return self.cols[:rows]
 
     def permute_weight(self, xp):
         """``Wr = W`` permuted from PyTorch's ``(A, B, kh, kw)`` to ``(A, kh, kw, B)`` and flattened to
@@ -184,8 +186,9 @@ class Conv2d(_WindowLayer):
         backend.bias_act(a, self.b, self.relu)
 
     def backward(self, backend, x, out, dout, dx=None):
-        """As :meth:`Linear.backward`; needs the patches of the :meth:`forward` of the same batch."""
-        cols = self.cols[x.shape[0]]
+        """As :meth:`Linear.backward`; needs the patches of the :meth:`forward` of the same batch, the layer's
+        last forward pass."""
+        cols = self.patches(backend.xp, x.shape[0], x.dtype)
         da = dout.reshape(cols.shape[0], self.W.shape[0])
         backend.bias_act_backward(da, out.reshape(da.shape), self.relu, self.gb)
         backend.matmul(da.T, cols, self.gWr)
