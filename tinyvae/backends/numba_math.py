@@ -32,6 +32,26 @@ def _int32_bits_as_float32(typingctx, i):
     return types.float32(types.int32), codegen
 
 
+@intrinsic
+def float64_bits(typingctx, x):
+    """The int64 holding the IEEE-754 bit pattern of the float64 ``x`` (a register move)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def bits_float64(typingctx, i):
+    """The float64 whose IEEE-754 bit pattern is the int64 ``i`` (a register move)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return types.float64(types.int64), codegen
+
+
 @njit(inline="always", **JIT)
 def exp_neg32(a):
     """exp(-a) for float32 a >= 0 (a > 87 gives exp(-87) ~ 1.6e-38).

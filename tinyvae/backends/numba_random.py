@@ -9,18 +9,26 @@ width of ``uint64`` words masked to 32 bits, LLVM computes several blocks of a r
 Numba type the result as ``float64`` and lose the words' bits, so every index is cast first.
 
 The kernels are compiled without fastmath: a contracted Box-Muller would leave the reference's rounding.
+Box-Muller's ``log``, ``cos`` and ``sin`` are ours (:func:`_log_uniform`, :func:`_cos_sin_turns`), polynomials
+in float64: ``log u`` within 1.5 units in the last place, ``cos`` and ``sin`` within 4e-16, less than the
+reference's own rounding of its angle (a test holds them to it on a million words). libm's calls do not
+vectorise, and took most of a draw's time (docs/performance.md, "The random draws").
 """
 
 from __future__ import annotations
 
+import decimal
 import math
 
 import numpy as np
 from numba import njit, prange
 
+from .numba_math import bits_float64, exp, float64_bits
 from .reference import CORRUPTION_CODES
 
-_JIT = dict(cache=True, nogil=True)
+# NumPy's error model: a float division by zero gives inf or NaN instead of raising, so that no check
+# stands in the way of vectorising Box-Muller's loop (no division here can have a zero divisor).
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
 _LOW, _SHIFT = np.uint64(0xFFFFFFFF), np.uint64(32)
@@ -58,11 +66,85 @@ def _uniform(w):
     return (np.float64(w) + 0.5) * 2.0**-32
 
 
+def _ln2_parts():
+    """ln 2 as a float64 of 40 fractional bits, whose products with exponents up to 2^12 are exact, and the
+    float64 nearest the rest (Cody & Waite's split), from ln 2 to 50 digits."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 50
+        ln2 = decimal.Decimal(2).ln()
+        hi = int(ln2 * 2**40) / 2**40
+        return hi, float(ln2 - decimal.Decimal(hi))
+
+
+_LN2_HI, _LN2_LO = _ln2_parts()
+_SQRT2 = math.sqrt(2.0)
+_MANTISSA, _EXPONENT_ONE = np.int64((1 << 52) - 1), np.int64(1023 << 52)
+# Coefficients of z^k, highest k first (Horner's order): 2 atanh(s) = 2 s + s sum_k 2 z^k / (2k + 1) with
+# z = s^2 (k to 10: the next term is below 2^-60 of the sum for |s| <= 3 - 2 sqrt(2)); sin a = a + a sum_k
+# (-1)^k z^k / (2k + 1)! and cos a = 1 + sum_k (-1)^k z^k / (2k)! with z = a^2 (k to 8: the next terms
+# are below 2^-58 for |a| <= pi / 4).
+_ATANH = tuple(2.0 / (2 * k + 1) for k in range(10, 0, -1))
+_SIN = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(8, 0, -1))
+_COS = tuple((-1) ** k / math.factorial(2 * k) for k in range(8, 0, -1))
+_TURN = _TWO_PI * 2.0**-32  # the angle of one unit of a word: 2 pi / 2^32, exactly fl(2 pi) 2^-32
+
+
+@njit(inline="always", **_JIT)
+def _series(z, coefficients):
+    """``sum_k c_k z^k`` for k from 1, the coefficients highest k first."""
+    p = coefficients[0]
+    for i in range(1, len(coefficients)):
+        p = p * z + coefficients[i]
+    return p * z
+
+
+@njit(inline="always", **_JIT)
+def _log_uniform(w):
+    """log u of the uniform ``u = (w + 1/2) 2^-32`` of the uint32 word ``w``, in float64.
+
+    ``w + 1/2 = 2^e m`` exactly, with m in [sqrt(1/2), sqrt(2)); ``log(1 + f) = 2 atanh(s)`` for ``f = m - 1``
+    (exact) and ``s = f / (2 + f)``, written ``f - s (f - R)`` with ``R = s^-1 (2 atanh(s) - 2 s)`` so that
+    the leading ``f`` carries no rounding; then ``(e - 32) ln 2`` added in two parts."""
+    x = np.float64(w) + 0.5
+    bits = float64_bits(x)
+    e = (bits >> 52) - 1023
+    m = bits_float64((bits & _MANTISSA) | _EXPONENT_ONE)
+    big = m > _SQRT2
+    m = m * 0.5 if big else m
+    e = e + 1 if big else e
+    f = m - 1.0
+    s = f / (2.0 + f)
+    n = np.float64(e - 32)
+    return n * _LN2_HI + ((f - s * (f - _series(s * s, _ATANH))) + n * _LN2_LO)
+
+
+@njit(inline="always", **_JIT)
+def _cos_sin_turns(w):
+    """``(cos, sin)`` of ``2 pi u`` for the uniform ``u = (w + 1/2) 2^-32`` of the uint32 word ``w``, float64.
+
+    The angle is reduced in the word's integers, exactly: q, the nearest quarter turn, and ``t = (u - q/4)
+    2^32``, so that ``a = t 2 pi 2^-32`` lies in [-pi/4, pi/4]; cos a and sin a by their series; then turned
+    by q quarter turns."""
+    q = (np.uint64(w) + np.uint64(1 << 29)) >> np.uint64(30)
+    t = np.float64(np.int64(w) - np.int64(q << np.uint64(30))) + 0.5
+    a = t * _TURN
+    z = a * a
+    s = a + a * _series(z, _SIN)
+    c = 1.0 + _series(z, _COS)
+    # q quarter turns: (c, s) -> (-s, c) -> (-c, -s) -> (s, -c), as two selects each (LLVM vectorises those,
+    # not a chain of four cases).
+    swap = (q & np.uint64(1)) != 0
+    cos, sin = s if swap else c, c if swap else s
+    cos = -cos if ((q + np.uint64(1)) & np.uint64(2)) != 0 else cos
+    sin = -sin if (q & np.uint64(2)) != 0 else sin
+    return cos, sin
+
+
 @njit(inline="always", **_JIT)
 def _box_muller(wa, wb):
-    r = math.sqrt(-2.0 * math.log(_uniform(wa)))
-    angle = _TWO_PI * _uniform(wb)
-    return r * math.cos(angle), r * math.sin(angle)
+    r = math.sqrt(-2.0 * _log_uniform(wa))
+    cos, sin = _cos_sin_turns(wb)
+    return r * cos, r * sin
 
 
 @njit(parallel=True, **_JIT)
@@ -77,51 +159,36 @@ def philox4x32_10(counter, key, out):
 
 
 @njit(inline="always", **_JIT)
-def _draw_row(out, n, B, rows, step, k0, k1):
-    """Row ``n`` of ``out`` ``(L*B, K)``: elements ``l K .. l K + K - 1`` of example ``rows[b]``, ``n = l B + b``."""
+def _draw_row(out, n, B, rows, step, k0, k1, w, z):
+    """Row ``n`` of ``out`` ``(L*B, K)``: elements ``l K .. l K + K - 1`` of example ``rows[b]``, ``n = l B + b``.
+    Every pair of the row's Philox blocks is drawn into ``z`` (float64 scratch; ``w`` the words') in a loop
+    without branches, which LLVM vectorises, and the row's K copied out of it."""
     K = out.shape[1]
     l, b = n // B, n % B
-    c1, c2, c3 = _counter(rows[b], step)
-    for q in range(l * K // 4, (l * K + K + 3) // 4):
-        w0, w1, w2, w3 = philox_block(np.uint32(q), c1, c2, c3, k0, k1)
-        for pair in range(2):
-            e = 4 * q + 2 * pair - l * K  # the pair's first element in the row
-            if -2 < e < K:
-                za, zb = _box_muller(w0, w1) if pair == 0 else _box_muller(w2, w3)
-                if e >= 0:
-                    out[n, e] = za
-                if e + 1 < K:
-                    out[n, e + 1] = zb
+    first = l * K // 4
+    blocks = (l * K + K + 3) // 4 - first
+    _row_words(w, first, blocks, rows[b], step, k0, k1)
+    for p in range(2 * blocks):
+        z[2 * p], z[2 * p + 1] = _box_muller(w[2 * p], w[2 * p + 1])
+    start = l * K - 4 * first
+    for e in range(K):
+        out[n, e] = z[start + e]
+
+
+def _row_scratch(name, out):
+    """The words and the normals of :func:`_draw_row`, a row of each per row of ``out``."""
+    blocks = (out.shape[1] + 3) // 4 + 1  # a row may start inside a block
+    return scratch(name, out.shape[0], 4 * blocks), scratch(name + " normals", out.shape[0], 4 * blocks, np.float64)
 
 
 @njit(parallel=True, **_JIT)
-def _draw_normal(k0, k1, step, rows, out):
+def _draw_normal(k0, k1, step, rows, out, words, normals):
     for n in prange(out.shape[0]):
-        _draw_row(out, n, rows.shape[0], rows, step, k0, k1)
+        _draw_row(out, n, rows.shape[0], rows, step, k0, k1, words[n], normals[n])
 
 
 def draw_normal(key, step, rows, out):
-    _draw_normal(np.uint32(key[0]), np.uint32(key[1]), np.uint64(step), rows, out)
-
-
-@njit(parallel=True, **_JIT)
-def _reparameterize_kl_draw(heads, k0, k1, step, rows, eps_out, z_out, kl_out):
-    N, K = eps_out.shape
-    one, half = heads.dtype.type(1.0), heads.dtype.type(0.5)
-    for n in prange(N):
-        _draw_row(eps_out, n, rows.shape[0], rows, step, k0, k1)
-        acc = heads.dtype.type(0.0)
-        for k in range(K):
-            m, lv = heads[n, k], heads[n, K + k]
-            std = math.exp(half * lv)
-            z_out[n, k] = m + std * eps_out[n, k]
-            acc += one + lv - m * m - std * std
-        kl_out[n] = -half * acc
-
-
-def reparameterize_kl_draw(heads, key, step, rows, eps_out, z_out, kl_out):
-    _reparameterize_kl_draw(heads, np.uint32(key[0]), np.uint32(key[1]), np.uint64(step), rows, eps_out, z_out,
-                            kl_out)
+    _draw_normal(np.uint32(key[0]), np.uint32(key[1]), np.uint64(step), rows, out, *_row_scratch("draw_normal", out))
 
 
 @njit(parallel=True, **_JIT)
