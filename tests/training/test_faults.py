@@ -335,6 +335,28 @@ def test_ctrl_c_in_an_epoch_keeps_the_last_checkpoint_and_resume_is_bit_exact(tm
                           f"is intact: continue with python -m tinyvae.train --resume {tmp_path / 'cut'}"), err
 
 
+def test_ctrl_c_while_the_checkpoint_is_written_is_taken_once_the_metrics_are_written_too(tiny_data_dir, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """The checkpoint and metrics.jsonl of a stopped run tell the same epochs: a Ctrl-C between the two writes
+    used to leave the checkpoint one epoch ahead."""
+    import signal
+
+    from tinyvae.training import state
+
+    def save_then_ctrl_c(path, tensors, metadata, *args):
+        save_checkpoint(path, tensors, metadata, *args)
+        if metadata["epoch"] == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(state, "save_checkpoint", save_then_ctrl_c)
+    run = tmp_path / "run"
+    assert main([*ARGS, "--data-dir", str(tiny_data_dir), "--epochs", "4", "--out", str(run)]) == 130
+    assert "interrupted: stopped after epoch 2 was saved" in capsys.readouterr().err
+    assert load_checkpoint(run / CHECKPOINT)[1]["epoch"] == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+
+
 def test_sigkill_in_an_epoch_keeps_the_last_checkpoint_and_resume_is_bit_exact(tmp_path):
     import signal
 

@@ -8,8 +8,11 @@ the config (:mod:`tinyvae.io.modelfile`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +51,28 @@ def atomic_write_bytes(path: str | os.PathLike, blob: bytes) -> None:
         raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold Ctrl-C (SIGINT) and SIGTERM (mpirun passes Ctrl-C on as it) while the block runs, then take them as
+    they would have been taken: files written together in the block are all new, or all old, when the run
+    stops. Python runs its signal handlers in the main thread, so blocking the signals there at the OS level
+    would not hold them (another thread takes the signal and Python still raises in the main thread): the
+    handlers are swapped for ones that note the signal, and a noted signal is raised again once the old
+    handlers are back. Elsewhere than in the main thread, where handlers cannot be swapped, nothing is held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)
 
 
 def save_checkpoint(path, tensors: dict[str, np.ndarray], metadata: dict, fmt: str = FORMAT) -> None:

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .. import rng
 from ..errors import DataError, Diverged, MissingDependency
+from ..io.checkpoint import signals_held
 from ..io.datasets import ARRAY_SOURCE, PIXEL_SCALE, Dataset
 from ..io.images import loss_curves
 from .data import batches, check_fits, load_run_data, relocated, test_set
@@ -284,8 +285,9 @@ class Trainer:
                     loss_curves(self.run_dir / "loss.png", state.history)
                 except MissingDependency:  # matplotlib is an optional extra
                     pass
-            state.save(self.run_dir)
-            self.saved_epoch = state.epoch
+            with signals_held():  # a Ctrl-C now is taken once both files and their epoch are recorded
+                state.save(self.run_dir)
+                self.saved_epoch = state.epoch
             log(self.line(record))
         return state.history
 

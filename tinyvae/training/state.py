@@ -66,7 +66,8 @@ class TrainingState:
         return cls(settings, model, optim.make(t.optimizer, model.params, model.backend, t.lr, t.momentum, t.nesterov))
 
     def save(self, run_dir: Path) -> None:
-        """Write ``run_dir/checkpoint.safetensors`` and ``run_dir/metrics.jsonl``, each atomically."""
+        """Write ``run_dir/checkpoint.safetensors`` and ``run_dir/metrics.jsonl``, each atomically (the caller
+        holds Ctrl-C over the two: :func:`~tinyvae.io.checkpoint.signals_held`)."""
         opt_arrays, opt_scalars = self.optimizer.state()
         host = self.model.backend.to_host
         tensors = {k: host(v) for k, v in self.model.params.state_dict().items()}
