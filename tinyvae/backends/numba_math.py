@@ -1,4 +1,5 @@
-"""The numba kernels' float32 exp and log1p, and their dtype-generic names.
+"""The numba kernels' float32 exp and log1p, their dtype-generic names, and the bit casts between float and
+integer that such functions take numbers apart with (the draws' float64 log: :mod:`tinyvae.backends.numba_random`).
 
 Calls to libm's ``exp``/``log1p`` do not vectorise (pip's llvmlite has no SVML), so float32 kernels use
 :func:`exp_neg32`, :func:`exp32` and :func:`log1p_unit32`, polynomial and branch-free; float64 (gradient

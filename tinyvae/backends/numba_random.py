@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .numba_math import bits_float64, exp, float64_bits
+from .numba_math import bits_float64, float64_bits
 from .reference import CORRUPTION_CODES
 
 # NumPy's error model: a float division by zero gives inf or NaN instead of raising, so that no check
