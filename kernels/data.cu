@@ -12,6 +12,12 @@
 #include "common.cuh"
 #include "philox.cuh"
 
+// Row rows[i] of an array of n_rows rows, taken modulo n_rows (a negative index counting from the end).
+__device__ inline long wrapped_row(const long* rows, long i, long n_rows) {
+    const long r = rows[i] % n_rows;
+    return r < 0 ? r + n_rows : r;
+}
+
 template <typename T>
 __device__ void gather_elems(const unsigned char* pixels, long n_rows, long ld_pixels, const long* rows, float scale,
                              T* out, long ld_out, long B, int D, int binarize, unsigned int k0, unsigned int k1,
@@ -19,10 +25,7 @@ __device__ void gather_elems(const unsigned char* pixels, long n_rows, long ld_p
     for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < B * D; k += (long)gridDim.x * blockDim.x) {
         const long i = k / D;
         const int d = (int)(k - i * D);
-        long r = rows[i] % n_rows;
-        if (r < 0) {
-            r += n_rows;
-        }
+        const long r = wrapped_row(rows, i, n_rows);
         const float p = (float)pixels[r * ld_pixels + d] * scale;
         if (binarize) {
             const PhiloxBlock block = philox_at(d / 4, r, step, k0, k1);
@@ -39,10 +42,7 @@ __device__ void take_rows_elems(const T* a, long n_rows, long ld_a, const long* 
     for (long k = (long)blockIdx.x * blockDim.x + threadIdx.x; k < n * D; k += (long)gridDim.x * blockDim.x) {
         const long i = k / D;
         const int d = (int)(k - i * D);
-        long r = rows[i] % n_rows;
-        if (r < 0) {
-            r += n_rows;
-        }
+        const long r = wrapped_row(rows, i, n_rows);
         const T v = a[r * ld_a + d];
         out[i * ld_out + d] = scaled ? v * scale[r] : v;
     }
