@@ -50,6 +50,8 @@ def launch_each_kernel(be, B: int = 37, D: int = 45, K: int = 5, H: int = 33, P:
         be.bce_with_logits(normal(3 * B, D), x, 1 / B, xp.empty(3 * B, dtype), xp.empty((3 * B, D), dtype))
         be.importance_weights(normal(3 * B) ** 2 * 50, normal(3 * B, 2 * K), normal(3 * B, K), normal(3 * B, K), 1 / B,
                               xp.empty(3 * B, dtype), xp.empty(B, dtype))
+        be.importance_weights_backward(normal(3 * B, K + 3)[:, :K], normal(3 * B) ** 2, normal(B, 2 * K),
+                                       normal(3 * B, K), normal(3 * B, K), xp.empty((B, 2 * K), dtype))
         heads, eps, zin = normal(B, 2 * K), normal(B, K), xp.zeros((B, K + 3), dtype)
         be.reparameterize_kl(heads, eps, zin[:, :K], xp.empty(B, dtype))
         be.reparameterize_kl_draw(heads, key, 3, rows, xp.empty((B, K), dtype), zin[:, :K], xp.empty(B, dtype))

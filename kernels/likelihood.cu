@@ -6,11 +6,14 @@
 //       d/dlv = 0.5 (1 - (x - m)^2 exp(-lv)), the last summed over the batch by a second kernel;
 //   importance_weights: the IWAE's bound of each example and its draws' normalised weights (Burda et al.
 //       2015, eq. 8 and 14): log w = -nll - |z|^2 / 2 + |eps|^2 / 2 + sum(logvar) / 2 of each draw, the
-//       bound -log (1/k) sum_j w_j after the largest log w, the weights scale w_j / sum w, 0 below `cut`.
+//       bound -log (1/k) sum_j w_j after the largest log w, the weights scale w_j / sum w, 0 below `cut`;
+//   importance_weights_backward: the gradient at each example's [mu | logvar] from its k draws, with
+//       g = dz + w z: dmu = sum_j g, dlogvar = 0.5 (exp(logvar / 2) sum_j g eps - sum_j w).
 // The targets x have B rows for the N = L B rows of L draws: output row i reads x row i % B.
 // The numpy reference of each is in tinyvae/backends/reference.py.
 // One block per row for the likelihoods, the per-row loss a block reduction; importance_weights one thread
-// per example (its k draws of K values are few).
+// per example (its k draws of K values are few), importance_weights_backward one per latent element of an
+// example (it writes that element's mu and logvar gradients).
 #include "common.cuh"
 
 template <typename T>
@@ -108,6 +111,28 @@ __device__ void importance_weights_examples(const T* nll, const T* heads, long l
     }
 }
 
+// Element t of a grid-stride loop: example b = t / K, latent element i = t % K, its k draws in rows j B + b.
+template <typename T>
+__device__ void importance_weights_backward_elems(const T* dz, long ld_dz, const T* weights, const T* heads,
+                                                  long ld_h, const T* eps, long ld_e, const T* z, long ld_z,
+                                                  T* dheads, long ld_d, int B, int k, int K) {
+    const long elems = (long)B * K;
+    for (long t = (long)blockIdx.x * blockDim.x + threadIdx.x; t < elems; t += (long)gridDim.x * blockDim.x) {
+        const long b = t / K, i = t % K;
+        T dmu = 0, path = 0, total = 0;
+        for (int j = 0; j < k; ++j) {
+            const long n = (long)j * B + b;
+            const T w = weights[n];
+            const T g = dz[n * ld_dz + i] + w * z[n * ld_z + i];
+            dmu += g;
+            path += g * eps[n * ld_e + i];
+            total += w;
+        }
+        dheads[b * ld_d + i] = dmu;
+        dheads[b * ld_d + K + i] = T(0.5) * (exp(T(0.5) * heads[b * ld_h + K + i]) * path - total);
+    }
+}
+
 #define TINYVAE_LIKELIHOOD(T, SUFFIX)                                                                         \
     extern "C" __global__ void bce_with_logits_##SUFFIX(const T* logits, long ld_l, const T* x, long ld_x,    \
                                                         int x_rows, T scale, T* loss, T* dlogits, long ld_d,  \
@@ -130,6 +155,12 @@ __device__ void importance_weights_examples(const T* nll, const T* heads, long l
                                                            int k, int K) {                                    \
         importance_weights_examples<T>(nll, heads, ld_h, eps, ld_e, z, ld_z, scale, cut, weights, bound, B, k, \
                                        K);                                                                    \
+    }                                                                                                         \
+    extern "C" __global__ void importance_weights_backward_##SUFFIX(                                          \
+        const T* dz, long ld_dz, const T* weights, const T* heads, long ld_h, const T* eps, long ld_e,        \
+        const T* z, long ld_z, T* dheads, long ld_d, int B, int k, int K) {                                   \
+        importance_weights_backward_elems<T>(dz, ld_dz, weights, heads, ld_h, eps, ld_e, z, ld_z, dheads, ld_d, \
+                                             B, k, K);                                                        \
     }
 
 TINYVAE_LIKELIHOOD(float, f32)

@@ -278,6 +278,45 @@ def test_importance_weights_rejects_rows_that_are_not_whole_draws(name):
                                   xp.zeros(B))
 
 
+@pytest.mark.parametrize("name", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 70), k=st.integers(1, 9), K=st.integers(1, 24), dtype=dtypes, seed=st.integers(0, 2**16),
+       extreme=st.booleans())
+@example(B=1, k=1, K=1, dtype=np.float32, seed=0, extreme=False)
+def test_importance_weights_backward(name, B, k, K, dtype, seed, extreme):
+    """The gradient at each example's [mu | logvar] from its k draws; ``extreme``: logvar up to +-20, most weights
+    0 (as the cut leaves them) and the others up to 1 / B. dz arrives as the first K columns of a (N, K + 3)
+    array, as the decoder's input gradient of a model with labels."""
+    be = backend_or_skip(name)
+    rng = np.random.default_rng(seed)
+    N = k * B
+    heads, eps = _latent(rng, (B, K), extreme)
+    eps = rng.standard_normal((N, K))
+    z = np.tile(heads[:, :K], (k, 1)) + np.tile(np.exp(0.5 * heads[:, K:]), (k, 1)) * eps
+    weights = rng.dirichlet(np.ones(k), B).T.reshape(N) / B
+    if extreme:
+        weights[rng.random(N) < 0.7] = 0
+    dzin = rng.normal(0, 1e-2, (N, K + 3))
+    want = np.zeros((B, 2 * K), dtype)
+    cast = [np.array(a, dtype) for a in (dzin, weights, heads, eps, z)]
+    ref.importance_weights_backward(cast[0][:, :K], *cast[1:], want)
+    f_all, bufs = _arrays(be, cast, [(B, 2 * K)], dtype)
+    be.importance_weights_backward(f_all[0][:, :K], *f_all[1:])
+    _close(be.to_host(f_all[-1]), want, dtype)
+    for buf, idx in bufs:
+        _margin_untouched(be, buf, idx)
+
+
+@pytest.mark.parametrize("name", ["numpy", *BACKENDS])
+def test_importance_weights_backward_rejects_rows_that_are_not_whole_draws(name):
+    be = backend_or_skip(name)
+    xp = be.xp
+    z = xp.zeros((6, 2))
+    for B, heads, weights in ((4, (4, 4), 6), (3, (6, 4), 6), (3, (3, 3), 6), (3, (3, 4), 5), (0, (0, 4), 6)):
+        with pytest.raises(ValueError, match="importance_weights_backward"):
+            be.importance_weights_backward(z, xp.zeros(weights), xp.zeros(heads), z, z, xp.zeros((B, 4)))
+
+
 def _latent(rng, shape, extreme):
     """``heads (B, 2K) = [mu | logvar]`` and ``eps (B, K)``."""
     mu = rng.uniform(-10, 10, shape) if extreme else rng.normal(0, 1, shape)
@@ -471,6 +510,7 @@ for dt in (np.float32, np.float64):
     heads = np.ones((3, 10), dt)
     n.reparameterize_kl(heads, a, a.copy(), k)
     n.importance_weights(k, heads, a, a, 1.0, k.copy(), k[:1].copy())
+    n.importance_weights_backward(a, k, heads[:1], a, a, heads[:1].copy())
     n.take_rows(a, np.arange(3), k, a.copy())
     n.take_rows(a, np.arange(3), None, a.copy())
     n.reparameterize_kl_backward(a, heads, a, 1.0, heads.copy())

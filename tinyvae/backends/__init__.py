@@ -22,6 +22,7 @@ OPS = (
     "bce_with_logits",
     "gaussian_nll",
     "importance_weights",
+    "importance_weights_backward",
     "reparameterize_kl",
     "reparameterize_kl_draw",
     "reparameterize_kl_backward",
@@ -53,6 +54,7 @@ class Backend:
     bce_with_logits: Callable
     gaussian_nll: Callable
     importance_weights: Callable
+    importance_weights_backward: Callable
     reparameterize_kl: Callable
     reparameterize_kl_draw: Callable
     reparameterize_kl_backward: Callable

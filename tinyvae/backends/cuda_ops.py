@@ -42,7 +42,7 @@ from ..errors import BackendUnavailable
 from . import reference
 from .arrays import array_module
 from .reference import CORRUPTION_CODES
-from .reference_likelihood import check_draws, check_targets
+from .reference_likelihood import check_draws, check_draws_backward, check_targets
 
 
 def kernel_dir() -> Path:
@@ -60,7 +60,7 @@ FAMILIES = {  # the op -> the kernels/<family>.cu that defines it
     "philox4x32_10": "random", "draw_normal": "random", "corrupt": "random",
     "gather_pixels": "data", "take_rows": "data",
     "bce_with_logits": "likelihood", "gaussian_nll": "likelihood", "gaussian_nll_dlogvar": "likelihood",
-    "importance_weights": "likelihood",
+    "importance_weights": "likelihood", "importance_weights_backward": "likelihood",
     "reparameterize_kl": "latent", "reparameterize_kl_draw": "latent", "reparameterize_kl_backward": "latent",
     "bias_act": "linear", "bias_act_backward": "linear", "bias_act_backward_sum": "linear",
     "unfold": "conv", "fold": "conv",
@@ -271,6 +271,16 @@ class CudaOps:
             (nll, heads, np.int64(row_stride(heads)), eps, np.int64(row_stride(eps)), z, np.int64(row_stride(z)),
              _scalar(scale, sfx), _scalar(np.finfo(nll.dtype).eps, sfx), weights_out, bound_out, np.int32(B),
              np.int32(N // B), np.int32(K)))
+
+    def importance_weights_backward(self, dz, weights, heads, eps, z, dheads_out):
+        sfx = _check(dz, weights, heads, eps, z, dheads_out)
+        check_draws_backward(dz, weights, heads, eps, z, dheads_out)
+        (N, K), B = z.shape, dheads_out.shape[0]
+        self.kernel("importance_weights_backward", sfx)(
+            (grid_for(B * K),), (THREADS,),
+            (dz, np.int64(row_stride(dz)), weights, heads, np.int64(row_stride(heads)), eps, np.int64(row_stride(eps)),
+             z, np.int64(row_stride(z)), dheads_out, np.int64(row_stride(dheads_out)), np.int32(B), np.int32(N // B),
+             np.int32(K)))
 
     def reparameterize_kl(self, heads, eps, z_out, kl_out):
         sfx = _check(heads, eps, z_out, kl_out)

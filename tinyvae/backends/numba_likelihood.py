@@ -1,5 +1,5 @@
 """The numba backend's likelihood ops: the decoder's negative log-likelihoods with their gradients, and the
-IWAE's importance weights. Their formulas and sources are the reference's
+IWAE's importance weights and their gradient at the encoder. Their formulas and sources are the reference's
 (:mod:`tinyvae.backends.reference_likelihood`); the CUDA kernels are ``kernels/likelihood.cu``.
 """
 
@@ -12,7 +12,7 @@ from numba import njit, prange
 
 from .numba_math import JIT as _JIT
 from .numba_math import exp, exp_neg, log1p_unit
-from .reference_likelihood import check_draws
+from .reference_likelihood import check_draws, check_draws_backward
 
 
 @njit(inline="always", **_JIT)
@@ -97,3 +97,30 @@ def importance_weights(nll, heads, eps, z, scale, weights_out, bound_out):
     check_draws(nll, heads, eps, z, weights_out, bound_out)
     dt = nll.dtype.type
     _importance_weights(nll, heads, eps, z, dt(scale), np.finfo(nll.dtype).eps, weights_out, bound_out)
+
+
+@njit(parallel=True, **_JIT)
+def _importance_weights_backward(dz, weights, heads, eps, z, dheads_out):
+    # One example a loop: its k draws' g and g eps added into its row in turn (the loops over the K elements
+    # vectorise), then the logvar half finished with one exp per element.
+    N, K = z.shape
+    B = dheads_out.shape[0]
+    dt = z.dtype.type
+    half, zero = dt(0.5), dt(0.0)
+    for b in prange(B):
+        dheads_out[b, :] = zero
+        total = zero
+        for n in range(b, N, B):
+            w = weights[n]
+            total += w
+            for i in range(K):
+                g = dz[n, i] + w * z[n, i]
+                dheads_out[b, i] += g
+                dheads_out[b, K + i] += g * eps[n, i]
+        for i in range(K):
+            dheads_out[b, K + i] = half * (exp(half * heads[b, K + i]) * dheads_out[b, K + i] - total)
+
+
+def importance_weights_backward(dz, weights, heads, eps, z, dheads_out):
+    check_draws_backward(dz, weights, heads, eps, z, dheads_out)
+    _importance_weights_backward(dz, weights, heads, eps, z, dheads_out)

@@ -41,7 +41,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .numba_gemm import matmul  # noqa: F401 (the op ``matmul`` of this backend)
-from .numba_likelihood import bce_with_logits, gaussian_nll, importance_weights  # noqa: F401
+from .numba_likelihood import (bce_with_logits, gaussian_nll, importance_weights,  # noqa: F401
+                               importance_weights_backward)
 from .numba_math import JIT as _JIT
 from .numba_math import exp as _exp
 from .numba_random import binarize as _binarize

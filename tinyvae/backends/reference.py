@@ -39,7 +39,8 @@ import numpy as np
 
 from .. import rng
 from .arrays import array_module
-from .reference_likelihood import bce_with_logits, gaussian_nll, importance_weights  # noqa: F401
+from .reference_likelihood import (bce_with_logits, gaussian_nll, importance_weights,  # noqa: F401
+                                  importance_weights_backward)
 
 
 def _host(a):

@@ -1,6 +1,6 @@
-"""Reference implementations of the decoder's likelihoods and the IWAE's importance weights (the conventions
-of :mod:`tinyvae.backends.reference` hold; the numba kernels are :mod:`tinyvae.backends.numba_likelihood`, the
-CUDA ones ``kernels/likelihood.cu``).
+"""Reference implementations of the decoder's likelihoods, and of the IWAE's importance weights and their
+gradient at the encoder (the conventions of :mod:`tinyvae.backends.reference` hold; the numba kernels are
+:mod:`tinyvae.backends.numba_likelihood`, the CUDA ones ``kernels/likelihood.cu``).
 
 A likelihood's targets may have B rows for its N = L B outputs, the L draws of a batch: output row ``l B + b``
 is compared with ``x[b]`` (the fused backends read them in place; ``ValueError`` unless B divides N).
@@ -125,11 +125,57 @@ def importance_weights(nll, heads, eps, z, scale, weights_out, bound_out):
     weights_out[...] = (w * scale).reshape(N)
 
 
+def importance_weights_backward(dz, weights, heads, eps, z, dheads_out):
+    """The gradient of the IWAE's loss at each example's ``[mu | logvar]``: what reaches its k draws of z, summed
+    over them (Burda, Grosse & Salakhutdinov 2015, eq. 14, through the reparameterisation z = mu + sigma eps of
+    Kingma & Welling 2014, Sec. 2.4; derived in docs/derivations.md).
+
+    Row ``n = j B + b`` holds draw j of example b (as :func:`importance_weights`), of weight ``w_n``::
+
+        g_n       = dz_n + w_n z_n                 (the decoder's gradient, and the prior's: -log p(z) = |z|^2 / 2 + c)
+        dmu_b     = sum_j g_n
+        dlogvar_b = 0.5 (exp(logvar_b / 2) sum_j g_n eps_n - sum_j w_n)   (z's path, and q's normaliser)
+
+    Args:
+        dz: ``(N, K)`` the loss's gradient at each draw's z from the decoder (its weight already in it).
+        weights: ``(N,)`` the draws' weights as :func:`importance_weights` writes them (``1/B`` times the
+            normalised weights, for a batch mean).
+        heads: ``(B, 2K)`` ``[mu | logvar]`` of each example; eps, z: ``(N, K)``, the draws.
+        dheads_out: ``(B, 2K)`` receives ``[dmu | dlogvar]`` of each example.
+
+    Raises:
+        ValueError: B does not divide N, or the shapes do not match.
+    """
+    xp = array_module(dz)
+    check_draws_backward(dz, weights, heads, eps, z, dheads_out)
+    (N, K), B = z.shape, dheads_out.shape[0]
+    w = weights[:, None]
+    g = dz + w * z
+    dheads_out[:, :K] = g.reshape(N // B, B, K).sum(axis=0)
+    path = (g * eps).reshape(N // B, B, K).sum(axis=0)
+    dheads_out[:, K:] = 0.5 * (xp.exp(0.5 * heads[:, K:]) * path - w.reshape(N // B, B, 1).sum(axis=0))
+
+
+def _draws_error(op: str, N: int, B: int, **arrays):
+    """The ``ValueError`` of the draws' checks below, naming ``op`` and the shapes it got."""
+    shapes = ", ".join(f"{name} {a.shape}" for name, a in arrays.items())
+    return ValueError(f"{op}: {N} rows of draws for {B} examples, {shapes}")
+
+
 def check_draws(nll, heads, eps, z, weights_out, bound_out):
     """``ValueError`` unless the arguments of :func:`importance_weights` are the k draws of B examples (every
-    backend's check)."""
+    backend's check; a chain of comparisons, as it runs every training step)."""
     (N, K), B = z.shape, bound_out.shape[0]
     if (B == 0 or N % B or nll.shape != (N,) or heads.shape != (N, 2 * K) or eps.shape != z.shape
             or weights_out.shape != (N,)):
-        raise ValueError(f"importance_weights: {N} rows of draws for {B} examples, nll {nll.shape}, heads "
-                         f"{heads.shape}, eps {eps.shape}, z {z.shape}, weights_out {weights_out.shape}")
+        raise _draws_error("importance_weights", N, B, nll=nll, heads=heads, eps=eps, z=z, weights_out=weights_out)
+
+
+def check_draws_backward(dz, weights, heads, eps, z, dheads_out):
+    """``ValueError`` unless the arguments of :func:`importance_weights_backward` are the k draws of B examples
+    (every backend's check)."""
+    (N, K), B = z.shape, dheads_out.shape[0]
+    if (B == 0 or N % B or dz.shape != z.shape or weights.shape != (N,) or heads.shape != (B, 2 * K)
+            or eps.shape != z.shape or dheads_out.shape != (B, 2 * K)):
+        raise _draws_error("importance_weights_backward", N, B, dz=dz, weights=weights, heads=heads, eps=eps, z=z,
+                           dheads_out=dheads_out)

@@ -124,13 +124,13 @@ class IWAE(VAE):
             return np.flatnonzero(ws.weights[:, 0])
         return ws.kept.every
 
+    latent_grad_per_draw = False
+
     def latent_grad(self, ws: VAEWorkspace, beta: float):
-        """The prior's ``w~ z / B`` added to ``ws.dz``, the path derivative, and q's normaliser's
-        ``-w~ / 2B`` at ``logvar`` (the module doc's steps 3 and 4)."""
-        K = self.config.latent_dim
-        ws.dz[...] += ws.weights * ws.z
-        self.backend.reparameterize_kl_backward(ws.dz, ws.heads, ws.eps, 0.0, ws.dheads)
-        ws.dheads[:, K:] -= 0.5 * ws.weights
+        """``ws.dheads`` ``(B, 2K)``, the gradient at each example's ``[mu | logvar]``: the decoder's ``ws.dz`` and
+        the prior's ``w~ z / B`` through the path derivative, and q's normaliser's ``-w~ / 2B`` at ``logvar``,
+        summed over the k draws (the module doc's steps 3 and 4; the backend's ``importance_weights_backward``)."""
+        self.backend.importance_weights_backward(ws.dz, ws.weights[:, 0], ws.heads[:ws.batch], ws.eps, ws.z, ws.dheads)
 
     def objective_sum(self, ws: VAEWorkspace, beta: float):
         """``-L_k`` summed over the batch (``ws.bound`` of the last pass), a 0-d backend array."""

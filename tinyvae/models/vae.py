@@ -109,6 +109,9 @@ class VAE(EncoderDecoder):
 
     has_prior = True
     bounds_likelihood = True
+    # latent_grad leaves one row per draw in ws.dheads (for L > 1), which backward sums over each example's
+    # draws; False where latent_grad writes the per-example gradient itself (the IWAE's op).
+    latent_grad_per_draw = True
 
     def __init__(self, config: VAEConfig = VAEConfig(), backend: Backend | str = "numpy", seed: int = 1):
         super().__init__(config, backend, seed)
@@ -133,7 +136,7 @@ class VAE(EncoderDecoder):
                               else D + C), dt) if C else None,
                 enc_outs=self.encoder.buffers(xp, batch, dt), enc_douts=self.encoder.buffers(xp, batch, dt),
                 heads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
-                dheads_rep=xp.empty((N, 2 * K), dt) if L > 1 else None,
+                dheads_rep=xp.empty((N, 2 * K), dt) if L > 1 and self.latent_grad_per_draw else None,
                 zin=xp.empty((N, K + C), dt), dzin=xp.empty((N, K + C), dt),
                 dec_outs=self.decoder.buffers(xp, N, dt), dec_douts=self.decoder.buffers(xp, N, dt),
                 eps=xp.empty((N, K), dt), kl=xp.empty(N, dt), nll=xp.empty(N, dt),
