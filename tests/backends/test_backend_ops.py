@@ -421,10 +421,11 @@ def test_sgd_step(name, nesterov):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-@pytest.mark.parametrize("M,K,N", [(7, 5, 3), (3, 40, 100), (1, 9, 1), (257, 3, 2), (64, 300, 64), (2, 1, 5)])
+@pytest.mark.parametrize("M,K,N", [(7, 5, 3), (3, 40, 100), (1, 9, 1), (257, 3, 2), (64, 300, 64), (2, 1, 5),
+                                   (5, 200, 150)])
 def test_matmul(name, M, K, N):
     """Every layout the layers pass (each operand C-contiguous or a transposed view), both dtypes, slabs
-    split by rows (M >= N) and by columns, fewer rows or columns than threads."""
+    split by rows (M >= N, or K <= 128) and by columns (the last), fewer rows or columns than threads."""
     be = backend_or_skip(name)
     rng = np.random.default_rng(M * K * N)
     for dtype in (np.float32, np.float64):

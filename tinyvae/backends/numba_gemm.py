@@ -116,10 +116,11 @@ def _gemm(a, b, out, parts):
         return False
     ldc = out.strides[0] // out.itemsize
     size = out.itemsize
-    # Slabs of rows, unless the output is wider than tall and the slabs would be under 128 rows: then
-    # of columns, which keeps each thread's BLAS call large enough to run at full speed. The rule picks
-    # the faster split for every GEMM of the MLP and conv VAEs (measured in docs/performance.md).
-    by_rows = M >= N or M // parts >= 128
+    # Slabs of rows, unless the output is wider than tall, the slabs would be under 128 rows and the
+    # inner dimension K is over 128: then of columns, which keeps each thread's BLAS call large enough to
+    # run at full speed. Over a short K, row slabs are the faster (a latent-width layer's GEMMs). The rule
+    # picks the faster split for every GEMM of the MLP and conv VAEs (measured in docs/performance.md).
+    by_rows = M >= N or M // parts >= 128 or K <= 128
     n = M if by_rows else N
     pa0, pb0, pc0 = a.ctypes.data, b.ctypes.data, out.ctypes.data
     # OpenBLAS's "thread-local" count is one variable for the whole process in some builds (NumPy's
