@@ -425,7 +425,8 @@ def test_sgd_step(name, nesterov):
                                    (5, 200, 150)])
 def test_matmul(name, M, K, N):
     """Every layout the layers pass (each operand C-contiguous or a transposed view), both dtypes, slabs
-    split by rows (M >= N, or K <= 128) and by columns (the last), fewer rows or columns than threads."""
+    split by rows (M >= N, or K <= 128) and by columns (the last; with b a transposed view, its product
+    computed transposed), fewer rows or columns than threads."""
     be = backend_or_skip(name)
     rng = np.random.default_rng(M * K * N)
     for dtype in (np.float32, np.float64):

@@ -1,9 +1,9 @@
 """The numba backend's GEMMs (op ``matmul``): NumPy's OpenBLAS, called on Numba's threads.
 
 Numba's threads run everything, the GEMMs included.
-Each GEMM is split into one slab of output rows (or columns: see
-:func:`matmul`) per thread, and each thread calls NumPy's OpenBLAS for its
-slab with OpenBLAS's own threading off for that call
+Each GEMM is split into one slab of output rows (or columns, or rows of
+the transposed product: see :func:`matmul`) per thread, and each thread calls
+NumPy's OpenBLAS for its slab with OpenBLAS's own threading off for that call
 (``openblas_set_num_threads_local(1)``, restored after). With OpenBLAS's pool
 idle, the second core is free for the other kernels between the GEMMs: with
 OpenBLAS's own threads, its workers spin between GEMMs and Numba's threads only
@@ -25,6 +25,8 @@ import llvmlite.binding
 import numba
 import numpy as np
 from numba import njit, prange, types
+
+from .numba_random import scratch
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -99,13 +101,25 @@ def _apart(x, y):
     return x1 <= y0 or y1 <= x0
 
 
+@njit(inline="always", **_JIT)
+def _sgemm_or_dgemm(ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc, size):
+    """One BLAS call, ``C (m, n) = op(A) op(B)`` row-major, on addresses; the dtype's by ``size``."""
+    if size == 8:
+        _dgemm(np.int32(_ROW_MAJOR), np.int32(ta), np.int32(tb), m, n, k, 1.0, pa, lda, pb, ldb, 0.0, pc, ldc)
+    else:
+        _sgemm(np.int32(_ROW_MAJOR), np.int32(ta), np.int32(tb), m, n, k, np.float32(1.0), pa, lda, pb, ldb,
+               np.float32(0.0), pc, ldc)
+
+
 @njit(parallel=True, **_JIT)
-def _gemm(a, b, out, parts):
+def _gemm(a, b, out, parts, product_t):
     # out (M, N) = a (M, K) @ b (K, N) by BLAS, one slab of out's rows (or columns) per part (Numba's
     # thread count: numba.get_num_threads() here would keep the kernel from its cache), each
-    # slab one BLAS call on its thread with OpenBLAS's own threads off for it. False (nothing done) for
-    # shapes that do not match, empty arrays, negative strides or layouts BLAS cannot read in place,
-    # and overlapping arrays: the caller then takes numpy.matmul.
+    # slab one BLAS call on its thread with OpenBLAS's own threads off for it. With product_t of shape
+    # (N, M) (the caller's choice, matmul's doc), each part computes its rows of out^T = b^T a^T there and
+    # copies them, transposed, into its columns of out. False (nothing done) for shapes that do not
+    # match, empty arrays, negative strides or layouts BLAS cannot read in place, and overlapping
+    # arrays: the caller then takes numpy.matmul.
     M, K = a.shape
     N = b.shape[1]
     ta, lda = _blas_layout(a)
@@ -116,13 +130,15 @@ def _gemm(a, b, out, parts):
         return False
     ldc = out.strides[0] // out.itemsize
     size = out.itemsize
+    transposed = product_t.shape[0] == N and product_t.shape[1] == M
     # Slabs of rows, unless the output is wider than tall, the slabs would be under 128 rows and the
     # inner dimension K is over 128: then of columns, which keeps each thread's BLAS call large enough to
     # run at full speed. Over a short K, row slabs are the faster (a latent-width layer's GEMMs). The rule
     # picks the faster split for every GEMM of the MLP and conv VAEs (measured in docs/performance.md).
-    by_rows = M >= N or M // parts >= 128 or K <= 128
+    by_rows = not transposed and (M >= N or M // parts >= 128 or K <= 128)
     n = M if by_rows else N
     pa0, pb0, pc0 = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    flip = _NO_TRANS + _TRANS  # the flag of an operand's transpose
     # OpenBLAS's "thread-local" count is one variable for the whole process in some builds (NumPy's
     # pthreads OpenBLAS among them): every part sets it to 1 for its call, and the caller's value is put
     # back once, after all of them, by the calling thread.
@@ -130,33 +146,47 @@ def _gemm(a, b, out, parts):
     for t in prange(parts):
         lo, hi = t * n // parts, (t + 1) * n // parts
         if hi > lo:
-            if by_rows:
-                m_part, n_part, pb, pc = hi - lo, N, pb0, pc0 + lo * ldc * size
-                pa = pa0 + (lo * lda if ta == _NO_TRANS else lo) * size
-            else:
-                m_part, n_part, pa, pc = M, hi - lo, pa0, pc0 + lo * size
-                pb = pb0 + (lo if tb == _NO_TRANS else lo * ldb) * size
             _blas_threads_local(np.int32(1))
-            if size == 8:
-                _dgemm(np.int32(_ROW_MAJOR), np.int32(ta), np.int32(tb), m_part, n_part, K, 1.0, pa, lda, pb, ldb,
-                       0.0, pc, ldc)
+            if by_rows:
+                pa = pa0 + (lo * lda if ta == _NO_TRANS else lo) * size
+                _sgemm_or_dgemm(ta, tb, hi - lo, N, K, pa, lda, pb0, ldb, pc0 + lo * ldc * size, ldc, size)
             else:
-                _sgemm(np.int32(_ROW_MAJOR), np.int32(ta), np.int32(tb), m_part, n_part, K, np.float32(1.0), pa,
-                       lda, pb, ldb, np.float32(0.0), pc, ldc)
+                pb = pb0 + (lo if tb == _NO_TRANS else lo * ldb) * size
+                if transposed:  # rows lo:hi of b^T a^T, then each of their 32-row blocks into out's columns
+                    _sgemm_or_dgemm(flip - tb, flip - ta, hi - lo, M, K, pb, ldb, pa0, lda,
+                                    product_t.ctypes.data + lo * M * size, M, size)
+                    for j0 in range(lo, hi, 32):
+                        for i in range(M):
+                            for j in range(j0, min(hi, j0 + 32)):
+                                out[i, j] = product_t[j, i]
+                else:
+                    _sgemm_or_dgemm(ta, tb, M, hi - lo, K, pa0, lda, pb, ldb, pc0 + lo * size, ldc, size)
     _blas_threads_local(before)
     return True
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_NO_PRODUCT = {t: np.empty((0, 0), t) for t in _FLOATS}  # _gemm's product_t where out is computed directly
 
 
 def matmul(a, b, out):
-    """``out = a @ b`` split over Numba's threads, one BLAS call each (see the module doc, "Threads").
+    """``out = a @ b`` split over Numba's threads, one BLAS call each (see the module doc).
     Float32 or float64 2-D operands of one dtype and matching shapes, each with unit stride along its
     rows or its columns, ``out`` apart from them; any other case (or no :data:`OWN_GEMMS`) is
     ``numpy.matmul``, which raises ``ValueError`` for shapes that do not match. The checks run in the
-    compiled code, where they cost a third of what they cost in Python."""
+    compiled code, where they cost a third of what they cost in Python.
+
+    Where ``b`` is a transposed view (a layer's ``W.T``) and its columns would be split (K over 128, the
+    output wider than tall and its row slabs under 128 rows), the threads compute ``out^T = b^T a^T`` by
+    rows into a buffer kept for the shape, and copy it back transposed: OpenBLAS reads ``W`` row by row
+    faster than as a transposed view (a layer's forward GEMM at batch 128, docs/performance.md)."""
     t = out.dtype
-    if not (OWN_GEMMS and t in _FLOATS and a.dtype == t and b.dtype == t and a.ndim == b.ndim == out.ndim == 2
-            and _gemm(a, b, out, numba.get_num_threads())):
+    if not (OWN_GEMMS and t in _FLOATS and a.dtype == t and b.dtype == t and a.ndim == b.ndim == out.ndim == 2):
+        np.matmul(a, b, out=out)
+        return
+    parts = numba.get_num_threads()
+    (M, K), N = a.shape, out.shape[1]
+    transposed = (b.strides[0] == b.itemsize and M < N and M // parts < 128 and K > 128 and parts > 1)
+    product_t = scratch("matmul", N, M, t) if transposed else _NO_PRODUCT[t]
+    if not _gemm(a, b, out, parts, product_t):
         np.matmul(a, b, out=out)

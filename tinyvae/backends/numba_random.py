@@ -274,7 +274,7 @@ _SCRATCH: dict = {}
 
 
 def scratch(name: str, rows: int, cols: int, dtype=np.uint32) -> np.ndarray:
-    """A ``(rows, cols)`` buffer for ``name``'s words, keys or partial sums, made once per shape and kept."""
+    """A ``(rows, cols)`` buffer for ``name``'s words, keys, partial sums or products, made once per shape and kept."""
     key = (name, rows, cols, np.dtype(dtype))
     if key not in _SCRATCH:
         _SCRATCH[key] = np.empty((rows, cols), dtype)
