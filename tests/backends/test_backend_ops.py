@@ -245,11 +245,16 @@ def test_likelihoods_reject_targets_that_are_not_whole_draws(name):
             be.gaussian_nll(out, x, xp.zeros(5), 1.0, nll, xp.zeros((4, 5)), xp.zeros(5))
 
 
-@pytest.mark.parametrize("name", BACKENDS)
-@settings(max_examples=30, deadline=None)
-@given(B=st.integers(1, 70), k=st.integers(1, 9), K=st.integers(1, 24), dtype=dtypes, seed=st.integers(0, 2**16),
-       extreme=st.booleans())
-@example(B=1, k=1, K=1, dtype=np.float32, seed=0, extreme=False)
+def _draws_cases(test):
+    """The IWAE ops' cases, on every fused backend: k draws of B examples of K latent values, either dtype,
+    ``extreme`` values or not, and the smallest case always."""
+    test = example(B=1, k=1, K=1, dtype=np.float32, seed=0, extreme=False)(test)
+    test = given(B=st.integers(1, 70), k=st.integers(1, 9), K=st.integers(1, 24), dtype=dtypes,
+                 seed=st.integers(0, 2**16), extreme=st.booleans())(test)
+    return pytest.mark.parametrize("name", BACKENDS)(settings(max_examples=30, deadline=None)(test))
+
+
+@_draws_cases
 def test_importance_weights(name, B, k, K, dtype, seed, extreme):
     """The bound and the weights; ``extreme``: log weights hundreds of nats apart, most weights cut to 0."""
     be = backend_or_skip(name)
@@ -278,33 +283,21 @@ def test_importance_weights_rejects_rows_that_are_not_whole_draws(name):
                                   xp.zeros(B))
 
 
-@pytest.mark.parametrize("name", BACKENDS)
-@settings(max_examples=30, deadline=None)
-@given(B=st.integers(1, 70), k=st.integers(1, 9), K=st.integers(1, 24), dtype=dtypes, seed=st.integers(0, 2**16),
-       extreme=st.booleans())
-@example(B=1, k=1, K=1, dtype=np.float32, seed=0, extreme=False)
+@_draws_cases
 def test_importance_weights_backward(name, B, k, K, dtype, seed, extreme):
     """The gradient at each example's [mu | logvar] from its k draws; ``extreme``: logvar up to +-20, most weights
-    0 (as the cut leaves them) and the others up to 1 / B. dz arrives as the first K columns of a (N, K + 3)
-    array, as the decoder's input gradient of a model with labels."""
+    0 (as the cut leaves them) and the others up to 1 / B."""
     be = backend_or_skip(name)
     rng = np.random.default_rng(seed)
     N = k * B
-    heads, eps = _latent(rng, (B, K), extreme)
+    heads, _ = _latent(rng, (B, K), extreme)
     eps = rng.standard_normal((N, K))
     z = np.tile(heads[:, :K], (k, 1)) + np.tile(np.exp(0.5 * heads[:, K:]), (k, 1)) * eps
     weights = rng.dirichlet(np.ones(k), B).T.reshape(N) / B
     if extreme:
         weights[rng.random(N) < 0.7] = 0
-    dzin = rng.normal(0, 1e-2, (N, K + 3))
-    want = np.zeros((B, 2 * K), dtype)
-    cast = [np.array(a, dtype) for a in (dzin, weights, heads, eps, z)]
-    ref.importance_weights_backward(cast[0][:, :K], *cast[1:], want)
-    f_all, bufs = _arrays(be, cast, [(B, 2 * K)], dtype)
-    be.importance_weights_backward(f_all[0][:, :K], *f_all[1:])
-    _close(be.to_host(f_all[-1]), want, dtype)
-    for buf, idx in bufs:
-        _margin_untouched(be, buf, idx)
+    _run(be, "importance_weights_backward", [rng.normal(0, 1e-2, (N, K)), weights, heads, eps, z], [(B, 2 * K)],
+         dtype)
 
 
 @pytest.mark.parametrize("name", ["numpy", *BACKENDS])
@@ -347,18 +340,20 @@ def test_reparameterize_kl_backward(name, B, K, dtype, seed, extreme):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_latent_ops_take_column_views_for_z(name):
-    """z and dz arrive as the first K columns of the decoder's (B, K + C) input, as in a CVAE."""
+    """z and dz arrive as the first K columns of the decoder's (B, K + C) input, as in a CVAE (for the IWAE's
+    op, with one draw an example)."""
     be = backend_or_skip(name)
     rng = np.random.default_rng(0)
     heads, eps = _latent(rng, (37, 5), False)
-    dzin = rng.normal(size=(37, 8))
+    dzin, weights = rng.normal(size=(37, 8)), rng.random(37)
     outs = {}
     for b in (ref, be):
-        zin, kl, d = b.xp.zeros((37, 8)), b.xp.zeros(37), b.xp.zeros((37, 10))
-        h, e = b.xp.asarray(heads), b.xp.asarray(eps)
+        zin, kl, d, dw = b.xp.zeros((37, 8)), b.xp.zeros(37), b.xp.zeros((37, 10)), b.xp.zeros((37, 10))
+        h, e, dz = b.xp.asarray(heads), b.xp.asarray(eps), b.xp.asarray(dzin)[:, :5]
         b.reparameterize_kl(h, e, zin[:, :5], kl)
-        b.reparameterize_kl_backward(b.xp.asarray(dzin)[:, :5], h, e, 0.1, d)
-        outs[b.name] = [b.to_host(a) for a in (zin, kl, d)]
+        b.reparameterize_kl_backward(dz, h, e, 0.1, d)
+        b.importance_weights_backward(dz, b.xp.asarray(weights), h, e, zin[:, :5], dw)
+        outs[b.name] = [b.to_host(a) for a in (zin, kl, d, dw)]
     assert not outs[be.name][0][:, 5:].any()  # the label columns are left alone
     for a, r in zip(outs[be.name], outs["numpy"]):
         _close(a, r, np.float64)
