@@ -136,8 +136,8 @@ def importance_weights_backward(dz, weights, heads, eps, z, dheads_out):
         dmu_b     = sum_j g_n
         dlogvar_b = 0.5 (exp(logvar_b / 2) sum_j g_n eps_n - sum_j w_n)   (z's path, and q's normaliser)
 
-    Args:
-        dz: ``(N, K)`` the loss's gradient at each draw's z from the decoder (its weight already in it).
+    Args (float32 or float64, one dtype):
+        dz: ``(N, K)`` the gradient of the loss (nats) at each draw's z from the decoder (its weight already in it).
         weights: ``(N,)`` the draws' weights as :func:`importance_weights` writes them (``1/B`` times the
             normalised weights, for a batch mean).
         heads: ``(B, 2K)`` ``[mu | logvar]`` of each example; eps, z: ``(N, K)``, the draws.

@@ -60,6 +60,8 @@ class IWAE(VAE):
     config is a :class:`~tinyvae.models.config.VAEConfig` of ``model="iwae"``. Everything else (encode,
     decode, sample, the evaluation's IWAE bound) is the VAE's."""
 
+    latent_grad_per_draw = False  # its latent_grad sums each example's draws (importance_weights_backward)
+
     def workspace(self, batch: int) -> VAEWorkspace:
         """The VAE's buffers, the ``(B,)`` bound and ``(k B, 1)`` weights of :meth:`bound_rows`, and the
         :class:`KeptDraws` of :meth:`decoder_grad`."""
@@ -124,13 +126,12 @@ class IWAE(VAE):
             return np.flatnonzero(ws.weights[:, 0])
         return ws.kept.every
 
-    latent_grad_per_draw = False
-
     def latent_grad(self, ws: VAEWorkspace, beta: float):
         """``ws.dheads`` ``(B, 2K)``, the gradient at each example's ``[mu | logvar]``: the decoder's ``ws.dz`` and
         the prior's ``w~ z / B`` through the path derivative, and q's normaliser's ``-w~ / 2B`` at ``logvar``,
         summed over the k draws (the module doc's steps 3 and 4; the backend's ``importance_weights_backward``)."""
-        self.backend.importance_weights_backward(ws.dz, ws.weights[:, 0], ws.heads[:ws.batch], ws.eps, ws.z, ws.dheads)
+        B = ws.batch
+        self.backend.importance_weights_backward(ws.dz, ws.weights[:, 0], ws.heads[:B], ws.eps, ws.z, ws.dheads)
 
     def objective_sum(self, ws: VAEWorkspace, beta: float):
         """``-L_k`` summed over the batch (``ws.bound`` of the last pass), a 0-d backend array."""
