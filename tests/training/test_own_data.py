@@ -153,6 +153,36 @@ def test_a_run_on_data_resumes_evaluates_and_samples_where_the_data_are_now(tmp_
     one_error_line(capsys, "moved.npy: holds 90 training and 10 test examples", "but the run trained on 108 training")
 
 
+def test_a_resume_on_other_values_of_the_same_sizes_is_refused_and_an_older_record_gains_their_crc(tmp_path, capsys):
+    """The run's record of its data holds the values' CRC-32: data with the same shape and counts but other
+    values are refused, naming both; a checkpoint whose record predates the CRC resumes on its data and
+    records it."""
+    from tinyvae.io.checkpoint import load_checkpoint, save_checkpoint
+
+    x = np.random.default_rng(6).integers(0, 256, (120, 6, 6), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    run = tmp_path / "run"
+    assert main([*SMALL, "--data", str(tmp_path / "x.npy"), "--epochs", "1", "--out", str(run)]) == 0
+    record = read_metadata(run / "checkpoint.safetensors")["data"]
+    assert isinstance(record["crc32"], int)
+    other = x.copy()
+    other[7, 2, 3] ^= 1  # one pixel of one image
+    np.save(tmp_path / "x.npy", other)
+    before = (run / "checkpoint.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--epochs", "2"]) == 2
+    one_error_line(capsys, "x.npy: holds 108 training and 12 test examples of shape (1, 6, 6), values of CRC-32 ",
+                   f"but the run trained on 108 training and 12 test examples of shape (1, 6, 6), values of CRC-32 "
+                   f"{record['crc32']:08x}")
+    assert (run / "checkpoint.safetensors").read_bytes() == before
+    np.save(tmp_path / "x.npy", x)
+    tensors, meta = load_checkpoint(run / "checkpoint.safetensors")
+    meta["data"] = {k: v for k, v in record.items() if k != "crc32"}
+    save_checkpoint(run / "checkpoint.safetensors", tensors, meta)
+    assert main(["--resume", str(run), "--epochs", "2"]) == 0
+    assert read_metadata(run / "checkpoint.safetensors")["data"] == record
+
+
 def bad_png_folder(p):
     (p / "f").mkdir()
     (p / "f" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")

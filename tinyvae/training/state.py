@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 
 from ..errors import CheckpointError, DataError, SettingsError
 from ..io.checkpoint import (CHECKPOINT, atomic_write_bytes, check_tensors, load_checkpoint, read_metadata,
@@ -49,12 +51,15 @@ class TrainingState:
 
     def check_data(self, data) -> None:
         """Note the run's data (a :class:`~tinyvae.io.datasets.Dataset`); a run that has seen its data takes
-        only the same (by :func:`data_record`). Raises ``DataError`` naming both."""
+        only the same (by :func:`data_record`, wherever they are now; the values' CRC-32 where the run's record
+        has one). Raises ``DataError`` naming both."""
         seen = data_record(data)
-        same = lambda a, b: {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
-        if self.data is not None and not same(self.data, seen):
-            raise DataError(f"{data.source}: holds {_describe(seen)}, but the run trained on {_describe(self.data)}; "
-                            "resume it on the same data")
+        if self.data is not None:
+            ignored = {"source"} | ({"crc32"} if "crc32" not in self.data else set())
+            kept = lambda r: {k: v for k, v in r.items() if k not in ignored}
+            if kept(self.data) != kept(seen):
+                raise DataError(f"{data.source}: holds {_describe(seen)}, but the run trained on "
+                                f"{_describe(self.data)}; resume it on the same data")
         self.data = seen
 
     @classmethod
@@ -133,7 +138,7 @@ class TrainingState:
         state.data = meta.get("data")  # None in checkpoints that predate it
         if state.data is not None and not _is_data_record(state.data):
             raise CheckpointError(f"{path}: metadata field 'data' is not a record of a run's data (source, shape, "
-                                  f"n_train, n_test, classes, held_out): {state.data!r}"[:400])
+                                  f"n_train, n_test, classes, held_out, crc32): {state.data!r}"[:400])
         return state
 
 
@@ -182,15 +187,32 @@ def check_history(path, history, epoch: int) -> None:
 
 def data_record(data) -> dict:
     """What identifies a run's data (a :class:`~tinyvae.io.datasets.Dataset`), for its checkpoint: one example's
-    shape, the sizes of the two splits, the class names, and how the test set was held out (or None)."""
+    shape, the sizes of the two splits, the class names, how the test set was held out (or None), and the
+    CRC-32 of the values and labels of both splits (:func:`values_crc32`), which tells the same data from other
+    data of the same sizes. Where they were read from (``source``) is noted, not compared."""
+    splits = [data.train, data.test] if data.train is not None else [data.test]
     return {"source": data.source, "shape": list(data.shape),
             "n_train": len(data.train) if data.train is not None else None, "n_test": len(data.test),
-            "classes": data.classes, "held_out": data.held_out}
+            "classes": data.classes, "held_out": data.held_out,
+            "crc32": values_crc32([a for split in splits for a in (split.data, split.y) if a is not None])}
+
+
+def values_crc32(arrays) -> int:
+    """The CRC-32 (zlib's) of the arrays' dtypes and values, in C order, one after another: about 2 GB/s, 30 ms
+    for Fashion-MNIST."""
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(a), zlib.crc32(a.dtype.str.encode(), crc))
+    return crc
+
+
+_DATA_FIELDS = {"source", "shape", "n_train", "n_test", "classes", "held_out"}
 
 
 def _is_data_record(r) -> bool:
     sizes = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
-    return (isinstance(r, dict) and set(r) == {"source", "shape", "n_train", "n_test", "classes", "held_out"}
+    return (isinstance(r, dict) and set(r) in (_DATA_FIELDS, _DATA_FIELDS | {"crc32"})
+            and ("crc32" not in r or sizes(r["crc32"]) and r["crc32"] < 2**32)
             and isinstance(r["source"], str)
             and isinstance(r["shape"], list) and all(sizes(v) for v in r["shape"]) and sizes(r["n_test"])
             and (r["n_train"] is None or sizes(r["n_train"]))
@@ -200,4 +222,5 @@ def _is_data_record(r) -> bool:
 
 def _describe(r: dict) -> str:
     classes = f", classes {', '.join(r['classes'])}" if r["classes"] else ""
-    return f"{r['n_train']} training and {r['n_test']} test examples of shape {tuple(r['shape'])}{classes}"
+    crc = f", values of CRC-32 {r['crc32']:08x}" if "crc32" in r else ""
+    return f"{r['n_train']} training and {r['n_test']} test examples of shape {tuple(r['shape'])}{classes}{crc}"
