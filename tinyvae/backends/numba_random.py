@@ -274,7 +274,6 @@ def corrupt(x, key, step, rows, kind, noise, out):
              round(noise * D), out, words, keys, normals)
 
 
-
 _SCRATCH: dict = {}
 
 
