@@ -230,10 +230,8 @@ class CudaOps:
 
     def take_rows(self, a, rows, scale, out):
         sfx = _check(a, out) if scale is None else _check(a, scale, out)
+        reference.check_take_rows(a, rows, scale, out)
         (N, D), n = a.shape, rows.shape[0]
-        if out.shape != (n, D) or scale is not None and scale.shape != (N,):
-            raise ValueError(f"take_rows: a {a.shape}, rows {rows.shape}, scale "
-                             f"{None if scale is None else scale.shape}, out {out.shape} do not match")
         if N == 0 and n:
             raise IndexError("take_rows: row indices into an array of no rows")
         self.kernel("take_rows", sfx)(

@@ -98,15 +98,21 @@ def take_rows(a, rows, scale, out):
         IndexError: a row index outside ``[0, N)``.
         ValueError: ``out`` not of shape ``(n, D)``, or ``scale`` not of shape ``(N,)``.
     """
-    if out.shape != (rows.shape[0], a.shape[1]) or scale is not None and scale.shape != (a.shape[0],):
-        raise ValueError(f"take_rows: a {a.shape}, rows {rows.shape}, scale "
-                         f"{None if scale is None else scale.shape}, out {out.shape} do not match")
+    check_take_rows(a, rows, scale, out)
     xp = array_module(a)
     if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= a.shape[0]):
         raise IndexError(f"take_rows: a row index outside [0, {a.shape[0]})")
     xp.take(a, rows, axis=0, out=out)
     if scale is not None:
         out *= scale[rows][:, None]
+
+
+def check_take_rows(a, rows, scale, out):
+    """``ValueError`` unless the shapes of :func:`take_rows`'s arguments match (the reference's and the CUDA
+    launcher's check)."""
+    if out.shape != (rows.shape[0], a.shape[1]) or scale is not None and scale.shape != (a.shape[0],):
+        raise ValueError(f"take_rows: a {a.shape}, rows {rows.shape}, scale "
+                         f"{None if scale is None else scale.shape}, out {out.shape} do not match")
 
 
 def philox4x32_10(counter, key, out):
