@@ -36,13 +36,15 @@ from tinyvae.nn.optim import Adam
 
 def timed_backend(backend: Backend, spent: dict) -> Backend:
     """``backend`` with every op timed into ``spent``, under the op's name and its first argument's shape
-    (which names the layer); a GEMM (``matmul``) under both operands' shapes."""
+    (which names the layer); a GEMM (``matmul``) under both operands' shapes, two (``matmul_pair``) under
+    the four."""
     def timed(name, f):
         def run(*args):
             t0 = time.perf_counter()
             f(*args)
-            shapes = [str(getattr(a, "shape", "")) for a in args[:2 if name == "matmul" else 1]]
-            key = f"{name} {' @ '.join(shapes)}"
+            shape = lambda i: str(getattr(args[i], "shape", ""))
+            key = {"matmul": f"{name} {shape(0)} @ {shape(1)}",
+                   "matmul_pair": f"{name} {shape(0)} @ {shape(1)}, {shape(3)} @ {shape(4)}"}.get(name, f"{name} {shape(0)}")
             spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
         return run
     return dataclasses.replace(backend, **{name: timed(name, getattr(backend, name)) for name in OPS})

@@ -434,6 +434,55 @@ def test_matmul(name, M, K, N):
                 _close(be.to_host(out), want, dtype, scale=np.abs(a).max() * np.abs(b).max() * K)
 
 
+_PAIRS = [((784, 37, 400), (37, 784, 400)),  # a layer's weight and input gradients (dout.T @ x, dout @ W)
+          ((3, 200, 150), (3, 200, 150)),  # the same shape twice, wider than tall, K over 128
+          ((7, 5, 3), (257, 3, 2)), ((1, 9, 1), (2, 1, 5))]
+
+
+@pytest.mark.parametrize("name,threads", [*(pytest.param(*b.values, None, marks=b.marks) for b in BACKENDS),
+                                          ("numba", 4), ("numba", 5)])
+@pytest.mark.parametrize("first,second", _PAIRS)
+def test_matmul_pair(name, threads, first, second, monkeypatch):
+    """Two GEMMs in one call, in every layout the layers pass, both dtypes; on the numba backend also as if it
+    had 4 or 5 threads (2 and 3 a product, the prange's parts run on the threads there are): row, column and
+    transposed-product slabs side by side, two transposed products of one shape each in its own buffer."""
+    be = backend_or_skip(name)
+    if threads is not None:
+        monkeypatch.setattr("numba.get_num_threads", lambda: threads)
+    rng = np.random.default_rng(sum(first) * sum(second))
+    for dtype in (np.float32, np.float64):
+        ab = [(rng.standard_normal((M, K)), rng.standard_normal((K, N))) for M, K, N in (first, second)]
+        for layout in (np.ascontiguousarray, np.asfortranarray):
+            args = []
+            for a, b in ab:
+                out = be.xp.full((a.shape[0], b.shape[1]), np.nan, dtype)
+                args += [be.xp.asarray(layout(a).astype(dtype)), be.xp.asarray(layout(b).astype(dtype)), out]
+            be.matmul_pair(*args)
+            for (a, b), out in zip(ab, (args[2], args[5])):
+                _close(be.to_host(out), a @ b, dtype, scale=np.abs(a).max() * np.abs(b).max() * a.shape[1])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_matmul_pair_where_an_output_is_an_operand_of_the_other_goes_in_order(name):
+    """As two ``matmul`` calls in order: ``out2 = out1 @ b2`` reads the first product, and the first product reads
+    ``b1`` before ``out2``, which overlaps it, is written."""
+    be = backend_or_skip(name)
+    rng = np.random.default_rng(1)
+    a1, b1, b2 = (be.xp.asarray(rng.standard_normal(s)) for s in ((6, 8), (8, 5), (5, 4)))
+    h1, hb2 = be.to_host(a1) @ be.to_host(b1), be.to_host(b2)
+    out1, out2 = be.xp.empty((6, 5)), be.xp.empty((6, 4))
+    be.matmul_pair(a1, b1, out1, out1, b2, out2)
+    np.testing.assert_allclose(be.to_host(out1), h1, rtol=1e-12)
+    np.testing.assert_allclose(be.to_host(out2), h1 @ hb2, rtol=1e-12)
+    c = be.xp.asarray(rng.standard_normal((8, 9)))
+    hc = be.to_host(c).copy()
+    be.matmul_pair(a1, c[:, :5], out1, a1[:, :5], b2, c[:6, 1:5])  # out2 inside b1
+    np.testing.assert_allclose(be.to_host(out1), be.to_host(a1) @ hc[:, :5], rtol=1e-12)
+    np.testing.assert_allclose(be.to_host(c)[:6, 1:5], be.to_host(a1)[:, :5] @ hb2, rtol=1e-12)
+    with pytest.raises(ValueError):
+        be.matmul_pair(a1, b1, out1, a1, b1, be.xp.empty((6, 4)))
+
+
 def test_numba_matmul_takes_any_layout_and_leaves_blas_threads_as_they_were():
     be = backend_or_skip("numba")
     from tinyvae.backends import numba_gemm
@@ -541,6 +590,7 @@ for dt in (np.float32, np.float64):
     tall = np.ones((200, 9), dt)  # blocks of rows on every thread
     n.bias_act_backward(tall.copy(), tall, True, tall[0].copy())
     n.matmul(a, a.T, np.empty((3, 3), dt))
+    n.matmul_pair(a, a.T, np.empty((3, 3), dt), a.T, a, np.empty((5, 5), dt))
     p = np.ones(7, dt)
     n.adam_step(p, p.copy(), p.copy(), p.copy(), 1e-3, 0.9, 0.999, 1e-8, 1)
     n.sgd_step(p, p.copy(), p.copy(), 1e-2, 0.9, True)

@@ -28,6 +28,7 @@ OPS = (
     "reparameterize_kl_backward",
     "nearest_code",
     "matmul",
+    "matmul_pair",
     "bias_act",
     "bias_act_backward",
     "unfold",
@@ -60,6 +61,7 @@ class Backend:
     reparameterize_kl_backward: Callable
     nearest_code: Callable
     matmul: Callable
+    matmul_pair: Callable
     bias_act: Callable
     bias_act_backward: Callable
     unfold: Callable

@@ -2,7 +2,7 @@
 
 Same names, signatures and formulas as :mod:`tinyvae.backends.reference` (read
 the formulas and their sources there). Arrays are CuPy arrays (NumPy arrays in
-the simulator); the GEMMs (op ``matmul``) go through cuBLAS (``cupy.matmul`` with
+the simulator); the GEMMs (ops ``matmul`` and ``matmul_pair``) go through cuBLAS (``cupy.matmul`` with
 ``out=``; NumPy's in the simulator), as in the reference.
 
 Each ``kernels/<family>.cu`` exports ``<op>_f32`` and ``<op>_f64``. The ops
@@ -316,6 +316,11 @@ class CudaOps:
     def matmul(a, b, out):
         """The reference op: cuBLAS through CuPy on the GPU, NumPy's BLAS in the simulator."""
         reference.matmul(a, b, out)
+
+    @staticmethod
+    def matmul_pair(a1, b1, out1, a2, b2, out2):
+        """The reference op: two cuBLAS calls on the GPU, NumPy's BLAS in the simulator."""
+        reference.matmul_pair(a1, b1, out1, a2, b2, out2)
 
     def bias_act(self, out, b, relu):
         sfx = _check(out, b)

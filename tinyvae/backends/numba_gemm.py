@@ -1,8 +1,9 @@
-"""The numba backend's GEMMs (op ``matmul``): NumPy's OpenBLAS, called on Numba's threads.
+"""The numba backend's GEMMs (ops ``matmul`` and ``matmul_pair``): NumPy's OpenBLAS, called on Numba's threads.
 
 Numba's threads run everything, the GEMMs included.
 Each GEMM is split into one slab of output rows (or columns, or rows of
-the transposed product: see :func:`matmul`) per thread, and each thread calls
+the transposed product: see :func:`matmul`) per thread (two independent GEMMs, :func:`matmul_pair`,
+each on half of the threads), and each thread calls
 NumPy's OpenBLAS for its slab with OpenBLAS's own threading off for that call
 (``openblas_set_num_threads_local(1)``, restored after). With OpenBLAS's pool
 idle, the second core is free for the other kernels between the GEMMs: with
@@ -111,56 +112,98 @@ def _sgemm_or_dgemm(ta, tb, m, n, k, pa, lda, pb, ldb, pc, ldc, size):
                np.float32(0.0), pc, ldc)
 
 
-@njit(parallel=True, **_JIT)
-def _gemm(a, b, out, parts, product_t):
-    # out (M, N) = a (M, K) @ b (K, N) by BLAS, one slab of out's rows (or columns) per part (Numba's
-    # thread count: numba.get_num_threads() here would keep the kernel from its cache), each
-    # slab one BLAS call on its thread with OpenBLAS's own threads off for it. With product_t of shape
-    # (N, M) (the caller's choice, matmul's doc), each part computes its rows of out^T = b^T a^T there and
-    # copies them, transposed, into its columns of out. False (nothing done) for shapes that do not
-    # match, empty arrays, negative strides or layouts BLAS cannot read in place, and overlapping
-    # arrays: the caller then takes numpy.matmul.
+@njit(inline="always", **_JIT)
+def _plan(a, b, out, parts, product_t):
+    # How out (M, N) = a (M, K) @ b (K, N) splits into one slab per part: (n, by_rows, transposed), n the
+    # length of the split dimension; n = 0 (nothing to do) for shapes that do not match, empty arrays,
+    # negative strides or layouts BLAS cannot read in place, and overlapping arrays: the caller then takes
+    # numpy.matmul. With product_t of shape (N, M) (the caller's choice, matmul's doc), each part computes
+    # its rows of out^T = b^T a^T there and copies them, transposed, into its columns of out.
     M, K = a.shape
     N = b.shape[1]
-    ta, lda = _blas_layout(a)
-    tb, ldb = _blas_layout(b)
+    ta = _blas_layout(a)[0]
+    tb = _blas_layout(b)[0]
     if (b.shape[0] != K or out.shape[0] != M or out.shape[1] != N or M == 0 or N == 0 or K == 0 or ta == 0
             or tb == 0 or out.strides[1] != out.itemsize or out.strides[0] < N * out.itemsize
             or not _apart(out, a) or not _apart(out, b)):
-        return False
-    ldc = out.strides[0] // out.itemsize
-    size = out.itemsize
+        return 0, False, False
     transposed = product_t.shape[0] == N and product_t.shape[1] == M
     # Slabs of rows, unless the output is wider than tall, the slabs would be under 128 rows and the
     # inner dimension K is over 128: then of columns, which keeps each thread's BLAS call large enough to
     # run at full speed. Over a short K, row slabs are the faster (a latent-width layer's GEMMs). The rule
     # picks the faster split for every GEMM of the MLP and conv VAEs (measured in docs/performance.md).
     by_rows = not transposed and (M >= N or M // parts >= 128 or K <= 128)
-    n = M if by_rows else N
+    return (M if by_rows else N), by_rows, transposed
+
+
+@njit(inline="always", **_JIT)
+def _slab(a, b, out, product_t, by_rows, transposed, lo, hi):
+    # Rows (or columns) lo:hi of out as one BLAS call on this thread, OpenBLAS's own threads off for it.
+    M, K = a.shape
+    N = b.shape[1]
+    ta, lda = _blas_layout(a)
+    tb, ldb = _blas_layout(b)
+    size = out.itemsize
+    ldc = out.strides[0] // size
     pa0, pb0, pc0 = a.ctypes.data, b.ctypes.data, out.ctypes.data
     flip = _NO_TRANS + _TRANS  # the flag of an operand's transpose
-    # OpenBLAS's "thread-local" count is one variable for the whole process in some builds (NumPy's
-    # pthreads OpenBLAS among them): every part sets it to 1 for its call, and the caller's value is put
-    # back once, after all of them, by the calling thread.
+    _blas_threads_local(np.int32(1))
+    if by_rows:
+        pa = pa0 + (lo * lda if ta == _NO_TRANS else lo) * size
+        _sgemm_or_dgemm(ta, tb, hi - lo, N, K, pa, lda, pb0, ldb, pc0 + lo * ldc * size, ldc, size)
+    else:
+        pb = pb0 + (lo if tb == _NO_TRANS else lo * ldb) * size
+        if transposed:  # rows lo:hi of b^T a^T, then each of their 32-row blocks into out's columns
+            _sgemm_or_dgemm(flip - tb, flip - ta, hi - lo, M, K, pb, ldb, pa0, lda,
+                            product_t.ctypes.data + lo * M * size, M, size)
+            for j0 in range(lo, hi, 32):
+                for i in range(M):
+                    for j in range(j0, min(hi, j0 + 32)):
+                        out[i, j] = product_t[j, i]
+        else:
+            _sgemm_or_dgemm(ta, tb, M, hi - lo, K, pa0, lda, pb, ldb, pc0 + lo * size, ldc, size)
+
+
+# OpenBLAS's "thread-local" count is one variable for the whole process in some builds (NumPy's pthreads
+# OpenBLAS among them): every part sets it to 1 for its call (_slab), and the caller's value is put back
+# once, after all of them, by the calling thread.
+
+@njit(parallel=True, **_JIT)
+def _gemm(a, b, out, parts, product_t):
+    # out = a @ b by BLAS, one slab (_plan) per part (Numba's thread count: numba.get_num_threads() here
+    # would keep the kernel from its cache); False (nothing done) where _plan finds no split.
+    n, by_rows, transposed = _plan(a, b, out, parts, product_t)
+    if n == 0:
+        return False
     before = _blas_threads_local(np.int32(1))
     for t in prange(parts):
         lo, hi = t * n // parts, (t + 1) * n // parts
         if hi > lo:
-            _blas_threads_local(np.int32(1))
-            if by_rows:
-                pa = pa0 + (lo * lda if ta == _NO_TRANS else lo) * size
-                _sgemm_or_dgemm(ta, tb, hi - lo, N, K, pa, lda, pb0, ldb, pc0 + lo * ldc * size, ldc, size)
-            else:
-                pb = pb0 + (lo if tb == _NO_TRANS else lo * ldb) * size
-                if transposed:  # rows lo:hi of b^T a^T, then each of their 32-row blocks into out's columns
-                    _sgemm_or_dgemm(flip - tb, flip - ta, hi - lo, M, K, pb, ldb, pa0, lda,
-                                    product_t.ctypes.data + lo * M * size, M, size)
-                    for j0 in range(lo, hi, 32):
-                        for i in range(M):
-                            for j in range(j0, min(hi, j0 + 32)):
-                                out[i, j] = product_t[j, i]
-                else:
-                    _sgemm_or_dgemm(ta, tb, M, hi - lo, K, pa0, lda, pb, ldb, pc0 + lo * size, ldc, size)
+            _slab(a, b, out, product_t, by_rows, transposed, lo, hi)
+    _blas_threads_local(before)
+    return True
+
+
+@njit(parallel=True, **_JIT)
+def _gemm_pair(a1, b1, out1, parts1, product1_t, a2, b2, out2, parts2, product2_t):
+    # out1 = a1 @ b1 on parts1 parts and, at the same time, out2 = a2 @ b2 on the other parts2; False
+    # (nothing done) where either has no split or an output overlaps any other array.
+    n1, by_rows1, transposed1 = _plan(a1, b1, out1, parts1, product1_t)
+    n2, by_rows2, transposed2 = _plan(a2, b2, out2, parts2, product2_t)
+    if (n1 == 0 or n2 == 0 or not _apart(out1, a2) or not _apart(out1, b2) or not _apart(out1, out2)
+            or not _apart(out2, a1) or not _apart(out2, b1)):
+        return False
+    before = _blas_threads_local(np.int32(1))
+    for t in prange(parts1 + parts2):
+        if t < parts1:
+            lo, hi = t * n1 // parts1, (t + 1) * n1 // parts1
+            if hi > lo:
+                _slab(a1, b1, out1, product1_t, by_rows1, transposed1, lo, hi)
+        else:
+            u = t - parts1
+            lo, hi = u * n2 // parts2, (u + 1) * n2 // parts2
+            if hi > lo:
+                _slab(a2, b2, out2, product2_t, by_rows2, transposed2, lo, hi)
     _blas_threads_local(before)
     return True
 
@@ -180,13 +223,39 @@ def matmul(a, b, out):
     output wider than tall and its row slabs under 128 rows), the threads compute ``out^T = b^T a^T`` by
     rows into a buffer kept for the shape, and copy it back transposed: OpenBLAS reads ``W`` row by row
     faster than as a transposed view (a layer's forward GEMM at batch 128, docs/performance.md)."""
-    t = out.dtype
-    if not (OWN_GEMMS and t in _FLOATS and a.dtype == t and b.dtype == t and a.ndim == b.ndim == out.ndim == 2):
+    if not _blas_operands(a, b, out):
         np.matmul(a, b, out=out)
         return
     parts = numba.get_num_threads()
-    (M, K), N = a.shape, out.shape[1]
-    transposed = (b.strides[0] == b.itemsize and M < N and M // parts < 128 and K > 128 and parts > 1)
-    product_t = scratch("matmul", N, M, t) if transposed else _NO_PRODUCT[t]
-    if not _gemm(a, b, out, parts, product_t):
+    if not _gemm(a, b, out, parts, _product_t("matmul", a, b, parts)):
         np.matmul(a, b, out=out)
+
+
+def matmul_pair(a1, b1, out1, a2, b2, out2):
+    """``out1 = a1 @ b1`` and ``out2 = a2 @ b2`` at the same time, each on half of Numba's threads (the first
+    gets the smaller half), split as :func:`matmul` splits it: two products run side by side at one thread's
+    speed each, faster than one after the other at two threads' speed (a layer's weight and input
+    gradients, docs/performance.md). As :func:`matmul` for what each takes; with one thread, or where an
+    output overlaps any other operand, one after the other, each a :func:`matmul`."""
+    parts = numba.get_num_threads()
+    if not (parts > 1 and _blas_operands(a1, b1, out1) and _blas_operands(a2, b2, out2)
+            and _gemm_pair(a1, b1, out1, parts // 2, _product_t("matmul", a1, b1, parts // 2),
+                           a2, b2, out2, parts - parts // 2, _product_t("matmul_pair", a2, b2, parts - parts // 2))):
+        matmul(a1, b1, out1)
+        matmul(a2, b2, out2)
+
+
+def _blas_operands(a, b, out) -> bool:
+    """Whether ``a``, ``b`` and ``out`` are 2-D of one float dtype BLAS takes (and :data:`OWN_GEMMS`)."""
+    t = out.dtype
+    return OWN_GEMMS and t in _FLOATS and a.dtype == t and b.dtype == t and a.ndim == b.ndim == out.ndim == 2
+
+
+def _product_t(name, a, b, parts):
+    """The buffer ``(N, M)`` of the transposed product of ``a @ b`` on ``parts`` threads where :func:`matmul`'s
+    doc says it is used (kept under ``name`` for the shape: two products computed at once need two), else
+    an empty array."""
+    (M, K), N, t = a.shape, b.shape[1], a.dtype
+    if b.strides[0] == b.itemsize and M < N and M // parts < 128 and K > 128 and parts > 1:
+        return scratch(name, N, M, t)
+    return _NO_PRODUCT[t]

@@ -40,7 +40,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .numba_gemm import matmul  # noqa: F401 (the op ``matmul`` of this backend)
+from .numba_gemm import matmul, matmul_pair  # noqa: F401 (the GEMM ops of this backend)
 from .numba_likelihood import (bce_with_logits, gaussian_nll, importance_weights,  # noqa: F401
                                importance_weights_backward)
 from .numba_math import JIT as _JIT

@@ -243,6 +243,19 @@ def matmul(a, b, out):
     array_module(a).matmul(a, b, out=out)
 
 
+def matmul_pair(a1, b1, out1, a2, b2, out2):
+    """Two GEMMs, ``out1 = a1 @ b1``, then ``out2 = a2 @ b2``, each as :func:`matmul` takes it: a layer's weight
+    gradient and input gradient, which the numba backend computes side by side, each on half of its
+    threads (:func:`tinyvae.backends.numba_gemm.matmul_pair`); where an output overlaps another operand, in
+    this order there too.
+
+    Raises:
+        ValueError: shapes that do not match.
+    """
+    matmul(a1, b1, out1)
+    matmul(a2, b2, out2)
+
+
 def bias_act(out, b, relu):
     """Bias add and optional ReLU, in place: ``out = act(out + b)``.
 

@@ -105,9 +105,10 @@ class Linear:
         permuted = self.image_in is not None or self.image_out is not None
         W, gW, gb = (self.Wp, self.gWp, self.gbp) if permuted else (self.W, self.gW, self.gb)
         backend.bias_act_backward(dout, out, self.relu, gb)
-        backend.matmul(dout.T, x, gW)
-        if dx is not None:
-            backend.matmul(dout, W, dx)
+        if dx is None:
+            backend.matmul(dout.T, x, gW)
+        else:
+            backend.matmul_pair(dout.T, x, gW, dout, W, dx)
         if permuted:
             self._permute(gW, gb, self.gW, self.gb, to_image=False)
 
@@ -238,10 +239,11 @@ class ConvTranspose2d(_WindowLayer):
         backend.bias_act_backward(da, out.reshape(da.shape), self.relu, self.gb)
         backend.unfold(dout, self.g, cols)
         xm = x.reshape(cols.shape[0], self.W.shape[0])
-        backend.matmul(xm.T, cols, self.gWr)
+        if dx is None:
+            backend.matmul(xm.T, cols, self.gWr)
+        else:
+            backend.matmul_pair(xm.T, cols, self.gWr, cols, self.Wr.T, dx.reshape(xm.shape))
         self.store_weight_grad()
-        if dx is not None:
-            backend.matmul(cols, self.Wr.T, dx.reshape(xm.shape))
 
 
 class Sequential:
