@@ -42,9 +42,10 @@ def timed_backend(backend: Backend, spent: dict) -> Backend:
         def run(*args):
             t0 = time.perf_counter()
             f(*args)
-            shape = lambda i: str(getattr(args[i], "shape", ""))
-            key = {"matmul": f"{name} {shape(0)} @ {shape(1)}",
-                   "matmul_pair": f"{name} {shape(0)} @ {shape(1)}, {shape(3)} @ {shape(4)}"}.get(name, f"{name} {shape(0)}")
+            shapes = [str(getattr(a, "shape", "")) for a in args]
+            key = (f"{name} {shapes[0]} @ {shapes[1]}" if name == "matmul" else
+                   f"{name} {shapes[0]} @ {shapes[1]}, {shapes[3]} @ {shapes[4]}" if name == "matmul_pair" else
+                   f"{name} {' '.join(shapes[:1])}")
             spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
         return run
     return dataclasses.replace(backend, **{name: timed(name, getattr(backend, name)) for name in OPS})
