@@ -503,6 +503,20 @@ def test_numba_matmul_takes_any_layout_and_leaves_blas_threads_as_they_were():
     want = c[:, :4] @ c[:4, 4:]
     be.matmul(c[:, :4], c[:4, 4:], c[:, 4:])  # out overlaps an operand: numpy.matmul, which copies
     np.testing.assert_allclose(c[:, 4:], want, rtol=1e-13)
+    frozen = a[:3, :4].copy()
+    frozen.flags.writeable = False  # read-only operands (a memory-mapped file's), unaligned ones too
+    unaligned = np.frombuffer(np.zeros(4 * 5 * 8 + 1, np.uint8).data, np.float64, 20, offset=1).reshape(4, 5)
+    unaligned[...] = b
+    assert not unaligned.flags.aligned
+    be.matmul(frozen, unaligned, out)
+    np.testing.assert_allclose(out, a[:3, :4] @ b, rtol=1e-13)
+    gW = np.empty((5, 5))
+    be.matmul_pair(frozen, unaligned, out, unaligned.T, unaligned, gW)
+    np.testing.assert_allclose(gW, b.T @ b, rtol=1e-13)
+    frozen_out = np.empty((3, 5))
+    frozen_out.flags.writeable = False
+    with pytest.raises(ValueError):  # as NumPy: the output is read-only
+        be.matmul(frozen, b, frozen_out)
     with pytest.raises(ValueError):  # never a BLAS call past the arrays' ends
         be.matmul(a[:3], b, out)
     with pytest.raises(ValueError):

@@ -164,11 +164,17 @@ def _slab(a, b, out, product_t, by_rows, transposed, lo, hi):
             _sgemm_or_dgemm(ta, tb, M, hi - lo, K, pa0, lda, pb, ldb, pc0 + lo * size, ldc, size)
 
 
+# The GEMM kernels take matrices of any layout ('A'; the operands also read-only and unaligned), one signature
+# per dtype compiled once, rather than one for each combination of C, F and strided operands, each of which
+# took seconds to compile.
+_SIGNATURES = {t: (types.Array(t, 2, "A", readonly=True, aligned=False), types.Array(t, 2, "A"))
+               for t in (types.float32, types.float64)}
+
 # OpenBLAS's "thread-local" count is one variable for the whole process in some builds (NumPy's pthreads
 # OpenBLAS among them): every part sets it to 1 for its call (_slab), and the caller's value is put back
 # once, after all of them, by the calling thread.
 
-@njit(parallel=True, **_JIT)
+@njit([types.boolean(x, x, w, types.intp, w) for x, w in _SIGNATURES.values()], parallel=True, **_JIT)
 def _gemm(a, b, out, parts, product_t):
     # out = a @ b by BLAS, one slab (_plan) per part (Numba's thread count: numba.get_num_threads() here
     # would keep the kernel from its cache); False (nothing done) where _plan finds no split.
@@ -184,7 +190,8 @@ def _gemm(a, b, out, parts, product_t):
     return True
 
 
-@njit(parallel=True, **_JIT)
+@njit([types.boolean(x, x, w, types.intp, w, x, x, w, types.intp, w) for x, w in _SIGNATURES.values()],
+      parallel=True, **_JIT)
 def _gemm_pair(a1, b1, out1, parts1, product1_t, a2, b2, out2, parts2, product2_t):
     # out1 = a1 @ b1 on parts1 parts and, at the same time, out2 = a2 @ b2 on the other parts2; False
     # (nothing done) where either has no split or an output overlaps any other array.
@@ -246,9 +253,11 @@ def matmul_pair(a1, b1, out1, a2, b2, out2):
 
 
 def _blas_operands(a, b, out) -> bool:
-    """Whether ``a``, ``b`` and ``out`` are 2-D of one float dtype BLAS takes (and :data:`OWN_GEMMS`)."""
+    """Whether ``a``, ``b`` and ``out`` are 2-D of one float dtype BLAS takes, ``out`` writeable and aligned (and
+    :data:`OWN_GEMMS`)."""
     t = out.dtype
-    return OWN_GEMMS and t in _FLOATS and a.dtype == t and b.dtype == t and a.ndim == b.ndim == out.ndim == 2
+    return (OWN_GEMMS and t in _FLOATS and a.dtype == t and b.dtype == t and a.ndim == b.ndim == out.ndim == 2
+            and out.flags.writeable and out.flags.aligned)
 
 
 def _product_t(name, a, b, parts):
