@@ -62,7 +62,8 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     """A function running the same number of steps doing only the step's GEMMs
     (tinyvae's buffers and layouts), and with ``adam`` numba's Adam update too.
     The GEMMs are the numpy backend's (``numpy.matmul``, OpenBLAS's own threads), or with ``adam`` the
-    numba backend's (:func:`tinyvae.backends.numba_gemm.matmul`: a slab per Numba thread).
+    numba backend's (:func:`tinyvae.backends.numba_gemm.matmul`: a slab per Numba thread; a layer's weight
+    and input gradients side by side, :func:`~tinyvae.backends.numba_gemm.matmul_pair`, as the layers call it).
 
     One real forward and backward first, so every buffer holds the values of a
     training step (uninitialised memory may hold NaNs or subnormals, which
@@ -76,7 +77,7 @@ def gemm_floor_epoch(data, batch_size, adam=False):
     model.backward(ws, x, 1.0)
     start = model.params.data.copy()
     enc, dec = model.encoder.layers, model.decoder.layers
-    mm = model.backend.matmul
+    mm, pair = model.backend.matmul, model.backend.matmul_pair
 
     def epoch():
         model.params.data[...] = start
@@ -85,12 +86,9 @@ def gemm_floor_epoch(data, batch_size, adam=False):
             mm(ws.enc_outs[0], enc[1].W.T, ws.enc_outs[1])
             mm(ws.z, dec[0].W.T, ws.dec_outs[0])
             mm(ws.dec_outs[0], dec[1].W.T, ws.dec_outs[1])
-            mm(ws.decoder_dout.T, ws.dec_outs[0], dec[1].gW)
-            mm(ws.decoder_dout, dec[1].W, ws.dec_douts[0])
-            mm(ws.dec_douts[0].T, ws.z, dec[0].gW)
-            mm(ws.dec_douts[0], dec[0].W, ws.dz)
-            mm(ws.enc_douts[1].T, ws.enc_outs[0], enc[1].gW)
-            mm(ws.enc_douts[1], enc[1].W, ws.enc_douts[0])
+            pair(ws.decoder_dout.T, ws.dec_outs[0], dec[1].gW, ws.decoder_dout, dec[1].W, ws.dec_douts[0])
+            pair(ws.dec_douts[0].T, ws.z, dec[0].gW, ws.dec_douts[0], dec[0].W, ws.dz)
+            pair(ws.enc_douts[1].T, ws.enc_outs[0], enc[1].gW, ws.enc_douts[1], enc[1].W, ws.enc_douts[0])
             mm(ws.enc_douts[0].T, x, enc[0].gW)
             if opt is not None:
                 opt.step(model.grad)
