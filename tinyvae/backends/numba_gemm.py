@@ -170,10 +170,10 @@ def _slab(a, b, out, product_t, by_rows, transposed, lo, hi):
 _SIGNATURES = {t: (types.Array(t, 2, "A", readonly=True, aligned=False), types.Array(t, 2, "A"))
                for t in (types.float32, types.float64)}
 
+
 # OpenBLAS's "thread-local" count is one variable for the whole process in some builds (NumPy's pthreads
 # OpenBLAS among them): every part sets it to 1 for its call (_slab), and the caller's value is put back
-# once, after all of them, by the calling thread.
-
+# once, after all of them, by the calling thread (_gemm and _gemm_pair).
 @njit([types.boolean(x, x, w, types.intp, w) for x, w in _SIGNATURES.values()], parallel=True, **_JIT)
 def _gemm(a, b, out, parts, product_t):
     # out = a @ b by BLAS, one slab (_plan) per part (Numba's thread count: numba.get_num_threads() here
