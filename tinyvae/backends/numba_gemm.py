@@ -21,6 +21,7 @@ rank).
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import llvmlite.binding
 import numba
@@ -164,17 +165,17 @@ def _slab(a, b, out, product_t, by_rows, transposed, lo, hi):
             _sgemm_or_dgemm(ta, tb, M, hi - lo, K, pa0, lda, pb, ldb, pc0 + lo * size, ldc, size)
 
 
-# The GEMM kernels take matrices of any layout ('A'; the operands also read-only and unaligned), one signature
-# per dtype compiled once, rather than one for each combination of C, F and strided operands, each of which
-# took seconds to compile.
-_SIGNATURES = {t: (types.Array(t, 2, "A", readonly=True, aligned=False), types.Array(t, 2, "A"))
-               for t in (types.float32, types.float64)}
+# The GEMM kernels take matrices of any layout ('A'; the operands also read-only and unaligned): one signature
+# per dtype (:func:`_kernels`), rather than one for each combination of C, F and strided operands, each of
+# which took seconds to compile.
+_MATRICES = [(types.Array(t, 2, "A", readonly=True, aligned=False), types.Array(t, 2, "A"))
+             for t in (types.float32, types.float64)]
 
 
 # OpenBLAS's "thread-local" count is one variable for the whole process in some builds (NumPy's pthreads
 # OpenBLAS among them): every part sets it to 1 for its call (_slab), and the caller's value is put back
 # once, after all of them, by the calling thread (_gemm and _gemm_pair).
-@njit([types.boolean(x, x, w, types.intp, w) for x, w in _SIGNATURES.values()], parallel=True, **_JIT)
+@njit(parallel=True, **_JIT)
 def _gemm(a, b, out, parts, product_t):
     # out = a @ b by BLAS, one slab (_plan) per part (Numba's thread count: numba.get_num_threads() here
     # would keep the kernel from its cache); False (nothing done) where _plan finds no split.
@@ -190,8 +191,7 @@ def _gemm(a, b, out, parts, product_t):
     return True
 
 
-@njit([types.boolean(x, x, w, types.intp, w, x, x, w, types.intp, w) for x, w in _SIGNATURES.values()],
-      parallel=True, **_JIT)
+@njit(parallel=True, **_JIT)
 def _gemm_pair(a1, b1, out1, parts1, product1_t, a2, b2, out2, parts2, product2_t):
     # out1 = a1 @ b1 on parts1 parts and, at the same time, out2 = a2 @ b2 on the other parts2; False
     # (nothing done) where either has no split or an output overlaps any other array.
@@ -215,6 +215,19 @@ def _gemm_pair(a1, b1, out1, parts1, product1_t, a2, b2, out2, parts2, product2_
     return True
 
 
+@functools.cache
+def _kernels():
+    """``(_gemm, _gemm_pair)``, compiled (or loaded from Numba's cache) for their one signature per dtype on the
+    first GEMM rather than at import, which would cost every process that imports the backend half a second;
+    no other signature is compiled after that: every call converts to these."""
+    for x, w in _MATRICES:
+        _gemm.compile((x, x, w, types.intp, w))
+        _gemm_pair.compile((x, x, w, types.intp, w, x, x, w, types.intp, w))
+    _gemm.disable_compile()
+    _gemm_pair.disable_compile()
+    return _gemm, _gemm_pair
+
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _NO_PRODUCT = {t: np.empty((0, 0), t) for t in _FLOATS}  # _gemm's product_t where out is computed directly
 
@@ -234,7 +247,7 @@ def matmul(a, b, out):
         np.matmul(a, b, out=out)
         return
     parts = numba.get_num_threads()
-    if not _gemm(a, b, out, parts, _product_t("matmul", a, b, parts)):
+    if not _kernels()[0](a, b, out, parts, _product_t("matmul", a, b, parts)):
         np.matmul(a, b, out=out)
 
 
@@ -246,7 +259,7 @@ def matmul_pair(a1, b1, out1, a2, b2, out2):
     output overlaps any other operand, one after the other, each a :func:`matmul`."""
     parts = numba.get_num_threads()
     if not (parts > 1 and _blas_operands(a1, b1, out1) and _blas_operands(a2, b2, out2)
-            and _gemm_pair(a1, b1, out1, parts // 2, _product_t("matmul", a1, b1, parts // 2),
+            and _kernels()[1](a1, b1, out1, parts // 2, _product_t("matmul", a1, b1, parts // 2),
                            a2, b2, out2, parts - parts // 2, _product_t("matmul_pair", a2, b2, parts - parts // 2))):
         matmul(a1, b1, out1)
         matmul(a2, b2, out2)
